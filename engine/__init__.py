@@ -1,3 +1,37 @@
-"""A small, readable PyTorch training engine (the Lightning subset), vendored by scaffold."""
+"""A small, readable PyTorch training engine (the Lightning subset), vendored by scaffold.
+
+`scaffold update` replaces this folder wholesale; keep research code outside it.
+"""
 
 __version__ = "0.1.0"
+
+from .callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar, ThroughputMonitor
+from .checkpoint import CheckpointError
+from .config import Config, ConfigError, DataConfig, load_config
+from .loggers import CSVLogger, NullLogger, WandbLogger
+from .module import DataModule, Module
+from .run import run
+from .trainer import PREEMPTED_EXIT_CODE, Trainer, seed_everything
+
+__all__ = [
+    "PREEMPTED_EXIT_CODE",
+    "CSVLogger",
+    "Callback",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DataModule",
+    "EarlyStopping",
+    "LearningRateMonitor",
+    "ModelCheckpoint",
+    "Module",
+    "NullLogger",
+    "ProgressBar",
+    "ThroughputMonitor",
+    "Trainer",
+    "WandbLogger",
+    "load_config",
+    "run",
+    "seed_everything",
+]

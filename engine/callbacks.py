@@ -1,0 +1,397 @@
+"""Callbacks: duck-typed objects whose hook methods the trainer calls by name.
+
+Hooks (every one optional; `trainer` and `module` are passed to each):
+    setup(trainer, module, stage)            on_fit_start(trainer, module)
+    on_train_start(trainer, module)          on_train_epoch_start(trainer, module)
+    on_train_batch_start(trainer, module, batch, batch_idx)
+    on_train_batch_end(trainer, module, outputs, batch, batch_idx)   after the optimizer step
+    on_validation_start(trainer, module)     on_validation_epoch_end(trainer, module)
+    on_validation_end(trainer, module)       on_train_epoch_end(trainer, module)
+    on_test_end(trainer, module)             on_train_end(trainer, module)
+    on_fit_end(trainer, module)              on_exception(trainer, module, exception)
+    on_save_checkpoint(trainer, module, checkpoint)
+    state_dict() / load_state_dict(state)    saved in checkpoints under the callback's `state_key`
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .module import Module
+    from .trainer import Trainer
+
+
+class Callback:
+    """Optional base class; any object with some of the hook methods works."""
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _better(mode: str, a: float, b: float) -> bool:
+    return a < b if mode == "min" else a > b
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` stops improving; the reason goes to `trainer.stop_reason`."""
+
+    def __init__(
+        self,
+        monitor: str,
+        mode: str = "min",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        check_finite: bool = True,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+        verbose: bool = True,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"early_stopping.mode must be 'min' or 'max', got {mode!r}")
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.min_delta = abs(min_delta)
+        self.check_finite = check_finite
+        self.stopping_threshold, self.divergence_threshold = stopping_threshold, divergence_threshold
+        self.verbose = verbose
+        self.wait_count = 0
+        self.best_score = math.inf if mode == "min" else -math.inf
+        self.stopped_epoch: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        return f"EarlyStopping[{self.monitor}]"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wait_count": self.wait_count, "best_score": self.best_score, "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.wait_count = state["wait_count"]
+        self.best_score = state["best_score"]
+        self.stopped_epoch = state["stopped_epoch"]
+
+    def on_validation_end(self, trainer: Trainer, module: Module) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, module: Module) -> None:
+        if not trainer.has_validation:  # no validation loop: judge the training metrics
+            self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        if self.monitor not in trainer.callback_metrics:
+            available = ", ".join(sorted(trainer.callback_metrics)) or "none yet"
+            raise KeyError(
+                f"early_stopping.monitor={self.monitor!r} was never logged (logged: {available}); "
+                "log it with self.log or set early_stopping.monitor=null"
+            )
+        current = float(trainer.callback_metrics[self.monitor])
+        reason = self.evaluate(current)
+        if reason is not None:
+            self.stopped_epoch = trainer.current_epoch
+            trainer.request_stop("early_stopping", reason)
+
+    def evaluate(self, current: float) -> str | None:
+        """Update with a new value; a message when training should stop, else None."""
+        name = self.monitor
+        if self.check_finite and not math.isfinite(current):
+            return f"{name} = {current} is not finite"
+        if self.stopping_threshold is not None and _better(self.mode, current, self.stopping_threshold):
+            return f"{name} = {current:.6g} reached stopping_threshold {self.stopping_threshold}"
+        if self.divergence_threshold is not None and _better(self.mode, self.divergence_threshold, current):
+            return f"{name} = {current:.6g} diverged past divergence_threshold {self.divergence_threshold}"
+        shifted = current + self.min_delta if self.mode == "min" else current - self.min_delta
+        if _better(self.mode, shifted, self.best_score):
+            self.best_score, self.wait_count = current, 0
+            return None
+        self.wait_count += 1
+        if self.wait_count >= self.patience:
+            return (
+                f"{name} did not improve by more than {self.min_delta} for {self.wait_count} checks "
+                f"(best {self.best_score:.6g})"
+            )
+        return None
+
+
+_FIELD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
+
+
+class ModelCheckpoint(Callback):
+    """Save `last.ckpt` and the `save_top_k` best checkpoints by `monitor`.
+
+    Saves after every `every_n_train_steps` optimizer steps, or else at the end of every
+    `every_n_epochs`-th epoch (and after each mid-epoch validation). With no `monitor`
+    the newest checkpoints are kept.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str | None = None,
+        monitor: str | None = None,
+        mode: str = "min",
+        save_top_k: int = 1,
+        save_last: bool = True,
+        every_n_train_steps: int | None = None,
+        every_n_epochs: int | None = 1,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"checkpoint.mode must be 'min' or 'max', got {mode!r}")
+        self.dirpath = Path(dirpath) if dirpath is not None else None
+        self.filename = filename or ("{epoch}-{step}" + (f"-{{{monitor}:.4f}}" if monitor else ""))
+        self.monitor, self.mode, self.save_top_k, self.save_last = monitor, mode, save_top_k, save_last
+        self.every_n_train_steps = every_n_train_steps or None
+        self.every_n_epochs = every_n_epochs or None
+        self.best_k_models: dict[str, float] = {}
+        self.best_model_path = ""
+        self.best_model_score: float | None = None
+        self.last_model_path = ""
+        self._last_saved_step = -1
+        self._warned_missing = False
+
+    @property
+    def state_key(self) -> str:
+        return f"ModelCheckpoint[{self.monitor}]"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "dirpath": str(self.dirpath),
+            "best_k_models": dict(self.best_k_models),
+            "best_model_path": self.best_model_path,
+            "best_model_score": self.best_model_score,
+            "last_model_path": self.last_model_path,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Files that vanished since (deleted by hand, another machine) are forgotten.
+        self.best_k_models = {p: s for p, s in state["best_k_models"].items() if Path(p).exists()}
+        self.best_model_path = state["best_model_path"] if Path(state["best_model_path"] or "/-").exists() else ""
+        self.best_model_score = state["best_model_score"] if self.best_model_path else None
+        self.last_model_path = state["last_model_path"]
+        if self.best_k_models and not self.best_model_path:
+            self._update_best()
+
+    def setup(self, trainer: Trainer, module: Module, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = Path(trainer.default_root_dir) / "checkpoints"
+
+    def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        n = self.every_n_train_steps
+        if n and trainer.global_step % n == 0:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: Trainer, module: Module) -> None:
+        # A validation in the middle of an epoch (val_check_interval) is a save point too.
+        if not trainer.sanity_checking and not trainer.at_epoch_end and self.every_n_train_steps is None:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, module: Module) -> None:
+        n = self.every_n_epochs
+        if self.every_n_train_steps is None and n and (trainer.current_epoch + 1) % n == 0:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: Trainer, module: Module) -> None:
+        if self.save_last and trainer.global_step != self._last_saved_step:
+            self._save_last(trainer)
+
+    def format_name(self, metrics: dict[str, float], epoch: int, step: int) -> str:
+        values = {**metrics, "epoch": epoch, "step": step}
+
+        def field(m: re.Match) -> str:
+            key, fmt = m.group(1), m.group(2)
+            value = values.get(key, float("nan"))
+            return f"{key.replace('/', '_')}={format(value, fmt or '')}"
+
+        return _FIELD.sub(field, self.filename) + ".ckpt"
+
+    def save(self, trainer: Trainer) -> None:
+        """A save point: maybe a top-k checkpoint, then `last.ckpt`."""
+        if trainer.global_step == self._last_saved_step:
+            return
+        metrics = trainer.callback_metrics
+        path = self.dirpath / self.format_name(metrics, trainer.current_epoch, trainer.global_step)
+        if self.save_top_k != 0:
+            if self.monitor is None:
+                self._keep(trainer, str(path), float(trainer.global_step), "max")
+            elif self.monitor in metrics:
+                self._keep(trainer, str(path), float(metrics[self.monitor]), self.mode)
+            elif not self._warned_missing:
+                self._warned_missing = True
+                warnings.warn(
+                    f"checkpoint.monitor={self.monitor!r} was not logged at step {trainer.global_step}; "
+                    "only last.ckpt is saved until it is (log it with self.log in validation_step)",
+                    stacklevel=2,
+                )
+        if self.save_last:
+            self._save_last(trainer)
+        self._last_saved_step = trainer.global_step
+
+    def _keep(self, trainer: Trainer, path: str, score: float, mode: str) -> None:
+        k = self.save_top_k
+        if k > 0 and len(self.best_k_models) >= k:
+            worst = max(self.best_k_models, key=lambda p: self.best_k_models[p] * (1 if mode == "min" else -1))
+            if math.isnan(score) or not _better(mode, score, self.best_k_models[worst]):
+                return
+        else:
+            worst = None
+        self.best_k_models[path] = score
+        if worst is not None:
+            del self.best_k_models[worst]
+        self._update_best()
+        trainer.save_checkpoint(path)
+        if worst is not None and worst != path and trainer.is_global_zero:
+            trainer.checkpoint_io.wait()  # the new file is safe before the old one goes
+            Path(worst).unlink(missing_ok=True)
+        trainer.logger_after_save(self)
+
+    def _update_best(self) -> None:
+        mode = "max" if self.monitor is None else self.mode
+        best = min(self.best_k_models, key=lambda p: self.best_k_models[p] * (1 if mode == "min" else -1))
+        self.best_model_path = best
+        self.best_model_score = None if self.monitor is None else self.best_k_models[best]
+
+    def _save_last(self, trainer: Trainer) -> None:
+        path = self.dirpath / "last.ckpt"
+        self.last_model_path = str(path)
+        trainer.save_checkpoint(path)
+        self._last_saved_step = trainer.global_step
+        trainer.logger_after_save(self)
+
+
+class LearningRateMonitor(Callback):
+    """Log each optimizer's learning rate as ``lr-<Optimizer>`` (``-pg<i>`` per extra group)."""
+
+    def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.should_log:
+            trainer.log_metrics(self.learning_rates(trainer))
+
+    def learning_rates(self, trainer: Trainer) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for opt in trainer.optimizers:
+            name = f"lr-{type(opt).__name__}"
+            for i, group in enumerate(opt.param_groups):
+                out[name if i == 0 else f"{name}-pg{i}"] = float(group["lr"])
+        return out
+
+
+class ThroughputMonitor(Callback):
+    """Samples/s and the share of each step spent waiting for the data loader.
+
+    Logs ``throughput/samples_per_sec`` and ``throughput/data_wait_frac``; warns once when
+    waiting exceeds `warn_fraction` of the step time and prints a report at the end.
+    """
+
+    def __init__(self, warn_fraction: float = 0.2, warmup_steps: int = 5) -> None:
+        self.warn_fraction = warn_fraction
+        self.warmup_steps = warmup_steps
+        self.warned = False
+        self._mark = (0.0, 0.0, 0, 0)  # wait, total, samples, batches at the last log
+
+    def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not trainer.should_log:
+            return
+        t = trainer.timer
+        wait, total, samples, batches = (
+            t.wait - self._mark[0],
+            t.total - self._mark[1],
+            t.samples - self._mark[2],
+            t.batches - self._mark[3],
+        )
+        self._mark = (t.wait, t.total, t.samples, t.batches)
+        if total <= 0 or batches == 0:
+            return
+        trainer.log_metrics(
+            {"throughput/samples_per_sec": samples / total, "throughput/data_wait_frac": wait / total}
+        )
+        if not self.warned and t.batches > self.warmup_steps and wait / total > self.warn_fraction:
+            self.warned = True
+            trainer.print(f"warning: {self.advice(wait / total, trainer)}")
+
+    def advice(self, fraction: float, trainer: Trainer) -> str:
+        workers = trainer.train_num_workers
+        cores = os.cpu_count() or 1
+        suggest = max(2, min(cores, 2 * max(1, workers)))
+        tips = [f"data.num_workers={suggest}" if workers < cores else "a faster dataset (cache or preprocess it)"]
+        if trainer.device.type == "cuda":
+            tips.append("pin_memory=True")
+        if workers > 0:
+            tips.append("persistent_workers=True")
+        return (
+            f"the data loader is the bottleneck: {fraction:.0%} of each step is spent waiting for data "
+            f"(threshold {self.warn_fraction:.0%}). Try {', '.join(tips)}."
+        )
+
+    def report(self, trainer: Trainer) -> str:
+        t = trainer.timer
+        if t.batches == 0 or t.total <= 0:
+            return "bottleneck report: no training steps ran"
+        frac = t.wait / t.total
+        lines = [
+            f"bottleneck report: {t.batches} batches, {t.samples / t.total:.1f} samples/s, "
+            f"{1000 * t.total / t.batches:.2f} ms/batch, waiting for data {frac:.0%} "
+            f"({1000 * t.wait / t.batches:.2f} ms/batch), compute {1 - frac:.0%}",
+        ]
+        if frac > self.warn_fraction:
+            lines.append("  " + self.advice(frac, trainer))
+        return "\n".join(lines)
+
+    def on_train_end(self, trainer: Trainer, module: Module) -> None:
+        trainer.print(self.report(trainer))
+
+
+class ProgressBar(Callback):
+    """One status line: rewritten in place on a terminal, printed periodically otherwise."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream
+        self._tty = False
+        self._started = 0.0
+
+    def on_train_start(self, trainer: Trainer, module: Module) -> None:
+        self.stream = self.stream or sys.stdout
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not trainer.should_log or not trainer.is_global_zero:
+            return
+        shown = {k: v for k, v in trainer.progress_metrics().items()}
+        total = trainer.num_training_batches
+        parts = [f"epoch {trainer.current_epoch}", f"batch {batch_idx + 1}/{total}", f"step {trainer.global_step}"]
+        parts += [f"{k}={v:.4g}" for k, v in shown.items()]
+        t = trainer.timer
+        if t.total > 0:
+            parts.append(f"{t.samples / t.total:.0f} samples/s, data wait {t.wait / t.total:.0%}")
+        self._write(" | ".join(parts))
+
+    def on_validation_end(self, trainer: Trainer, module: Module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        shown = {k: v for k, v in trainer.callback_metrics.items() if k in trainer.results_prog_bar}
+        text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items() if not k.startswith("train"))
+        self._write(f"epoch {trainer.current_epoch} step {trainer.global_step} validation: {text}", end=True)
+
+    def _write(self, line: str, end: bool = False) -> None:
+        if self._tty:
+            self.stream.write("\r\033[K" + line + ("\n" if end else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def on_train_end(self, trainer: Trainer, module: Module) -> None:
+        if self._tty and trainer.is_global_zero:
+            self.stream.write("\n")

@@ -1,0 +1,365 @@
+"""Typed configuration: dataclasses with defaults, a YAML file, and dotted command-line overrides.
+
+`load_config` reads ``configs/default.yaml`` (or ``--config PATH``), applies ``key=value`` and
+``--key=value`` overrides (the W&B sweep agent passes the latter), validates every value and
+reports all problems at once. Unknown keys are errors that name the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+PRECISIONS = ("32", "16-mixed", "bf16-mixed", "bf16-true")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int | None = 10
+    max_steps: int = -1  # -1: no step limit
+    precision: Literal["32", "16-mixed", "bf16-mixed", "bf16-true"] = "32"
+    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    devices: int = 1  # >1 without torchrun: the engine launches the processes itself
+    num_nodes: int = 1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    limit_train_batches: float | int | None = None  # int: batches, float: fraction of the epoch
+    limit_val_batches: float | int | None = None
+    val_check_interval: float | int | None = None  # int: every N train batches, float: fraction of an epoch
+    check_val_every_n_epoch: int = 1
+    num_sanity_val_steps: int = 2
+    log_every_n_steps: int = 10
+    fast_dev_run: bool | int = False
+    seed: int = 42
+    deterministic: bool = False
+    compile: bool = False  # torch.compile the module's forward
+    sync_batchnorm: bool = False
+    find_unused_parameters: bool = False
+    on_nonfinite_loss: Literal["stop", "skip"] = "stop"
+    async_checkpoint: bool = False  # write checkpoints in a background thread
+    progress_bar: bool = True
+    bottleneck_warn_fraction: float = 0.2  # warn when waiting for data exceeds this share of a step
+
+
+@dataclass
+class CheckpointConfig:
+    monitor: str | None = None
+    mode: Literal["min", "max"] = "min"
+    save_top_k: int = 1
+    save_last: bool = True
+    every_n_train_steps: int | None = None
+    every_n_epochs: int | None = 1
+    filename: str | None = None  # e.g. "{epoch}-{step}-{val_loss:.3f}"
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str | None = None  # empty/null: off
+    mode: Literal["min", "max"] = "min"
+    patience: int = 3
+    min_delta: float = 0.0
+    check_finite: bool = True
+    stopping_threshold: float | None = None
+    divergence_threshold: float | None = None
+
+
+@dataclass
+class WandbConfig:
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = None  # defaults to run_name
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
+    job_type: str | None = None
+    log_model: Literal[False, True, "best", "last", "all"] = False
+    watch: Literal[False, "gradients", "parameters", "all"] = False
+    watch_log_freq: int = 100
+
+
+@dataclass
+class DataConfig:
+    batch_size: int = 32
+    num_workers: int = 0
+
+
+@dataclass
+class Config:
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    data: Any = field(default_factory=DataConfig)
+    model: Any = None
+    run_name: str | None = None  # default: slurm-<job id> under SLURM, else a timestamp
+    output_dir: str = "runs"
+    resume: str | None = None  # null | last | auto | a checkpoint path
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message lists every problem."""
+
+
+def to_dict(cfg: Any) -> Any:
+    """A dataclass tree as plain nested dicts (for YAML, W&B and checkpoints)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _yaml():
+    import yaml  # lazy: only config loading needs it
+
+    return yaml
+
+
+def _parse_scalar(text: str) -> Any:
+    """Command-line values use YAML syntax: 3, 1e-3, true, null, [a, b], "32"."""
+    try:
+        return _yaml().safe_load(text)
+    except Exception:
+        return text
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
+    """Check `value` against a type hint; convert where unambiguous (int -> float, 32 -> "32")."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        for c in choices:
+            if value == c and type(value) is type(c):
+                return c
+            if isinstance(c, str) and not isinstance(value, bool) and str(value) == c:
+                return c
+        problems.append(f"{key}: {value!r} is not one of {', '.join(repr(c) for c in choices)}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+        else:
+            for arg in args:
+                if arg is type(None):
+                    continue
+                trial: list[str] = []
+                out = _coerce(value, arg, key, trial)
+                if not trial:
+                    return out
+        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+        problems.append(f"{key}: expected {names}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{key}: expected a list, got {value!r}")
+            return value
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    problems.append(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+def _closest(name: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(options)}"
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    """Instantiate dataclass `cls` from nested `values`, collecting every problem."""
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            dotted = [f"{prefix}{n}" for n in fields]
+            problems.append(f"unknown key '{key}'{_closest(key, dotted)}")
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                problems.append(f"{key}: expected a section (mapping), got {value!r}")
+                continue
+            kwargs[name] = _build(hint, value, f"{key}.", problems)
+        else:
+            kwargs[name] = _coerce(value, hint, key, problems)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, Any]], list[str]]:
+    """Split argv into (config path, [(dotted key, value)], problems)."""
+    path: str | None = None
+    pairs: list[tuple[str, Any]] = []
+    problems: list[str] = []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("--config", "-c"):
+            if not args:
+                problems.append("--config needs a path: --config configs/other.yaml")
+                break
+            path = args.pop(0)
+            continue
+        key, eq, text = arg.lstrip("-").partition("=")
+        if not eq:
+            # `--key value` form, as some launchers write it.
+            if arg.startswith("--") and args and not args[0].startswith("-"):
+                key, text = key, args.pop(0)
+            else:
+                problems.append(f"'{arg}' is not KEY=VALUE (e.g. trainer.max_epochs=5)")
+                continue
+        if key == "config":
+            path = text
+            continue
+        pairs.append((key, _parse_scalar(text)))
+    return path, pairs, problems
+
+
+def validate(cfg: Config) -> list[str]:
+    """Cross-field checks that types alone cannot express."""
+    t, problems = cfg.trainer, []
+    if t.max_epochs is not None and t.max_epochs < 1 and t.max_steps < 1:
+        problems.append("trainer.max_epochs must be >= 1 (or set trainer.max_steps)")
+    if t.max_epochs is None and t.max_steps < 1 and not t.fast_dev_run:
+        problems.append("trainer.max_epochs is null: set trainer.max_steps to bound the run")
+    for name in ("accumulate_grad_batches", "log_every_n_steps", "devices", "num_nodes", "check_val_every_n_epoch"):
+        if getattr(t, name) < 1:
+            problems.append(f"trainer.{name} must be >= 1, got {getattr(t, name)}")
+    for name in ("limit_train_batches", "limit_val_batches", "val_check_interval"):
+        v = getattr(t, name)
+        if isinstance(v, float) and not 0.0 <= v <= 1.0:
+            problems.append(f"trainer.{name}: a float is a fraction in [0, 1], got {v}; use an int for a count")
+        if isinstance(v, int) and v < 0:
+            problems.append(f"trainer.{name} must be >= 0, got {v}")
+    if t.gradient_clip_val is not None and t.gradient_clip_val <= 0:
+        problems.append("trainer.gradient_clip_val must be > 0 (or null for no clipping)")
+    if cfg.checkpoint.save_top_k < -1:
+        problems.append("checkpoint.save_top_k must be -1 (all), 0 (none) or a positive count")
+    if cfg.checkpoint.save_top_k not in (0, 1, -1) and not cfg.checkpoint.monitor:
+        problems.append("checkpoint.save_top_k > 1 needs checkpoint.monitor (which metric ranks them?)")
+    if cfg.early_stopping.patience < 0:
+        problems.append("early_stopping.patience must be >= 0")
+    if hasattr(cfg.data, "batch_size") and cfg.data.batch_size < 1:
+        problems.append(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
+    if hasattr(cfg.data, "num_workers") and cfg.data.num_workers < 0:
+        problems.append("data.num_workers must be >= 0")
+    return problems
+
+
+def load_config(
+    argv: list[str] | None = None,
+    *,
+    model: type | None = None,
+    data: type = DataConfig,
+    path: str | Path | None = None,
+    exit_on_error: bool = True,
+) -> Config:
+    """Build the run's Config from defaults, a YAML file and overrides.
+
+    `model`/`data` are the research code's dataclasses for the ``model.``/``data.`` sections.
+    The file is ``--config PATH`` if given, else `path`, else ``configs/default.yaml`` when it
+    exists in the working directory. With `exit_on_error` a bad config prints every problem to
+    stderr and exits with status 2 (a command-line run); otherwise ConfigError is raised.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    file_path, overrides, problems = parse_overrides(argv)
+    file_path = file_path or (str(path) if path else None)
+    tree: dict[str, Any] = {}
+    if file_path is None and Path("configs/default.yaml").is_file():
+        file_path = "configs/default.yaml"
+    if file_path is not None:
+        p = Path(file_path)
+        if not p.is_file():
+            problems.append(f"config file {file_path} does not exist (pass --config PATH)")
+        else:
+            try:
+                loaded = _yaml().safe_load(p.read_text()) or {}
+            except Exception as exc:
+                loaded = {}
+                problems.append(f"config file {file_path} is not valid YAML: {exc}")
+            if not isinstance(loaded, dict):
+                problems.append(f"config file {file_path} must hold a mapping of sections")
+            else:
+                tree = loaded
+    for key, value in overrides:
+        _set_dotted(tree, key, value)
+
+    schema = _config_schema(model, data)
+    cfg = _build(schema, tree, "", problems)
+    if model is not None and not dataclasses.is_dataclass(cfg.model):
+        cfg.model = model()
+    if not dataclasses.is_dataclass(cfg.data):
+        cfg.data = data()
+    if not problems:
+        problems += validate(cfg)
+    if problems:
+        message = "invalid config:\n" + "\n".join(f"  - {p}" for p in problems)
+        if exit_on_error:
+            print(message, file=sys.stderr)
+            raise SystemExit(2)
+        raise ConfigError(message)
+    return cfg
+
+
+def _config_schema(model: type | None, data: type) -> type:
+    """Config with the `model`/`data` sections typed by the research code's dataclasses."""
+    annotations = dict(_hints(Config))
+    annotations["data"] = data
+    annotations["model"] = model if model is not None else Any
+    ns = {
+        "__annotations__": annotations,
+        "data": field(default_factory=data),
+        "model": field(default_factory=model) if model is not None else None,
+    }
+    return dataclass(type("Config", (Config,), ns))
+
+
+def dump_yaml(cfg: Any) -> str:
+    return _yaml().safe_dump(to_dict(cfg), sort_keys=False)

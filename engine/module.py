@@ -1,0 +1,196 @@
+"""`Module` and `DataModule`: the research code's side of the engine (Lightning's names)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+
+class Module(nn.Module):
+    """A `torch.nn.Module` with training hooks.
+
+    Override `training_step` (return a loss tensor or a dict with ``"loss"``), optionally
+    `validation_step`/`test_step`, and `configure_optimizers`. Hooks (all optional):
+    on_fit_start, on_train_start, on_train_epoch_start, on_train_batch_start,
+    on_train_batch_end, on_train_epoch_end, on_validation_epoch_start,
+    on_validation_epoch_end, on_test_epoch_end, on_train_end, on_fit_end,
+    on_save_checkpoint(checkpoint), on_load_checkpoint(checkpoint),
+    on_before_optimizer_step(optimizer).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trainer: Trainer | None = None
+        self.hparams: dict[str, Any] = {}
+
+    # -- what the trainer provides -------------------------------------------------------
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            raise RuntimeError("this module is not attached to a Trainer; call trainer.fit(module) first")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        # Bypass nn.Module.__setattr__ so the trainer is not registered as a submodule.
+        object.__setattr__(self, "_trainer", trainer)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return self._trainer.device if self._trainer is not None else torch.device("cpu")
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch if self._trainer is not None else 0
+
+    # -- logging ---------------------------------------------------------------------------
+    def log(
+        self,
+        name: str,
+        value: Any,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        prog_bar: bool = False,
+        logger: bool = True,
+        sync_dist: bool = False,
+        batch_size: int | None = None,
+        reduce_fx: str = "mean",
+    ) -> None:
+        """Record a metric; epoch values are sample-weighted means (torchmetrics: `compute()`)."""
+        if self._trainer is None:
+            return
+        self._trainer.results.log(
+            name,
+            value,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            prog_bar=prog_bar,
+            logger=logger,
+            sync_dist=sync_dist,
+            batch_size=batch_size,
+            reduce_fx=reduce_fx,
+        )
+
+    def log_dict(self, metrics: Mapping[str, Any], **kwargs: Any) -> None:
+        for name, value in metrics.items():
+            self.log(name, value, **kwargs)
+
+    def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
+        """Store hyperparameters in `self.hparams` (saved in checkpoints, sent to W&B).
+
+        Accepts dataclasses, dicts and keyword arguments; with no arguments, the caller's
+        ``__init__`` arguments are collected, as in Lightning.
+        """
+        if not args and not kwargs:
+            frame = inspect.currentframe()
+            caller = frame.f_back if frame is not None else None
+            if caller is not None:
+                info = inspect.getargvalues(caller)
+                kwargs = {k: info.locals[k] for k in info.args if k != "self"}
+        for arg in args:
+            if dataclasses.is_dataclass(arg) and not isinstance(arg, type):
+                self.hparams.update(dataclasses.asdict(arg))
+            elif isinstance(arg, Mapping):
+                self.hparams.update(arg)
+            else:
+                raise TypeError(f"save_hyperparameters takes dataclasses, dicts or keywords, not {type(arg).__name__}")
+        for key, value in kwargs.items():
+            self.hparams[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+    # -- the research code overrides these ----------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        raise NotImplementedError("define training_step(self, batch, batch_idx) in your Module")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        return None
+
+    def test_step(self, batch: Any, batch_idx: int) -> Any:
+        return None
+
+    def configure_optimizers(self) -> Any:
+        raise NotImplementedError("define configure_optimizers(self) in your Module")
+
+    # Hooks: no-ops unless overridden (Lightning's defaults).
+    def on_fit_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_train_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_train_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_train_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_validation_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_validation_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_test_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_test_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_train_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_fit_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_load_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_before_optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class DataModule:
+    """Owns the data: `prepare_data` (once per node), `setup(stage)`, and the loaders."""
+
+    def prepare_data(self) -> None:
+        """Download or build files; runs on local rank 0 only."""
+
+    def setup(self, stage: str) -> None:
+        """Build datasets for `stage` ("fit", "validate" or "test"); runs on every process."""
+
+    def train_dataloader(self) -> Any:
+        raise NotImplementedError("define train_dataloader(self) in your DataModule")
+
+    def val_dataloader(self) -> Any:
+        return None
+
+    def test_dataloader(self) -> Any:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,52 @@
+"""Numeric precision: autocast and gradient scaling as no-op objects when unused."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import nn
+
+
+class Precision:
+    """`trainer.precision`: "32", "bf16-mixed", "16-mixed" (CUDA, with GradScaler) or "bf16-true"."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        if precision == "16-mixed" and device.type != "cuda":
+            raise ValueError(
+                f"trainer.precision=16-mixed needs a CUDA GPU (this run is on {device.type}); "
+                "use trainer.precision=bf16-mixed instead"
+            )
+        self.precision = precision
+        self.device = device
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+        self._autocast_dtype = dtype
+        # GradScaler(enabled=False) is a pass-through, so the loop has one code path.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+
+    def autocast(self) -> AbstractContextManager:
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        return module.to(torch.bfloat16) if self.precision == "bf16-true" else module
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """Bring gradients to their true scale (before clipping or inspection)."""
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Step the optimizer; False when the scaler skipped it (inf/nan gradients)."""
+        if not self.scaler.is_enabled():
+            optimizer.step()
+            return True
+        scale = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        # A skipped step lowers the scale; schedulers must not advance then.
+        return self.scaler.get_scale() >= scale

@@ -1,0 +1,156 @@
+"""What `self.log` records: step values and sample-weighted epoch means, kept on the device.
+
+Values stay tensors until someone reads them (the logger every `log_every_n_steps`, the
+progress bar, callbacks at epoch end), so logging never forces a device sync per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_REDUCE = ("mean", "sum", "max", "min")
+
+
+@dataclass
+class _Epoch:
+    total: torch.Tensor
+    weight: torch.Tensor | float
+    reduce_fx: str
+    sync_dist: bool
+
+
+class Results:
+    """Metrics logged during one stage ("train", "val", "test") of the loop."""
+
+    def __init__(self, all_reduce: Callable[[torch.Tensor, str], torch.Tensor]) -> None:
+        self.stage = "train"
+        self.batch_size = 1
+        self._all_reduce = all_reduce
+        self.step: dict[str, torch.Tensor] = {}  # last on_step values
+        self.epoch: dict[str, _Epoch] = {}  # running epoch reductions
+        self.metric_objects: dict[str, Any] = {}  # torchmetrics logged on_epoch: compute() at epoch end
+        self.prog_bar: set[str] = set()
+        self.hidden: set[str] = set()  # logger=False
+        self.enabled = True
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        *,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        prog_bar: bool,
+        logger: bool,
+        sync_dist: bool,
+        batch_size: int | None,
+        reduce_fx: str,
+    ) -> None:
+        if not self.enabled:
+            return
+        training = self.stage == "train"
+        on_step = training if on_step is None else on_step
+        on_epoch = (not training) if on_epoch is None else on_epoch
+        if reduce_fx not in _REDUCE:
+            raise ValueError(f"self.log('{name}', reduce_fx={reduce_fx!r}): use one of {_REDUCE}")
+        # Lightning's naming: both on_step and on_epoch -> name_step and name_epoch.
+        step_name, epoch_name = (f"{name}_step", f"{name}_epoch") if on_step and on_epoch else (name, name)
+        for n in (step_name, epoch_name):
+            if prog_bar:
+                self.prog_bar.add(n)
+            if not logger:
+                self.hidden.add(n)
+
+        if _is_metric(value):
+            if on_step:
+                cache = getattr(value, "_forward_cache", None)
+                self.step[step_name] = _as_tensor(cache if cache is not None else value.compute())
+            if on_epoch:
+                self.metric_objects[epoch_name] = value
+            return
+
+        tensor = _as_tensor(value)
+        if tensor.numel() != 1:
+            raise ValueError(f"self.log('{name}', ...) needs a scalar, got a tensor of shape {tuple(tensor.shape)}")
+        tensor = tensor.detach().reshape(())
+        if on_step:
+            self.step[step_name] = self._all_reduce(tensor, "mean") if sync_dist else tensor
+        if on_epoch:
+            weight = float(batch_size if batch_size is not None else self.batch_size)
+            entry = self.epoch.get(epoch_name)
+            if reduce_fx == "mean":
+                value_in = tensor.float() * weight
+            else:
+                value_in = tensor.float()
+            if entry is None:
+                self.epoch[epoch_name] = _Epoch(value_in.clone(), weight, reduce_fx, sync_dist)
+            elif reduce_fx in ("mean", "sum"):
+                entry.total = entry.total + value_in
+                entry.weight = entry.weight + weight
+            elif reduce_fx == "max":
+                entry.total = torch.maximum(entry.total, value_in)
+            else:
+                entry.total = torch.minimum(entry.total, value_in)
+
+    def step_values(self) -> dict[str, float]:
+        """Last step values as floats (one device sync for all of them)."""
+        return _to_floats(self.step)
+
+    def compute_epoch(self) -> dict[str, float]:
+        """Reduce the epoch's values (across processes where asked), then reset them."""
+        out: dict[str, torch.Tensor] = {}
+        for name, e in self.epoch.items():
+            total = e.total
+            if e.reduce_fx == "mean":
+                weight = torch.as_tensor(e.weight, dtype=torch.float32, device=total.device)
+                if e.sync_dist:
+                    pair = self._all_reduce(torch.stack([total, weight]), "sum")
+                    total, weight = pair[0], pair[1]
+                out[name] = total / weight
+            else:
+                out[name] = self._all_reduce(total, e.reduce_fx) if e.sync_dist else total
+        for name, metric in self.metric_objects.items():
+            out[name] = _as_tensor(metric.compute())  # torchmetrics syncs across processes itself
+            metric.reset()
+        self.epoch.clear()
+        self.metric_objects.clear()
+        return _to_floats(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Partial epoch sums, so a mid-epoch resume reports the same epoch means."""
+        return {
+            name: {"total": e.total.detach().cpu(), "weight": float(e.weight), "reduce_fx": e.reduce_fx, "sync": e.sync_dist}
+            for name, e in self.epoch.items()
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.epoch = {
+            name: _Epoch(s["total"].to(device), s["weight"], s["reduce_fx"], s["sync"]) for name, s in state.items()
+        }
+
+    def reset(self, stage: str) -> None:
+        self.stage = stage
+        self.step.clear()
+        self.epoch.clear()
+        self.metric_objects.clear()
+
+
+def _is_metric(value: Any) -> bool:
+    return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "update")
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+
+
+def _to_floats(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    if not values:
+        return {}
+    names = list(values)
+    device = values[names[0]].device
+    flat = torch.stack([values[n].detach().float().reshape(()).to(device) for n in names]).cpu()
+    return dict(zip(names, flat.tolist(), strict=True))

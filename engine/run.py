@@ -1,0 +1,124 @@
+"""`run`: turn a Config into a Trainer with its callbacks and logger, fit, and report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import distributed as D
+from .callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from .config import Config, dump_yaml
+from .module import DataModule, Module
+from .trainer import PREEMPTED_EXIT_CODE, Trainer
+
+
+def default_run_name() -> str:
+    """Stable across SLURM requeues (so resume=auto finds the run), else a timestamp."""
+    import os
+
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm-{job}" if job else time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def build_logger(cfg: Config, run_name: str) -> Any:
+    from .loggers import NullLogger, WandbLogger
+
+    w = cfg.wandb
+    if w.mode == "disabled":
+        return NullLogger()
+    return WandbLogger(
+        project=w.project,
+        entity=w.entity,
+        name=w.name or run_name,
+        group=w.group,
+        tags=list(w.tags),
+        notes=w.notes,
+        job_type=w.job_type,
+        mode=w.mode,
+        save_dir=".",
+        log_model=w.log_model,
+        watch=w.watch,
+        watch_log_freq=w.watch_log_freq,
+    )
+
+
+def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None, logger: Any = None) -> Trainer:
+    c, e, t = cfg.checkpoint, cfg.early_stopping, cfg.trainer
+    all_callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename=c.filename,
+            monitor=c.monitor or None,
+            mode=c.mode,
+            save_top_k=c.save_top_k,
+            save_last=c.save_last,
+            every_n_train_steps=c.every_n_train_steps,
+            every_n_epochs=c.every_n_epochs,
+        ),
+        LearningRateMonitor(),
+        ThroughputMonitor(warn_fraction=t.bottleneck_warn_fraction),
+    ]
+    if e.monitor:
+        all_callbacks.append(
+            EarlyStopping(
+                monitor=e.monitor,
+                mode=e.mode,
+                patience=e.patience,
+                min_delta=e.min_delta,
+                check_finite=e.check_finite,
+                stopping_threshold=e.stopping_threshold,
+                divergence_threshold=e.divergence_threshold,
+            )
+        )
+    all_callbacks += callbacks or []
+    keys = {k: getattr(t, k) for k in t.__dataclass_fields__}
+    return Trainer(**keys, callbacks=all_callbacks, logger=logger, default_root_dir=run_dir, config=cfg)
+
+
+def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any] | None = None) -> int:
+    """Fit `module` on `datamodule` as `cfg` says; returns the process exit code.
+
+    0: finished; 75: preempted (checkpoint saved, requeue and resume); 1: stopped on a
+    non-finite loss. With ``trainer.devices > 1`` outside torchrun, starts the processes.
+    """
+    if cfg.trainer.devices > 1 and not D.under_launcher():
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        if spec is None:
+            raise RuntimeError("trainer.devices > 1 needs `python -m <package>.train`, or launch with torchrun")
+        return D.launch(cfg.trainer.devices, spec.name, sys.argv[1:])
+
+    env = D.setup(cfg.trainer.accelerator)
+    try:
+        run_name = env.broadcast_object(cfg.run_name or default_run_name())
+        cfg.run_name = run_name
+        run_dir = Path(cfg.output_dir) / run_name
+        if env.is_global_zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        logger = build_logger(cfg, run_name) if not cfg.trainer.fast_dev_run else None
+        trainer = build_trainer(cfg, run_dir, callbacks, logger)
+        resume = cfg.resume
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        if env.is_global_zero:
+            report(trainer, run_dir)
+        if trainer.stop_reason == "preempted":
+            return PREEMPTED_EXIT_CODE
+        return 1 if trainer.stop_reason == "nonfinite_loss" else 0
+    finally:
+        D.teardown()
+
+
+def report(trainer: Trainer, run_dir: Path) -> None:
+    metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+    print("final validation metrics: " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "none"))
+    ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if ckpt is not None:
+        best = f" (best: {ckpt.best_model_path}, {ckpt.monitor}={ckpt.best_model_score})" if ckpt.best_model_path else ""
+        print(f"checkpoints: {ckpt.dirpath}{best}")
+    print(f"run folder: {run_dir} (summary.json, config.yaml)")
+    run_id = getattr(trainer.logger, "run_id", None)
+    if run_id:
+        print(f"W&B run: {run_id} (files under wandb/)")

@@ -1,0 +1,844 @@
+"""The Trainer: Lightning's names, one readable loop (`_train_epoch`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from . import distributed as D
+from .callbacks import ModelCheckpoint
+from .checkpoint import (
+    AsyncSaver,
+    CheckpointError,
+    SyncSaver,
+    capture_rng_state,
+    check_model_state,
+    find_resume_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+)
+from .loggers import NullLogger
+from .module import DataModule, Module
+from .precision import Precision
+from .results import Results
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; scripts/slurm.sbatch requeues on it
+
+
+@dataclass
+class Timer:
+    """Running totals for the bottleneck report (seconds, samples, batches)."""
+
+    wait: float = 0.0
+    total: float = 0.0
+    samples: int = 0
+    batches: int = 0
+
+
+@dataclass
+class _Scheduler:
+    scheduler: Any
+    interval: str = "epoch"
+    frequency: int = 1
+    monitor: str | None = None
+    strict: bool = True
+
+
+class _StepWrapper(nn.Module):
+    """Routes training_step through forward, so DDP sees the call and syncs gradients."""
+
+    def __init__(self, module: Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: Any, batch_idx: int) -> Any:
+        return self.module.training_step(batch, batch_idx)
+
+
+class Trainer:
+    """Fit, validate and test a `Module` (see DESIGN.md's config keys for the arguments)."""
+
+    def __init__(
+        self,
+        *,
+        max_epochs: int | None = None,
+        max_steps: int = -1,
+        precision: str | int = "32",
+        accelerator: str = "auto",
+        devices: int = 1,
+        num_nodes: int = 1,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        val_check_interval: int | float | None = None,
+        check_val_every_n_epoch: int = 1,
+        num_sanity_val_steps: int = 2,
+        log_every_n_steps: int = 10,
+        fast_dev_run: bool | int = False,
+        seed: int | None = None,
+        deterministic: bool = False,
+        compile: bool = False,
+        sync_batchnorm: bool = False,
+        find_unused_parameters: bool = False,
+        on_nonfinite_loss: str = "stop",
+        async_checkpoint: bool = False,
+        progress_bar: bool = True,
+        bottleneck_warn_fraction: float = 0.2,
+        callbacks: Iterable[Any] | None = None,
+        logger: Any = None,
+        default_root_dir: str | Path | None = None,
+        config: Any = None,
+    ) -> None:
+        if max_epochs is None and max_steps < 0 and not fast_dev_run:
+            max_epochs = 1000  # Lightning's default bound
+        self.fast_dev_run = int(fast_dev_run)
+        if self.fast_dev_run:  # n batches of train and val, one epoch, nothing saved or logged
+            max_epochs, max_steps = 1, self.fast_dev_run
+            limit_train_batches = limit_val_batches = self.fast_dev_run
+            num_sanity_val_steps, logger = 0, None
+        self.max_epochs, self.max_steps = max_epochs, max_steps
+        self.precision_name = str(precision)
+        self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        self.limit_train_batches, self.limit_val_batches = limit_train_batches, limit_val_batches
+        self.val_check_interval, self.check_val_every_n_epoch = val_check_interval, check_val_every_n_epoch
+        self.num_sanity_val_steps, self.log_every_n_steps = num_sanity_val_steps, log_every_n_steps
+        self.seed, self.deterministic, self.compile = seed, deterministic, compile
+        self.sync_batchnorm, self.find_unused_parameters = sync_batchnorm, find_unused_parameters
+        self.on_nonfinite_loss = on_nonfinite_loss
+        self.default_root_dir = Path(default_root_dir) if default_root_dir is not None else Path.cwd()
+        self.config = config
+        self.callbacks: list[Any] = list(callbacks or [])
+        if progress_bar and not any(type(c).__name__ == "ProgressBar" for c in self.callbacks):
+            from .callbacks import ProgressBar
+
+            self.callbacks.append(ProgressBar())
+        self.logger = logger if logger is not None else NullLogger()
+        self.checkpoint_io: AsyncSaver | SyncSaver = AsyncSaver() if async_checkpoint else SyncSaver()
+        self.bottleneck_warn_fraction = bottleneck_warn_fraction
+
+        # Progress and state that callbacks and the module read.
+        self.global_step = 0
+        self.current_epoch = 0
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.stop_message = ""
+        self.sanity_checking = False
+        self.at_epoch_end = False
+        self.should_log = False
+        self.callback_metrics: dict[str, float] = {}
+        self.logged_metrics: dict[str, float] = {}
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.lr_schedulers: list[_Scheduler] = []
+        self.timer = Timer()
+        self.env = D.DistEnv()
+        self.module: Module | None = None
+        self.datamodule: DataModule | None = None
+        self.train_loader: Any = None
+        self.val_loader: Any = None
+        self.num_training_batches = 0
+        self.train_num_workers = 0
+        self.resumed_from: str | None = None
+        self._batches_done = 0  # position inside the current epoch (for mid-epoch resume)
+        self._epoch_done = False
+        self._signal: int | None = None
+        self._pending_log: dict[str, float] = {}
+        self._train_results = Results(self._reduce)
+        self._eval_results = Results(self._reduce)
+        self.results = self._train_results
+        self._hooks: dict[str, list[Callable[..., Any]]] = {}
+        self._step_fn: Callable[[Any, int], Any] | None = None
+        self._ddp: nn.Module | None = None
+
+    # -- read-only views -------------------------------------------------------------------
+    @property
+    def is_global_zero(self) -> bool:
+        return self.env.is_global_zero
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.env.device
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_loader is not None and self._limit(self.val_loader, self.limit_val_batches) > 0
+
+    @property
+    def results_prog_bar(self) -> set[str]:
+        return self._train_results.prog_bar | self._eval_results.prog_bar
+
+    @property
+    def estimated_stepping_batches(self) -> int:
+        """Optimizer steps this fit will take (for schedulers such as OneCycleLR)."""
+        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
+        by_epochs = per_epoch * self.max_epochs if self.max_epochs is not None else math.inf
+        by_steps = self.max_steps if self.max_steps > 0 else math.inf
+        total = min(by_epochs, by_steps)
+        return int(total) if total != math.inf else per_epoch
+
+    def print(self, *args: Any) -> None:
+        if self.is_global_zero:
+            print(*args, flush=True)
+
+    def request_stop(self, reason: str, message: str = "") -> None:
+        """Ask the loop to stop after the current step (callbacks call this)."""
+        self.should_stop = True
+        if self.stop_reason is None:
+            self.stop_reason, self.stop_message = reason, message
+            if message:
+                self.print(f"stopping: {message}")
+
+    def progress_metrics(self) -> dict[str, float]:
+        values = self._train_results.step_values()
+        return {k: v for k, v in values.items() if k in self._train_results.prog_bar}
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Queue metrics for the logger at the current step (sent once per step)."""
+        self._pending_log.update(metrics)
+
+    def logger_after_save(self, checkpoint_callback: Any) -> None:
+        if self.is_global_zero:
+            self.logger.after_save_checkpoint(
+                checkpoint_callback, step=self.global_step, epoch=self.current_epoch
+            )
+
+    # -- the public verbs ------------------------------------------------------------------
+    def fit(
+        self,
+        module: Module,
+        datamodule: DataModule | None = None,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        ckpt_path: str | Path | None = None,
+    ) -> None:
+        self._setup(module, datamodule, "fit")
+        status = "failed"
+        previous_handlers = self._install_signal_handlers()
+        try:
+            if datamodule is not None:
+                train_dataloaders = datamodule.train_dataloader()
+                val_dataloaders = datamodule.val_dataloader() if val_dataloaders is None else val_dataloaders
+            if train_dataloaders is None:
+                raise ValueError("fit needs a datamodule or train_dataloaders")
+            seed = self.seed if self.seed is not None else 0
+            self.train_loader = D.prepare_loader(train_dataloaders, self.env, seed, train=True)
+            self.val_loader = D.prepare_loader(val_dataloaders, self.env, seed, train=False)
+            self.train_num_workers = getattr(self.train_loader, "num_workers", 0)
+            self.num_training_batches = self._limit(self.train_loader, self.limit_train_batches)
+            self._configure_optimizers(module)
+            if ckpt_path is not None:
+                self._restore(ckpt_path)
+            self._wrap(module)
+            if self.is_global_zero:
+                hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
+                self.logger.log_hyperparams(hparams)
+                self.logger.watch(module)
+            self._fit_loop()
+            status = "interrupted" if self.stop_reason == "preempted" else "success"
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            if self.stop_reason is None:
+                self.stop_reason, self.stop_message = status, f"{type(exc).__name__}: {exc}"
+            self._call("on_exception", exc)
+            raise
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+            self._finish(status)
+
+    def validate(self, module: Module, datamodule: DataModule | None = None, dataloaders: Any = None,
+                 ckpt_path: str | Path | None = None) -> list[dict[str, float]]:
+        return self._evaluate_only("validate", module, datamodule, dataloaders, ckpt_path)
+
+    def test(self, module: Module, datamodule: DataModule | None = None, dataloaders: Any = None,
+             ckpt_path: str | Path | None = None) -> list[dict[str, float]]:
+        return self._evaluate_only("test", module, datamodule, dataloaders, ckpt_path)
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write everything needed to resume; global rank 0 writes, all ranks wait."""
+        state = self._checkpoint_state()
+        if self.is_global_zero:
+            self.checkpoint_io.save(state, Path(path))
+        self.env.barrier()
+
+    # -- the loop ------------------------------------------------------------------------
+    def _fit_loop(self) -> None:
+        self._call("on_fit_start")
+        if self.resumed_from is None and self.has_validation and self.num_sanity_val_steps > 0:
+            self.sanity_checking = True
+            self._run_eval("val", self.val_loader, min(self.num_sanity_val_steps, self._limit(self.val_loader, self.limit_val_batches)))
+            self.sanity_checking = False
+        self._call("on_train_start")
+        while not self.should_stop:
+            if self.max_epochs is not None and self.current_epoch >= self.max_epochs:
+                self.request_stop("max_epochs")
+                break
+            if self.max_steps >= 0 and self.global_step >= self.max_steps:
+                self.request_stop("max_steps")
+                break
+            self._train_epoch()
+            if self._epoch_done:
+                self.current_epoch += 1
+                self._batches_done, self._epoch_done = 0, False
+        if self.fast_dev_run:
+            self.stop_reason = "fast_dev_run"
+        self._call("on_train_end")
+        self._call("on_fit_end")
+
+    def _train_epoch(self) -> None:
+        module, n, k = self.module, self.num_training_batches, self.accumulate_grad_batches
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.current_epoch)  # a fresh shuffle each epoch
+        if isinstance(sampler, D.ResumableSampler):  # mid-epoch resume: skip what was consumed
+            sampler.start = self._batches_done * self.train_loader.batch_size
+        if self._batches_done == 0:
+            self._train_results.reset("train")
+        self.results = self._train_results
+        self._call("on_train_epoch_start")
+        module.train()
+        batch_idx, data = self._batches_done, iter(self.train_loader)
+        val_every = self._val_every(n)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        while batch_idx < n and not self.should_stop:
+            start = time.perf_counter()
+            try:
+                batch = next(data)
+            except StopIteration:
+                break
+            waited = time.perf_counter() - start
+            batch = move_to_device(batch, self.device)
+            self._train_results.batch_size = batch_size = infer_batch_size(batch)
+            self._call("on_train_batch_start", batch, batch_idx)
+            window_start = batch_idx - batch_idx % k
+            window = min(k, n - window_start)  # the last window of an epoch may be short
+            step_now = batch_idx + 1 == window_start + window
+            with self._no_sync(not step_now), self.precision.autocast():
+                outputs = self._step_fn(batch, batch_idx)
+            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+            if loss is not None:
+                finite &= torch.isfinite(loss.detach())
+                self.precision.backward(loss / window)
+            batch_idx = self._batches_done = batch_idx + 1
+            t = self.timer
+            t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
+            if step_now:
+                self._optimizer_step(bool(finite))
+                finite = torch.ones((), dtype=torch.bool, device=self.device)
+                self.global_step += 1
+                self.should_log = self.global_step % self.log_every_n_steps == 0
+                if self.should_log:
+                    self._log_step()
+                t.total += time.perf_counter() - start
+                self._call("on_train_batch_end", outputs, batch, batch_idx - 1)
+                self._flush_log()
+                if self.max_steps >= 0 and self.global_step >= self.max_steps:
+                    self.request_stop("max_steps")
+                self._check_signal()
+            else:
+                t.total += time.perf_counter() - start
+            if val_every and batch_idx % val_every == 0 and batch_idx < n and not self.should_stop:
+                self._validate_now()
+        if batch_idx < n:
+            return  # stopped mid-epoch: the epoch-end work belongs to the resumed run
+        self._epoch_done, self.at_epoch_end = True, True
+        epoch_val = (self.current_epoch + 1) % self.check_val_every_n_epoch == 0
+        if self.has_validation and epoch_val:
+            self._validate_now()
+        self.results = self._train_results
+        module.on_train_epoch_end()
+        epoch_metrics = self._train_results.compute_epoch()
+        self.callback_metrics.update(epoch_metrics)
+        self._step_schedulers("epoch")
+        self.log_metrics({**epoch_metrics, "epoch": float(self.current_epoch)})
+        self._call("on_train_epoch_end")
+        self._flush_log()
+        self.at_epoch_end = False
+
+    def _optimizer_step(self, finite: bool) -> None:
+        optimizer = self.optimizers[0]
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)  # never apply a non-finite update
+            message = f"the training loss is not finite at step {self.global_step}"
+            if self.on_nonfinite_loss == "stop":
+                self.request_stop("nonfinite_loss", message + "; the last checkpoint holds the last good weights")
+            else:
+                self.print(f"warning: {message}; skipping this step (trainer.on_nonfinite_loss=skip)")
+            return
+        self.precision.unscale(optimizer)  # clip true gradients, not scaled ones
+        if self.gradient_clip_val is not None:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            if self.gradient_clip_algorithm == "norm":
+                torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(params, self.gradient_clip_val)
+        self.module.on_before_optimizer_step(optimizer)
+        stepped = self.precision.step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        if stepped:
+            self._step_schedulers("step")
+
+    # -- pieces of the loop ------------------------------------------------------------------
+    def _validate_now(self) -> None:
+        self._run_eval("val", self.val_loader, self._limit(self.val_loader, self.limit_val_batches))
+        self._flush_log()
+        self.results = self._train_results
+
+    def _run_eval(self, stage: str, loader: Any, limit: int) -> dict[str, float]:
+        module = self.module
+        results = self.results = self._eval_results
+        results.reset(stage)
+        hook = "validation" if stage == "val" else "test"
+        step = module.validation_step if stage == "val" else module.test_step
+        self._call(f"on_{hook}_start")
+        getattr(module, f"on_{hook}_epoch_start")()
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            for batch_idx, batch in enumerate(loader):
+                if batch_idx >= limit:
+                    break
+                batch = move_to_device(batch, self.device)
+                results.batch_size = infer_batch_size(batch)
+                with self.precision.autocast():
+                    step(batch, batch_idx)
+        self._call(f"on_{hook}_epoch_end")
+        getattr(module, f"on_{hook}_epoch_end")()
+        metrics = results.compute_epoch()
+        module.train(was_training)
+        if not self.sanity_checking:
+            self.callback_metrics.update(metrics)
+            if stage == "val":
+                self.log_metrics(metrics)
+        self._call(f"on_{hook}_end")
+        return metrics
+
+    def _evaluate_only(self, stage: str, module: Module, datamodule: DataModule | None, loaders: Any,
+                       ckpt_path: str | Path | None) -> list[dict[str, float]]:
+        self._setup(module, datamodule, "validate" if stage == "validate" else "test")
+        try:
+            if loaders is None and datamodule is not None:
+                loaders = datamodule.val_dataloader() if stage == "validate" else datamodule.test_dataloader()
+            if loaders is None:
+                raise ValueError(f"{stage} needs a datamodule with a {stage} dataloader, or dataloaders=")
+            loader = D.prepare_loader(loaders, self.env, self.seed or 0, train=False)
+            if ckpt_path is not None:
+                path = self._resolve_ckpt(ckpt_path)
+                if path is not None:
+                    ckpt = load_checkpoint(path, map_location=self.device)
+                    check_model_state(module, ckpt["model"], path)
+                    module.load_state_dict(ckpt["model"])
+            self._wrap(module)
+            metrics = self._run_eval("val" if stage == "validate" else "test", loader,
+                                     self._limit(loader, self.limit_val_batches))
+            self._flush_log()
+            self.print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            return [metrics]
+        finally:
+            self.checkpoint_io.wait()
+
+    def _log_step(self) -> None:
+        metrics = self._train_results.step_values()  # the one device sync per logging step
+        self.callback_metrics.update(metrics)
+        self.log_metrics({**metrics, "epoch": float(self.current_epoch)})
+
+    def _flush_log(self) -> None:
+        if not self._pending_log:
+            return
+        metrics = {k: v for k, v in self._pending_log.items() if k not in self.results.hidden}
+        self._pending_log = {}
+        self.logged_metrics.update(metrics)
+        if self.is_global_zero and metrics:
+            self.logger.log_metrics(metrics, step=self.global_step)
+
+    def _step_schedulers(self, interval: str) -> None:
+        for s in self.lr_schedulers:
+            if s.interval != interval:
+                continue
+            count = self.global_step + 1 if interval == "step" else self.current_epoch + 1
+            if count % s.frequency:
+                continue
+            if isinstance(s.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if s.monitor not in self.callback_metrics:
+                    if s.strict:
+                        raise KeyError(
+                            f"ReduceLROnPlateau monitors {s.monitor!r}, which was not logged "
+                            f"(logged: {', '.join(sorted(self.callback_metrics)) or 'none'})"
+                        )
+                    continue
+                s.scheduler.step(self.callback_metrics[s.monitor])
+            else:
+                s.scheduler.step()
+
+    def _val_every(self, n: int) -> int:
+        v = self.val_check_interval
+        if v is None or not self.has_validation or (isinstance(v, float) and v >= 1.0):
+            return 0
+        return max(1, int(n * v)) if isinstance(v, float) else int(v)
+
+    def _no_sync(self, skip_sync: bool) -> Any:
+        # Inside an accumulation window, DDP need not all-reduce until the last micro-batch.
+        if skip_sync and self._ddp is not None:
+            return self._ddp.no_sync()
+        return nullcontext()
+
+    def _call(self, hook: str, *args: Any) -> None:
+        hooks = self._hooks.get(hook)
+        if hooks is None:
+            hooks = self._hooks[hook] = [getattr(c, hook) for c in self.callbacks if callable(getattr(c, hook, None))]
+        for fn in hooks:
+            fn(self, self.module, *args)
+        if hook == "on_train_batch_start" or hook == "on_train_batch_end":
+            getattr(self.module, hook)(*args)
+        elif hook in ("on_fit_start", "on_train_start", "on_train_epoch_start", "on_train_end", "on_fit_end"):
+            getattr(self.module, hook)()
+
+    def _limit(self, loader: Any, limit: int | float | None) -> int:
+        if loader is None:
+            return 0
+        try:
+            total = len(loader)
+        except TypeError:
+            total = sys.maxsize  # an iterable without len: run until it ends
+        if limit is None:
+            return total
+        if isinstance(limit, float):
+            return min(total, int(total * limit)) if limit < 1.0 else total
+        return min(total, int(limit))
+
+    def _reduce(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
+        return self.env.all_reduce(tensor, op)
+
+    def _check_signal(self) -> None:
+        preempted = self.env.any(self._signal is not None) if self.env.active else self._signal is not None
+        if preempted:
+            name = signal.Signals(self._signal).name if self._signal else "a signal on another rank"
+            self.request_stop("preempted", f"received {name}; saving and exiting with code {PREEMPTED_EXIT_CODE}")
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, frame: Any) -> None:
+            self._signal = signum  # acted on after the current step
+
+        previous = {}
+        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if sig is not None:
+                previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    # -- setup, checkpoints, teardown --------------------------------------------------------
+    def _setup(self, module: Module, datamodule: DataModule | None, stage: str) -> None:
+        if self.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        self.env = D.setup(self.accelerator)
+        self.precision = Precision(self.precision_name, self.device)
+        if not self.is_global_zero:
+            self.logger = NullLogger()  # one W&B run per job: only global rank 0 logs
+        self.module, self.datamodule = module, datamodule
+        module.trainer = self
+        module.to(self.device)
+        self.precision.convert_module(module)
+        self._hooks = {}
+        self._step_fn = module.training_step
+        if datamodule is not None:
+            if self.env.local_rank == 0:
+                datamodule.prepare_data()
+            self.env.barrier()
+            datamodule.setup(stage)
+        self._call_setup(stage)
+
+    def _call_setup(self, stage: str) -> None:
+        for c in self.callbacks:
+            if callable(getattr(c, "setup", None)):
+                c.setup(self, self.module, stage)
+
+    def _configure_optimizers(self, module: Module) -> None:
+        self.optimizers, self.lr_schedulers = parse_optimizers(module.configure_optimizers())
+
+    def _wrap(self, module: Module) -> None:
+        """Compile and wrap in DDP after any checkpoint was loaded (pytorch/examples' order)."""
+        if self.compile:
+            module.compile()
+        if self.env.active:
+            if self.sync_batchnorm:
+                nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(
+                _StepWrapper(module), device_ids=ids, find_unused_parameters=self.find_unused_parameters
+            )
+            self._step_fn = self._ddp
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        module = self.module
+        rng = capture_rng_state()
+        state = {
+            "engine_version": __version__,
+            "model": module.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "lr_schedulers": [s.scheduler.state_dict() for s in self.lr_schedulers],
+            "scaler": self.precision.scaler.state_dict(),
+            "rng": self._gather(rng),
+            "loop": {
+                "epoch": self.current_epoch,
+                "global_step": self.global_step,
+                "batches_done": self._batches_done,
+                "epoch_done": self._epoch_done,
+                "batch_size": getattr(self.train_loader, "batch_size", None),
+                "world_size": self.world_size,
+            },
+            "callbacks": {c.state_key: c.state_dict() for c in self.callbacks if hasattr(c, "state_dict") and hasattr(c, "state_key")},
+            "logger": self.logger.state_dict(),
+            "results": self._train_results.state_dict(),
+            "config": _plain(self.config),
+            "hparams": _plain(module.hparams),
+            "datamodule": self.datamodule.state_dict() if self.datamodule is not None else {},
+        }
+        module.on_save_checkpoint(state)
+        self._call("on_save_checkpoint", state)
+        return state
+
+    def _gather(self, obj: Any) -> list[Any]:
+        if not self.env.active:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def _resolve_ckpt(self, ckpt_path: str | Path) -> Path | None:
+        if str(ckpt_path) in ("last", "auto"):
+            found = find_resume_checkpoint(self.default_root_dir / "checkpoints")
+            if found is None and str(ckpt_path) == "last":
+                raise CheckpointError(
+                    f"resume=last but {self.default_root_dir / 'checkpoints'} holds no checkpoint; "
+                    "check run_name/output_dir, or use resume=auto to start fresh when there is none"
+                )
+            return found
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist; pass resume=last or an existing .ckpt path")
+        return path
+
+    def _restore(self, ckpt_path: str | Path) -> None:
+        path = self._resolve_ckpt(ckpt_path)
+        if path is None:
+            return
+        ckpt = load_checkpoint(path, map_location=self.device)
+        for key in ("model", "optimizers", "loop"):
+            if key not in ckpt:
+                raise CheckpointError(f"{path} is not a training checkpoint of this engine (no '{key}' entry)")
+        check_model_state(self.module, ckpt["model"], path)
+        loop = ckpt["loop"]
+        mid_epoch = not loop["epoch_done"] and loop["batches_done"] > 0
+        batch_size = getattr(self.train_loader, "batch_size", None)
+        if mid_epoch and (loop.get("batch_size") != batch_size or loop.get("world_size") != self.world_size):
+            raise CheckpointError(
+                f"{path} was saved mid-epoch with batch_size={loop.get('batch_size')} on {loop.get('world_size')} "
+                f"process(es); this run has batch_size={batch_size} on {self.world_size}. Resume with the same "
+                "data.batch_size and process count, or from a checkpoint saved at an epoch end"
+            )
+        self.module.load_state_dict(ckpt["model"])
+        if len(ckpt["optimizers"]) != len(self.optimizers):
+            raise CheckpointError(f"{path} holds {len(ckpt['optimizers'])} optimizer states; configure_optimizers returned {len(self.optimizers)}")
+        for opt, s in zip(self.optimizers, ckpt["optimizers"], strict=True):
+            opt.load_state_dict(s)
+        for sched, s in zip(self.lr_schedulers, ckpt.get("lr_schedulers", []), strict=False):
+            sched.scheduler.load_state_dict(s)
+        self.precision.scaler.load_state_dict(ckpt.get("scaler", {}))  # an empty dict means "not used"
+        self.current_epoch, self.global_step = loop["epoch"], loop["global_step"]
+        self._batches_done, self._epoch_done = loop["batches_done"], loop["epoch_done"]
+        if self._epoch_done:
+            self.current_epoch, self._batches_done, self._epoch_done = self.current_epoch + 1, 0, False
+        else:
+            self._train_results.load_state_dict(ckpt.get("results", {}), self.device)
+        saved = ckpt.get("callbacks", {})
+        for c in self.callbacks:
+            key = getattr(c, "state_key", None)
+            if key in saved and hasattr(c, "load_state_dict"):
+                c.load_state_dict(saved[key])
+        self.logger.load_state_dict(ckpt.get("logger", {}))
+        if self.datamodule is not None:
+            self.datamodule.load_state_dict(ckpt.get("datamodule", {}))
+        rng = ckpt.get("rng", [])
+        if rng:
+            restore_rng_state(rng[self.env.rank] if len(rng) == self.world_size else rng[0])
+        self.module.on_load_checkpoint(ckpt)
+        self.resumed_from = str(path)
+        self.print(f"resumed from {path} at epoch {self.current_epoch}, step {self.global_step}")
+
+    def _finish(self, status: str) -> None:
+        try:
+            self.checkpoint_io.wait()
+        finally:
+            if self.is_global_zero:
+                summary = self.summary(status)
+                self.logger.log_summary(summary)
+                self.logger.finalize(status)
+                _write_json(self.default_root_dir / "summary.json", summary)
+
+    def summary(self, status: str = "success") -> dict[str, Any]:
+        ckpt = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+        t = self.timer
+        return {
+            "status": status,
+            "global_step": self.global_step,
+            "epoch": self.current_epoch,
+            "stop_reason": self.stop_reason,
+            "stop_message": self.stop_message,
+            "best_model_path": ckpt.best_model_path if ckpt else "",
+            "best_model_score": ckpt.best_model_score if ckpt else None,
+            "last_model_path": ckpt.last_model_path if ckpt else "",
+            "metrics": dict(self.callback_metrics),
+            "wandb_run_id": getattr(self.logger, "run_id", None),
+            "world_size": self.world_size,
+            "resumed_from": self.resumed_from,
+            "samples_per_sec": t.samples / t.total if t.total else None,
+            "data_wait_frac": t.wait / t.total if t.total else None,
+            "engine_version": __version__,
+        }
+
+
+def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Scheduler]]:
+    """Accept what Lightning's configure_optimizers accepts (with one optimizer)."""
+    optimizers: list[Any] = []
+    schedulers: list[_Scheduler] = []
+
+    def add_scheduler(s: Any) -> None:
+        if isinstance(s, Mapping):
+            unknown = set(s) - {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
+            if unknown or "scheduler" not in s:
+                raise ValueError(f"lr_scheduler dict needs 'scheduler' and may have interval/frequency/monitor; got {sorted(s)}")
+            cfg = _Scheduler(**{k: v for k, v in s.items() if k != "name"})
+        else:
+            cfg = _Scheduler(s)
+        if cfg.interval not in ("step", "epoch"):
+            raise ValueError(f"lr_scheduler interval must be 'step' or 'epoch', got {cfg.interval!r}")
+        if isinstance(cfg.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and cfg.monitor is None:
+            raise ValueError("ReduceLROnPlateau needs a monitor: return {'scheduler': ..., 'monitor': 'val_loss'}")
+        schedulers.append(cfg)
+
+    if isinstance(value, torch.optim.Optimizer):
+        optimizers = [value]
+    elif isinstance(value, Mapping):
+        optimizers = [value["optimizer"]]
+        if value.get("lr_scheduler") is not None:
+            sched = value["lr_scheduler"]
+            if isinstance(sched, Mapping) and "monitor" not in sched and "monitor" in value:
+                sched = {**sched, "monitor": value["monitor"]}
+            elif not isinstance(sched, Mapping) and "monitor" in value:
+                sched = {"scheduler": sched, "monitor": value["monitor"]}
+            add_scheduler(sched)
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (list, tuple)):
+        optimizers = list(value[0])
+        for s in value[1]:
+            add_scheduler(s)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, Mapping):
+                o, s = parse_optimizers(item)
+                optimizers += o
+                schedulers += s
+            else:
+                optimizers.append(item)
+    else:
+        raise TypeError(f"configure_optimizers returned {type(value).__name__}; return an optimizer, or a dict with 'optimizer'")
+    if len(optimizers) != 1:
+        raise ValueError(
+            f"configure_optimizers returned {len(optimizers)} optimizers; this engine steps exactly one "
+            "(combine parameter groups in one optimizer)"
+        )
+    return optimizers, schedulers
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors in nested dicts, lists, tuples, namedtuples and dataclasses to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=batch.is_pinned()) if batch.device != device else batch
+    if isinstance(batch, Mapping):
+        items = {k: move_to_device(v, device) for k, v in batch.items()}
+        return items if type(batch) is dict else type(batch)(items)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    if is_dataclass(batch) and not isinstance(batch, type):
+        return replace(batch, **{f.name: move_to_device(getattr(batch, f.name), device) for f in fields(batch) if f.init})
+    return batch
+
+
+def infer_batch_size(batch: Any) -> int:
+    """The leading dimension of the first tensor found (the weight of epoch means)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.ndim > 0 else 1
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    elif is_dataclass(batch) and not isinstance(batch, type):
+        batch = [getattr(batch, f.name) for f in fields(batch)]
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            size = infer_batch_size(item)
+            if size:
+                return size
+    return 0 if not isinstance(batch, (list, tuple)) else 1
+
+
+def seed_everything(seed: int) -> int:
+    """Seed python, numpy and torch (all devices); also exported for the research code."""
+    import random
+
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    torch.manual_seed(seed)
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    return seed
+
+
+def _plain(value: Any) -> Any:
+    """Config and hparams as plain containers (checkpoints load with weights_only=True)."""
+    from .config import to_dict
+
+    value = to_dict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

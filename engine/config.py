@@ -156,6 +156,8 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
         if value is None:
             if type(None) in args:
                 return None
+        elif type(value) in args:  # an exact match wins: 5 stays an int in `float | int`
+            return value
         else:
             for arg in args:
                 if arg is type(None):
@@ -184,6 +186,11 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -350,9 +357,8 @@ def load_config(
 
 def _config_schema(model: type | None, data: type) -> type:
     """Config with the `model`/`data` sections typed by the research code's dataclasses."""
-    annotations = dict(_hints(Config))
-    annotations["data"] = data
-    annotations["model"] = model if model is not None else Any
+    # Only the two overridden fields: the others (and their defaults) are inherited.
+    annotations = {"data": data, "model": model if model is not None else Any}
     ns = {
         "__annotations__": annotations,
         "data": field(default_factory=data),

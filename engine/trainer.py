@@ -226,12 +226,20 @@ class Trainer:
     # -- the public verbs ------------------------------------------------------------------
     def fit(
         self,
-        module: Module,
+        module: Module | None = None,
         datamodule: DataModule | None = None,
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
         ckpt_path: str | Path | None = None,
+        *,
+        model: Module | None = None,
     ) -> None:
+        module = module if module is not None else model  # Lightning's keyword is `model=`
+        if datamodule is not None and not _is_datamodule(datamodule):
+            # Lightning's positional order: fit(model, train_dataloaders, val_dataloaders).
+            datamodule, train_dataloaders, val_dataloaders = None, datamodule, train_dataloaders
+        elif datamodule is None and _is_datamodule(train_dataloaders):
+            datamodule, train_dataloaders = train_dataloaders, None
         self._setup(module, datamodule, "fit")
         status = "failed"
         previous_handlers = self._install_signal_handlers()
@@ -267,13 +275,15 @@ class Trainer:
                 signal.signal(sig, handler)
             self._finish(status)
 
-    def validate(self, module: Module, datamodule: DataModule | None = None, dataloaders: Any = None,
-                 ckpt_path: str | Path | None = None) -> list[dict[str, float]]:
-        return self._evaluate_only("validate", module, datamodule, dataloaders, ckpt_path)
+    def validate(self, module: Module | None = None, datamodule: DataModule | None = None, dataloaders: Any = None,
+                 ckpt_path: str | Path | None = None, *, model: Module | None = None,
+                 verbose: bool = True) -> list[dict[str, float]]:
+        return self._evaluate_only("validate", module or model, datamodule, dataloaders, ckpt_path)
 
-    def test(self, module: Module, datamodule: DataModule | None = None, dataloaders: Any = None,
-             ckpt_path: str | Path | None = None) -> list[dict[str, float]]:
-        return self._evaluate_only("test", module, datamodule, dataloaders, ckpt_path)
+    def test(self, module: Module | None = None, datamodule: DataModule | None = None, dataloaders: Any = None,
+             ckpt_path: str | Path | None = None, *, model: Module | None = None,
+             verbose: bool = True) -> list[dict[str, float]]:
+        return self._evaluate_only("test", module or model, datamodule, dataloaders, ckpt_path)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything needed to resume; global rank 0 writes, all ranks wait."""
@@ -344,7 +354,8 @@ class Trainer:
             t = self.timer
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
             if step_now:
-                self._optimizer_step(bool(finite))
+                if not self._optimizer_step(bool(finite)):
+                    break  # stop before counting a step that was not taken
                 finite = torch.ones((), dtype=torch.bool, device=self.device)
                 self.global_step += 1
                 self.should_log = self.global_step % self.log_every_n_steps == 0
@@ -376,16 +387,17 @@ class Trainer:
         self._flush_log()
         self.at_epoch_end = False
 
-    def _optimizer_step(self, finite: bool) -> None:
+    def _optimizer_step(self, finite: bool) -> bool:
+        """Clip and step; False when a non-finite loss means the loop must stop now."""
         optimizer = self.optimizers[0]
         if not finite:
             optimizer.zero_grad(set_to_none=True)  # never apply a non-finite update
             message = f"the training loss is not finite at step {self.global_step}"
             if self.on_nonfinite_loss == "stop":
                 self.request_stop("nonfinite_loss", message + "; the last checkpoint holds the last good weights")
-            else:
-                self.print(f"warning: {message}; skipping this step (trainer.on_nonfinite_loss=skip)")
-            return
+                return False
+            self.print(f"warning: {message}; skipping this step (trainer.on_nonfinite_loss=skip)")
+            return True
         self.precision.unscale(optimizer)  # clip true gradients, not scaled ones
         if self.gradient_clip_val is not None:
             params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -398,6 +410,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         if stepped:
             self._step_schedulers("step")
+        return True
 
     # -- pieces of the loop ------------------------------------------------------------------
     def _validate_now(self) -> None:
@@ -436,6 +449,10 @@ class Trainer:
 
     def _evaluate_only(self, stage: str, module: Module, datamodule: DataModule | None, loaders: Any,
                        ckpt_path: str | Path | None) -> list[dict[str, float]]:
+        if datamodule is not None and not _is_datamodule(datamodule):
+            datamodule, loaders = None, datamodule  # Lightning's positional order: test(model, dataloaders)
+        elif datamodule is None and _is_datamodule(loaders):
+            datamodule, loaders = loaders, None
         self._setup(module, datamodule, "validate" if stage == "validate" else "test")
         try:
             if loaders is None and datamodule is not None:
@@ -773,6 +790,11 @@ def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Sch
             "(combine parameter groups in one optimizer)"
         )
     return optimizers, schedulers
+
+
+def _is_datamodule(obj: Any) -> bool:
+    """A DataModule (ours or duck-typed), as opposed to a DataLoader or other iterable."""
+    return callable(getattr(obj, "train_dataloader", None)) or callable(getattr(obj, "setup", None))
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:

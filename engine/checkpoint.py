@@ -1,0 +1,335 @@
+"""Checkpoint files: atomic writes, safe loading, RNG state, resume lookup and async saving.
+
+A checkpoint is one dict of tensors and plain containers, so it always loads with
+``torch.load(path, weights_only=True)``: the engine never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import secrets
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+try:  # numpy is optional; its global RNG is saved when it is installed
+    import numpy as np
+except ImportError:  # pragma: no cover
+    np = None
+
+# Types that torch.load(weights_only=True) accepts as they are.
+_ATOMS = (str, bytes, int, float, complex, bool, type(None), torch.Size, torch.dtype, torch.device)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the file and what to do."""
+
+
+# ----------------------------------------------------------------------------- plain state
+
+
+def _convert(obj: Any, tensor_fn: Callable[[torch.Tensor], torch.Tensor], where: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return tensor_fn(obj)
+    if isinstance(obj, _ATOMS):  # before tuple: torch.Size is a tuple
+        return obj
+    if isinstance(obj, dict):
+        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for key, value in obj.items():
+            out[key] = _convert(value, tensor_fn, f"{where}[{key!r}]")
+        if hasattr(obj, "_metadata"):  # Module.state_dict() keeps per-module versions here
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_convert(value, tensor_fn, f"{where}[{i}]") for i, value in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        return _convert(fields, tensor_fn, where)
+    if np is not None and isinstance(obj, np.ndarray):
+        return tensor_fn(torch.from_numpy(obj.copy()))
+    if np is not None and isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(
+        f"{where} is a {type(obj).__qualname__}, which torch.load(weights_only=True) refuses; "
+        "store tensors, numbers, strings, lists, tuples or dicts instead (e.g. its state_dict())"
+    )
+
+
+def to_plain(obj: Any) -> Any:
+    """Return ``obj`` made of tensors and plain containers only, loadable with weights_only.
+
+    numpy arrays become tensors, numpy scalars Python numbers, paths strings and dataclasses
+    dicts; anything else raises TypeError naming where it sits.
+    """
+    return _convert(obj, lambda t: t, "state")
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", copy=True)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically: a crash at any instant leaves the old file."""
+    path = Path(path)
+    try:
+        state = to_plain(state)
+    except TypeError as e:
+        raise CheckpointError(f"cannot save checkpoint {path}: {e}") from e
+    # Same folder as the target, so os.replace is an atomic rename on one filesystem.
+    # The hidden name never matches *.ckpt; find_resume_checkpoint removes stale ones.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # data on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except Exception as e:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {e}. Check free disk space and write "
+            f"permission in {path.parent}; the previous {path.name}, if any, is unchanged."
+        ) from e
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # only still there when the write failed
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable. Best effort: Windows cannot open folders and some
+    # network filesystems refuse to fsync them; the new file is in place either way.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; bad files raise CheckpointError."""
+    return _load(Path(path), map_location)
+
+
+def _load(path: Path, map_location: Any, mmap: bool = False) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path, or pass resume=null to start fresh")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except PermissionError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from e
+    except Exception as e:
+        if mmap:  # a load without mmap names the problem better ("mmap can only be used...")
+            return _load(path, map_location)
+        cause = _first_line(e)
+        with open(path, "rb") as f:  # torch.save writes a zip; garbage can look like a pickle
+            is_zip = f.read(4) == b"PK\x03\x04"
+        if is_zip and "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"checkpoint {path} contains Python objects that torch.load(weights_only=True) "
+                f"refuses ({cause}); it was not written by this engine. "
+                "Pass resume=<another path>, or resume=null to start fresh."
+            ) from e
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({cause}); delete it or pass resume=<another path>"
+        ) from e
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict; "
+            "pass resume=<a checkpoint written by the engine>"
+        )
+    return state
+
+
+def _first_line(e: Exception) -> str:
+    # torch's own messages run to a dozen lines; keep the sentence that names the problem.
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    line = next((x for x in lines if "Unsupported" in x), lines[0] if lines else type(e).__name__)
+    return line.split(". ")[0].removeprefix("WeightsUnpickler error: ")
+
+
+def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``last.ckpt`` if loadable, else the newest loadable one.
+
+    Warns about each unusable file it skips; None when the folder has no checkpoint; raises
+    CheckpointError when it has checkpoints but none loads.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    # Temp files are what a crash mid-write leaves; nothing writes here while a run starts.
+    for tmp in ckpt_dir.glob(".*.ckpt.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    last = ckpt_dir / "last.ckpt"
+    others = [p for p in ckpt_dir.glob("*.ckpt") if p != last and p.is_file()]
+    others.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+    problems = []
+    for candidate in ([last] if last.is_file() else []) + others:
+        try:
+            _load(candidate, "cpu", mmap=True)  # mmap: checks the file without reading tensors
+        except CheckpointError as e:
+            problems.append(str(e).rstrip("."))
+            continue
+        if problems:
+            warnings.warn(
+                f"{'; '.join(problems)}. Resuming from {candidate} instead.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return candidate
+    if problems:
+        raise CheckpointError(
+            f"no loadable checkpoint in {ckpt_dir}: {'; '.join(problems)}. "
+            "Delete them, or pass resume=null to start fresh."
+        )
+    return None
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_model_state(model: nn.Module, state_dict: dict[str, Any], path: str | Path) -> None:
+    """Raise CheckpointError listing every key and shape where ``state_dict`` misfits ``model``."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state_dict.items()
+        if k in expected
+        and isinstance(v, torch.Tensor)
+        and isinstance(expected[k], torch.Tensor)
+        and v.shape != expected[k].shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"checkpoint {path} does not fit the model; it was probably written by another model or config."]
+    if missing:
+        lines.append(f"  missing keys (in the model, not in the checkpoint): {_listing(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys (in the checkpoint, not in the model): {_listing(unexpected)}")
+    if mismatched:
+        lines.append("  shape mismatches:")
+        lines += [f"    {m}" for m in mismatched[:20]]
+        if len(mismatched) > 20:
+            lines.append(f"    ... and {len(mismatched) - 20} more")
+    lines.append(
+        "Resume with the model config that wrote it, pass resume=<another path>, or resume=null to start fresh."
+    )
+    raise CheckpointError("\n".join(lines))
+
+
+def _listing(keys: list[str], limit: int = 20) -> str:
+    more = f", ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+# ----------------------------------------------------------------------------- RNG state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every global RNG state (python, numpy, torch CPU, each CUDA device), as plain data."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if np is not None:
+        name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+        keys = torch.from_numpy(keys.astype(np.int64))  # a tensor, not an ndarray: weights_only
+        state["numpy"] = (name, keys, int(pos), int(has_gauss), float(cached_gaussian))
+    # is_initialized, not is_available: a run that never touched CUDA has drawn nothing from
+    # it, and initialising CUDA here would break DataLoader workers forked later.
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore what capture_rng_state returned, so the next random numbers match exactly."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    torch.set_rng_state(state["torch"].cpu())
+    if np is not None and "numpy" in state:
+        name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+        np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
+    cuda_states = state.get("cuda", [])
+    devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda_states and len(cuda_states) != devices:
+        warnings.warn(
+            f"the checkpoint holds RNG states for {len(cuda_states)} CUDA device(s) but this "
+            f"machine has {devices}; random numbers on CUDA will differ from the original run",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    for device, cuda_state in enumerate(cuda_states[:devices]):
+        torch.cuda.set_rng_state(cuda_state.cpu(), device)
+
+
+# ----------------------------------------------------------------------------- savers
+
+
+class SyncSaver:
+    """Writes each checkpoint before ``save`` returns; same interface as AsyncSaver."""
+
+    def save(self, state: dict[str, Any], path: str | Path) -> None:
+        save_checkpoint(state, path)
+
+    def wait(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class AsyncSaver:
+    """Copies the state to CPU on the caller's thread, then writes it in one background thread.
+
+    The training loop stalls only for the copy (and for a previous write still running, so at
+    most one CPU copy exists). A failed background write is raised by the next ``save``,
+    ``wait`` or ``close``: nothing is skipped silently.
+    """
+
+    def __init__(self) -> None:
+        # Worker threads of an executor are joined at interpreter exit, so a pending write
+        # finishes even if close() is never reached (SIGKILL aside: the atomic write covers it).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-saver")
+        self._pending: Future[None] | None = None
+
+    def save(self, state: dict[str, Any], path: str | Path) -> None:
+        self.wait()
+        try:
+            cpu_state = _convert(state, _cpu_copy, "state")  # the caller may mutate state now
+        except TypeError as e:
+            raise CheckpointError(f"cannot save checkpoint {path}: {e}") from e
+        self._pending = self._executor.submit(save_checkpoint, cpu_state, path)
+
+    def wait(self) -> None:
+        """Block until the pending write is done; re-raise its error as CheckpointError."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        error = pending.exception()
+        if isinstance(error, CheckpointError):
+            raise error
+        if error is not None:
+            raise CheckpointError(f"background checkpoint write failed: {error}") from error
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._executor.shutdown(wait=True)

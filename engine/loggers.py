@@ -1,0 +1,654 @@
+"""Loggers: where metrics, hyperparameters and checkpoints go.
+
+The trainer talks to one logger through the small `Logger` protocol below, and only on
+global rank 0. Three implementations:
+
+- `NullLogger`: does nothing (the default, and what every rank but 0 gets);
+- `CSVLogger`: ``metrics.csv`` and ``hparams.yaml`` in a folder, no dependencies;
+- `WandbLogger`: Weights & Biases, imported lazily so the engine runs without it.
+
+Call order the trainer follows: ``load_state_dict`` (when resuming, before anything is
+logged), ``log_hyperparams``, ``watch``, ``log_metrics`` every ``log_every_n_steps``,
+``after_save_checkpoint`` after each save, ``log_summary`` and ``finalize`` at the end
+(always, also after an exception). A logger never raises into the training loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import enum
+import importlib.util
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+STEP_KEY = "trainer/global_step"
+"""The x-axis every W&B metric is plotted against (`define_metric`), so resumed runs line up."""
+
+MODES = ("auto", "online", "offline", "disabled")
+LOG_MODEL = (False, True, "best", "last", "all")
+WATCH = (False, "gradients", "parameters", "all")
+EXIT_CODES = {"success": 0, "failed": 1, "interrupted": 130}
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """What the trainer needs from a logger (called on global rank 0 only)."""
+
+    @property
+    def run_id(self) -> str | None:
+        """The W&B run id (None when there is no W&B run)."""
+        ...
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        """The resolved config (a nested dict) and the module's saved hyperparameters."""
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Scalar metrics at ``step`` (the trainer's ``global_step``)."""
+
+    def after_save_checkpoint(
+        self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
+    ) -> None:
+        """A checkpoint was written; the callback has ``best_model_path``, ``best_k_models`` ..."""
+
+    def watch(self, module: Any, log_freq: int | None = None) -> None:
+        """Gradient/parameter histograms, where the logger supports them and they were asked for."""
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        """Final values: best score, stop reason, last metrics."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain containers to put in a checkpoint (run id, last step ...)."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from a checkpoint before the first log call, so a resumed run reattaches."""
+
+    def finalize(self, status: str) -> None:
+        """End of training: ``success``, ``failed`` or ``interrupted``. Idempotent; never raises."""
+
+
+class NullLogger:
+    """A logger that records nothing (no-op object instead of ``if logger:`` branches)."""
+
+    run_id: str | None = None
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        pass
+
+    def after_save_checkpoint(
+        self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
+    ) -> None:
+        pass
+
+    def watch(self, module: Any, log_freq: int | None = None) -> None:
+        pass
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def finalize(self, status: str) -> None:
+        pass
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _scalar(value: Any) -> Any:
+    """A Python number from a tensor / numpy scalar; anything else unchanged."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Plain, JSON/YAML-friendly containers (dicts with str keys, lists, numbers, str, None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    value = _scalar(value)
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``update`` into ``base`` (nested dicts merge, other values replace)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _redact(text: str) -> str:
+    """Strip anything that could be an API key from a message before it is shown."""
+    key = os.environ.get("WANDB_API_KEY")
+    if key:
+        text = text.replace(key, "***")
+    return re.sub(r"\b\w{40,}\b", "***", text)
+
+
+def _is_rank_zero() -> bool:
+    # Safety net under torchrun: the trainer already gives other ranks a NullLogger.
+    return os.environ.get("RANK", "0") == "0"
+
+
+# -- CSV -------------------------------------------------------------------------------------
+class CSVLogger:
+    """``metrics.csv`` (one row per ``log_metrics`` call) and ``hparams.yaml`` in ``save_dir``.
+
+    Columns grow as new metric names appear: the file is then rewritten with the wider header
+    (through a temporary file and an atomic rename, so a crash never leaves half a file).
+    """
+
+    run_id: str | None = None
+
+    def __init__(self, save_dir: str | Path, metrics_file: str = "metrics.csv", hparams_file: str = "hparams.yaml"):
+        self.save_dir = Path(save_dir)
+        self.metrics_path = self.save_dir / metrics_file
+        self.hparams_path = self.save_dir / hparams_file
+        self._columns: list[str] | None = None  # read lazily from an existing file (resume)
+        self._hparams: dict[str, Any] = {}
+        self._step: int | None = None
+        self._resume_step: int | None = None
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        import yaml
+
+        _merge(self._hparams, _plain(params))
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.hparams_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(self._hparams, sort_keys=False))
+        os.replace(tmp, self.hparams_path)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        row = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
+        if self._columns is None:
+            self._open()
+        assert self._columns is not None
+        new = [k for k in row if k not in self._columns]
+        if new:
+            self._columns += new
+            self._rewrite([row])
+        else:
+            with self.metrics_path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._columns).writerow(row)
+        self._step = int(step)
+
+    def _read_rows(self) -> list[dict[str, str]]:
+        if not self.metrics_path.exists():
+            return []
+        with self.metrics_path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _open(self) -> None:
+        """Pick up an existing file (a resumed run appends), dropping rows past the resumed step."""
+        self._columns = ["step"]
+        if not self.metrics_path.exists():
+            return
+        with self.metrics_path.open(newline="") as f:
+            self._columns = list(csv.DictReader(f).fieldnames or ["step"])
+        if self._resume_step is not None:
+            self._rewrite([], keep=lambda r: int(r["step"]) <= self._resume_step)
+
+    def _rewrite(self, extra: list[dict[str, Any]], keep: Any = None) -> None:
+        rows = [r for r in self._read_rows() if keep is None or keep(r)] + extra
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.metrics_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns or ["step"])
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.metrics_path)
+
+    def after_save_checkpoint(
+        self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
+    ) -> None:
+        pass
+
+    def watch(self, module: Any, log_freq: int | None = None) -> None:
+        pass
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        pass  # the trainer writes summary.json itself
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self._step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._resume_step = state.get("step")
+        self._columns = None
+
+    def finalize(self, status: str) -> None:
+        pass
+
+
+# -- Weights & Biases ------------------------------------------------------------------------
+class _NoopExperiment:
+    """Stands in for a W&B run when there is none, so ``logger.experiment.log(...)`` is safe."""
+
+    def __getattr__(self, name: str) -> _NoopExperiment:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _NoopExperiment:
+        return self
+
+
+def _has_credentials(wandb: Any) -> bool:
+    """Whether W&B would log in without a prompt: env key, ``wandb login`` (netrc), settings."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:
+        # wandb's own check ("to check for credentials without prompting, use
+        # wandb.login(prompt=False)"): env, settings files, .netrc; never prompts.
+        return bool(wandb.login(prompt=False, verify=False))
+    except TypeError:  # wandb < 0.20 has no `prompt` argument
+        return bool(getattr(getattr(wandb, "api", None), "api_key", None))
+    except Exception:  # credentials exist but are malformed: let init fail and fall back
+        return True
+
+
+class WandbLogger:
+    """Log to Weights & Biases, Lightning's ``WandbLogger`` made robust for long runs.
+
+    - ``mode``: ``auto`` is online when an API key or ``wandb login`` exists, else offline
+      (``WANDB_MODE`` in the environment wins); offline runs end by printing the exact
+      ``wandb sync`` command. ``disabled`` records nothing and does not import wandb.
+    - The run starts lazily at the first metric, so ``load_state_dict`` from a checkpoint can
+      reattach it to the same run id first (``resume="allow"``).
+    - Metrics are plotted against ``trainer/global_step`` (``define_metric``), never wandb's own
+      ``step``, so a resumed run never hits "step must only increase".
+    - ``log_model``: checkpoints as ``model``-type artifacts named ``model-<run id>``, with
+      aliases ``best``/``latest`` and metadata ``score``, ``step``, ``epoch``; ``all`` logs each
+      save, ``best``/``last``/``True`` log at the end.
+    - A failing ``wandb.init`` (no network, bad key, server error, timeout) warns once and falls
+      back to offline, then to disabled; logging errors warn and never stop training.
+    - Extra keyword arguments go to ``wandb.init`` (e.g. ``settings=``, ``resume=``).
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        entity: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        notes: str | None = None,
+        job_type: str | None = None,
+        mode: str = "auto",
+        save_dir: str | Path = ".",
+        log_model: bool | str = False,
+        watch: bool | str = False,
+        watch_log_freq: int = 100,
+        run_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        init_timeout: float | None = None,
+        **init_kwargs: Any,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"wandb.mode={mode!r} is not one of {', '.join(MODES)}")
+        if log_model not in LOG_MODEL:
+            raise ValueError(f"wandb.log_model={log_model!r} is not one of false, true, best, last, all")
+        if watch is True:
+            watch = "gradients"
+        if watch not in WATCH:
+            raise ValueError(f"wandb.watch={watch!r} is not one of false, gradients, parameters, all")
+        if mode != "disabled" and importlib.util.find_spec("wandb") is None:
+            raise ModuleNotFoundError(
+                "WandbLogger needs the wandb package: `pip install wandb`, or set wandb.mode=disabled"
+            )
+        self.project, self.entity, self.name, self.group = project, entity, name, group
+        self.tags, self.notes, self.job_type = list(tags or ()), notes, job_type
+        self.mode, self.save_dir = mode, Path(save_dir)
+        self.log_model, self.watch_mode, self.watch_log_freq = log_model, watch, watch_log_freq
+        self.init_timeout, self.init_kwargs = init_timeout, init_kwargs
+        self._config: dict[str, Any] = _plain(dict(config or {}))
+        self._run: Any = None
+        self._run_mode: str | None = None  # online | offline | disabled, once started
+        self._run_id = run_id  # set: start by resuming this run
+        self._sync_dir: str | None = None
+        self._watch_queue: list[tuple[Any, int]] = []
+        self._step: int | None = None
+        self._best_path, self._last_path, self._monitor = "", "", None
+        self._checkpoints: dict[str, dict[str, Any]] = {}  # path -> score, step, epoch, stamp, logged
+        self._warned: set[str] = set()
+
+    # -- the run -----------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str | None:
+        if self._run is not None and self._run_mode != "disabled":
+            return self._run.id
+        return self._run_id
+
+    @property
+    def run_mode(self) -> str | None:
+        """``online``, ``offline`` or ``disabled`` once the run started (after any fallback)."""
+        return self._run_mode
+
+    @property
+    def experiment(self) -> Any:
+        """The ``wandb`` run (started on first access), or a no-op stand-in when disabled."""
+        run = self._ensure_run()
+        return run if run is not None else _NoopExperiment()
+
+    @property
+    def needs_checkpoint_files(self) -> bool:
+        """True when ``after_save_checkpoint`` reads the file: an async saver must finish it first."""
+        return self.log_model == "all"
+
+    @property
+    def sync_command(self) -> str | None:
+        """``wandb sync <run dirs>`` for an offline run (all parts of a resumed run, oldest first)."""
+        if self._run_mode != "offline" or not self._sync_dir or not self.run_id:
+            return None
+        wandb_dir = Path(self._sync_dir).parent
+        pattern = re.compile(rf"^offline-run-\d{{8}}_\d{{6}}-{re.escape(self.run_id)}(-\d+)?$")
+        dirs = sorted(p for p in wandb_dir.glob("offline-run-*") if pattern.match(p.name)) or [Path(self._sync_dir)]
+        return "wandb sync " + " ".join(_shell_path(p) for p in dirs)
+
+    def _resolve_mode(self, wandb: Any) -> str:
+        if self.mode != "auto":
+            return self.mode
+        env_mode = os.environ.get("WANDB_MODE", "").lower()
+        if env_mode in ("online", "offline", "disabled"):
+            return env_mode
+        if env_mode in ("dryrun", "run"):
+            return "offline" if env_mode == "dryrun" else "online"
+        if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+            return "disabled"
+        return "online" if _has_credentials(wandb) else "offline"
+
+    def _ensure_run(self) -> Any:
+        """Start the run on first use (or return the running one); None when there is none."""
+        if self._run is not None or self._run_mode == "disabled":
+            return self._run if self._run_mode != "disabled" else None
+        if not _is_rank_zero() or self.mode == "disabled":
+            self._run_mode = "disabled"
+            return None
+        try:
+            self._init_run()
+        except Exception as err:  # anything unexpected while starting: never stop training for W&B
+            self._run = None
+            warnings.warn(
+                f"W&B could not start ({type(err).__name__}: {_redact(str(err))}); training continues without it.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if self._run is None:
+            self._run_mode = "disabled"
+        return self._run if self._run_mode != "disabled" else None
+
+    def _init_run(self) -> None:
+        import wandb
+
+        self._run_mode = self._sync_dir = None
+        mode = self._resolve_mode(wandb)
+        if mode == "disabled":
+            return
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {
+            "project": self.project,
+            "entity": self.entity,
+            "name": self.name,
+            "group": self.group,
+            "tags": self.tags or None,
+            "notes": self.notes,
+            "job_type": self.job_type,
+            "dir": str(self.save_dir),  # W&B writes to <save_dir>/wandb/
+            "config": self._config,
+            **self.init_kwargs,
+        }
+        if self._run_id is not None:
+            kwargs.update(id=self._run_id, resume=self.init_kwargs.get("resume", "allow"))
+        if self.init_timeout is not None:
+            settings = kwargs.get("settings") or wandb.Settings()
+            if isinstance(settings, dict):
+                settings = wandb.Settings(**settings)
+            settings.init_timeout = self.init_timeout
+            kwargs["settings"] = settings
+
+        failures: list[str] = []
+        for attempt in [mode, "offline"] if mode == "online" else [mode]:
+            try:
+                run = wandb.init(mode=attempt, **kwargs)
+            except Exception as err:  # no network, bad key, server error, timeout ...
+                failures.append(f"{attempt}: {type(err).__name__}: {_redact(str(err)).strip()}")
+                continue
+            self._start(run, attempt)
+            break
+        if failures:
+            self._warn_init(mode, failures)
+
+    def _start(self, run: Any, mode: str) -> None:
+        self._run = run
+        if getattr(run, "disabled", False):  # e.g. wandb gave up logging in and returned a no-op run
+            self._run_mode = "disabled"
+            return
+        self._run_mode = mode
+        self._run_id = run.id
+        self._sync_dir = getattr(run, "sync_dir", None) or getattr(run.settings, "sync_dir", None)
+        # Every metric is plotted against the trainer's step, not wandb's internal counter.
+        run.define_metric(STEP_KEY)
+        run.define_metric("*", step_metric=STEP_KEY)
+        for module, log_freq in self._watch_queue:
+            run.watch(module, log=self.watch_mode, log_freq=log_freq)
+        self._watch_queue.clear()
+
+    def _warn_init(self, mode: str, failures: list[str]) -> None:
+        tried = "; ".join(failures)
+        if self._run_mode == "offline":
+            msg = (
+                f"W&B could not start a {mode} run ({tried}). Logging offline instead to {self._sync_dir}; "
+                f"upload it later with `{self.sync_command}`. Set wandb.mode=offline to skip the online attempt."
+            )
+        else:
+            msg = f"W&B could not start a run ({tried}); training continues without W&B. Set wandb.mode=disabled to silence this."
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a wandb call; an error warns (once per kind of call) instead of stopping training."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            if what not in self._warned:
+                self._warned.add(what)
+                warnings.warn(
+                    f"W&B {what} failed ({type(err).__name__}: {_redact(str(err))}); training continues.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return None
+
+    # -- the protocol ------------------------------------------------------------------------
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        params = _plain(dict(params))
+        _merge(self._config, params)
+        if self._run is not None and self._run_mode != "disabled":
+            update = {k: self._config[k] for k in params}
+            self._guard("config update", self._run.config.update, update, allow_val_change=True)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        run = self._ensure_run()
+        if run is None:
+            return
+        row = {k: _scalar(v) for k, v in metrics.items()}
+        row[STEP_KEY] = int(step)
+        self._guard("log", run.log, row)
+        self._step = int(step)
+
+    def watch(self, module: Any, log_freq: int | None = None) -> None:
+        if not self.watch_mode:
+            return
+        log_freq = log_freq or self.watch_log_freq
+        if self._run is not None and self._run_mode != "disabled":
+            self._guard("watch", self._run.watch, module, log=self.watch_mode, log_freq=log_freq)
+        else:  # applied when the run starts, so a resume can still pick the run id first
+            self._watch_queue.append((module, log_freq))
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        run = self._ensure_run()
+        if run is None:
+            return
+        self._guard("summary", run.summary.update, _plain(dict(summary)))
+
+    def after_save_checkpoint(
+        self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
+    ) -> None:
+        if not self.log_model or not _is_rank_zero():
+            return
+        cb = checkpoint_callback
+        trainer = getattr(cb, "trainer", None)
+        step = step if step is not None else getattr(trainer, "global_step", None)
+        epoch = epoch if epoch is not None else getattr(trainer, "current_epoch", None)
+        self._best_path = str(getattr(cb, "best_model_path", "") or "")
+        self._last_path = str(getattr(cb, "last_model_path", "") or "")
+        self._monitor = getattr(cb, "monitor", None)
+        scores = {str(p): _scalar(s) for p, s in (getattr(cb, "best_k_models", None) or {}).items()}
+        current = _scalar(getattr(cb, "current_score", None))
+        # Remember when each file was (re)written, so artifacts logged at the end carry the
+        # step/epoch of the checkpoint, not of the end of training.
+        for path in [*scores, self._last_path]:
+            stamp = _stamp(path)
+            known = self._checkpoints.get(path)
+            if stamp is not None and (known is None or known["stamp"] != stamp):
+                score = scores.get(path, current)
+                self._checkpoints[path] = {
+                    "score": score,
+                    "step": step,
+                    "epoch": epoch,
+                    "stamp": stamp,
+                    "logged": False,
+                }
+        if self.log_model == "all":
+            pending = [p for p, c in self._checkpoints.items() if not c["logged"] and _stamp(p) == c["stamp"]]
+            for path in sorted(pending, key=lambda p: self._checkpoints[p]["step"] or 0):
+                aliases = ["latest", "best"] if path == self._best_path else ["latest"]
+                self._log_checkpoint(path, aliases)
+
+    def _log_checkpoint(self, path: str, aliases: list[str]) -> None:
+        info = self._checkpoints.get(path) or {"score": None, "step": None, "epoch": None, "stamp": _stamp(path)}
+        if info["stamp"] is None or _stamp(path) is None:
+            return
+        run = self._ensure_run()
+        if run is None:
+            return
+        import wandb
+
+        score = info["score"]
+        metadata = {
+            "score": None if isinstance(score, float) and not math.isfinite(score) else score,
+            "step": info["step"],
+            "epoch": info["epoch"],
+            "monitor": self._monitor,
+            "original_filename": Path(path).name,
+        }
+
+        def log() -> None:
+            artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=metadata)
+            artifact.add_file(path, name="model.ckpt")
+            run.log_artifact(artifact, aliases=aliases)
+
+        self._guard("log_model", log)
+        self._checkpoints[path] = {**info, "logged": True}
+
+    def _log_final_checkpoints(self) -> None:
+        last = self._last_path or self._best_path
+        best = self._best_path or last
+        wanted = {"best": [best], "last": [last], True: [best, last]}.get(self.log_model, [])
+        for path in dict.fromkeys(p for p in wanted if p):  # best before last: last ends up `latest`
+            aliases = [alias for alias, p in (("best", best), ("latest", last)) if p == path]
+            if self.log_model == "best" and "latest" not in aliases:
+                aliases.append("latest")
+            info = self._checkpoints.get(path)
+            if not (info and info["logged"] and info["stamp"] == _stamp(path)):
+                self._log_checkpoint(path, aliases)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "step": self._step,
+            "best_model_path": self._best_path,
+            "last_model_path": self._last_path,
+            "checkpoints": {p: {**c, "stamp": list(c["stamp"] or ())} for p, c in self._checkpoints.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        run_id = state.get("run_id")
+        if self._run is not None and self._run_mode != "disabled":
+            if run_id and run_id != self._run.id:
+                warnings.warn(
+                    f"WandbLogger.load_state_dict came after run {self._run.id} started; it cannot reattach to "
+                    f"run {run_id}. Restore the checkpoint before the first log call.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return
+        if run_id:
+            self._run_id = run_id
+        self._step = state.get("step", self._step)
+        self._best_path = state.get("best_model_path", self._best_path) or ""
+        self._last_path = state.get("last_model_path", self._last_path) or ""
+        for path, c in (state.get("checkpoints") or {}).items():
+            self._checkpoints[path] = {**c, "stamp": tuple(c.get("stamp") or ()) or None}
+
+    def finalize(self, status: str = "success") -> None:
+        """Log the final checkpoints, finish the run and print how to upload an offline run.
+
+        Safe to call twice and from ``finally``; never raises. Logging after this reattaches to
+        the same run id.
+        """
+        try:
+            run = self._run
+            if run is None or self._run_mode == "disabled":
+                return
+            if self.log_model:
+                self._guard("log_model", self._log_final_checkpoints)
+            self._guard("finish", run.finish, exit_code=EXIT_CODES.get(status, 1))
+            command = self.sync_command
+            self._run = None  # a later log call resumes the same run id
+            if command:
+                print(f"wandb: run {self._run_id} was saved offline; upload it with:\n  {command}", flush=True)
+        except Exception as err:  # finalize runs in `finally` blocks: it must not mask the real error
+            warnings.warn(
+                f"W&B finalize failed: {type(err).__name__}: {_redact(str(err))}", RuntimeWarning, stacklevel=2
+            )
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a file, or None when it is missing: tells a rewritten checkpoint apart."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _shell_path(path: Path) -> str:
+    """A path as short as it can be while staying exact: relative to the cwd when inside it."""
+    try:
+        text = str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        text = str(path)
+    return text if re.fullmatch(r"[\w./@%+=:,-]+", text) else "'" + text.replace("'", "'\\''") + "'"
+
+
+__all__ = ["STEP_KEY", "CSVLogger", "Logger", "NullLogger", "WandbLogger"]

@@ -1,0 +1,183 @@
+"""`scaffold new`: render the template, vendor the engine with its manifest, make the first commit."""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput, ScaffoldError
+from .history import git, read_version
+from .manifest import MANIFEST_NAME, engine_relpath, make_manifest, write_manifest
+from .names import check_package_name, check_project_name, derive_package_name
+from .source import TemplateSource, template_source
+
+ANSWERS_FILE = ".copier-answers.yml"
+
+
+@dataclass
+class NewProject:
+    dest: Path
+    answers: dict[str, Any]
+    version: str  # the engine version vendored into the project
+    template_commit: str  # copier's _commit: the template version rendered
+
+    @property
+    def package_name(self) -> str:
+        return str(self.answers["package_name"])
+
+
+def parse_data(pairs: list[str]) -> dict[str, str]:
+    """``["key=value", ...]`` from repeated --data options."""
+    data: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise BadInput(f"--data {pair!r} is not KEY=VALUE (e.g. --data project_name=my-research)")
+        data[key.strip()] = value
+    return data
+
+
+def check_data_keys(data: dict[str, Any], questions: list[str]) -> None:
+    for key in data:
+        if key not in questions:
+            close = difflib.get_close_matches(key, questions, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(questions)}"
+            raise BadInput(f"unknown --data key '{key}': {hint}")
+
+
+def read_answers(project: Path) -> dict[str, Any]:
+    import yaml
+
+    path = project / ANSWERS_FILE
+    if not path.is_file():
+        raise ScaffoldError(f"{path} is missing: is {project} a project made by scaffold?")
+    answers = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(answers, dict):
+        raise ScaffoldError(f"{path} is not a mapping of answers")
+    return answers
+
+
+def _check_dest(dest: Path) -> bool:
+    """Refuse a DEST that holds anything; True when it exists (and is empty)."""
+    if dest.exists() and not dest.is_dir():
+        raise BadInput(f"{dest} exists and is not a directory")
+    if dest.is_dir():
+        if any(dest.iterdir()):
+            raise BadInput(f"{dest} exists and is not empty; choose a new folder (scaffold never overwrites files)")
+        return True
+    return False
+
+
+def _remove_created(dest: Path, existed: bool) -> None:
+    """Undo a failed `new`: delete what it made, but keep a folder the user had made."""
+    if not dest.exists():
+        return
+    if not existed:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    for child in dest.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def git_identity(repo: Path) -> list[str]:
+    """``-c user.name=... -c user.email=...`` when git has no identity configured (CI, containers)."""
+    args: list[str] = []
+    for key, fallback in (("user.name", "scaffold"), ("user.email", "scaffold@localhost")):
+        try:
+            if git("config", key, cwd=repo).strip():
+                continue
+        except RuntimeError:
+            pass
+        args += ["-c", f"{key}={fallback}"]
+    return args
+
+
+def commit_all(repo: Path, message: str) -> None:
+    git("add", "-A", cwd=repo)
+    git(*git_identity(repo), "commit", "-q", "--no-verify", "-m", message, cwd=repo)
+
+
+def render(
+    source: TemplateSource,
+    dest: Path,
+    data: dict[str, Any],
+    *,
+    vcs_ref: str | None,
+    defaults: bool = True,
+    check_names: bool = True,
+) -> dict[str, Any]:
+    """Render `source` at `vcs_ref` into `dest` with copier; return the recorded answers."""
+    import copier
+    from copier.errors import CopierError, CopierWarning
+    from plumbum import ProcessExecutionError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CopierWarning)
+        try:
+            with copier.Worker(
+                src_path=source.url,
+                dst_path=dest,
+                data=dict(data),
+                vcs_ref=vcs_ref,
+                defaults=defaults,
+                quiet=True,
+                overwrite=True,
+                cleanup_on_error=False,
+            ) as worker:
+                try:
+                    questions = worker.template.questions_data
+                except ValueError as exc:  # copier: "Unknown revision: ..."
+                    raise BadInput(f"{source.label} has no version {vcs_ref!r} ({exc})") from exc
+                check_data_keys(data, [q for q in questions if not q.startswith("_")])
+                if check_names and defaults:
+                    project = str(data.get("project_name", questions.get("project_name", {}).get("default", "")))
+                    check_project_name(project)
+                    check_package_name(str(data.get("package_name") or derive_package_name(project)))
+                worker.run_copy()
+        except ProcessExecutionError as exc:
+            detail = (exc.stderr or str(exc)).strip().splitlines()
+            raise ScaffoldError(f"git failed on {source.label}: {detail[-1] if detail else exc}") from exc
+        except (CopierError, ValueError) as exc:
+            raise ScaffoldError(f"rendering the template failed: {exc}") from exc
+    return read_answers(dest)
+
+
+def new_project(
+    dest: Path,
+    data: dict[str, Any],
+    *,
+    defaults: bool = True,
+    template: str | None = None,
+    vcs_ref: str | None = None,
+) -> NewProject:
+    """Create a project at `dest` (which must not exist or be empty), committed to a new git repo."""
+    dest = dest.expanduser().absolute()
+    existed = _check_dest(dest)
+    source = template_source(template)
+    try:
+        answers = render(source, dest, data, vcs_ref=vcs_ref or source.default_ref, defaults=defaults)
+        package = str(answers.get("package_name", ""))
+        check_project_name(str(answers.get("project_name", "")))
+        check_package_name(package)
+        engine = dest / engine_relpath(package)
+        if not (engine / "__init__.py").is_file():
+            raise ScaffoldError(f"the template did not produce {engine_relpath(package)}/: is {source.label} scaffold?")
+        version = read_version(dest / "src" / package)
+        commit = str(answers.get("_commit") or version)
+        write_manifest(dest, make_manifest(dest, package, version, commit))
+        git("-c", "init.defaultBranch=main", "init", "-q", cwd=dest)
+        commit_all(dest, f"New project from scaffold {version}")
+    except BaseException:
+        _remove_created(dest, existed)
+        raise
+    return NewProject(dest, answers, version, commit)
+
+
+__all__ = ["ANSWERS_FILE", "MANIFEST_NAME", "NewProject", "new_project", "parse_data", "read_answers", "render"]

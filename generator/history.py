@@ -1,0 +1,208 @@
+"""The template's version history as a small git repository (and a bundle of it).
+
+copier renders from git: a tag per version lets it render the old version a project was made
+from and the new one, which is what a three-way update needs. Bundling the whole scaffold
+repository would ship tests, CI scripts and everything ever committed, so the build writes a
+repository that holds only what the template needs, one commit per released version (the
+PEP 440 tags of the source repository) plus the tree being built. Commit metadata is fixed, so
+every build from the same history produces the same commits and the same ``_commit`` values.
+
+This module uses the standard library and ``packaging`` only: the wheel build hook loads it
+from the source tree before scaffold is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+# What copier needs from a scaffold repository: the root copier.yml points into template/,
+# the template's engine folder is a symlink to engine/, and update shows CHANGELOG.md.
+TEMPLATE_PATHS = ("copier.yml", "template", "engine", "CHANGELOG.md")
+_SKIP_NAMES = {"__pycache__", ".DS_Store", ".git"}
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+# Fixed identity and date for synthesized commits: reproducible hashes across builds.
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "scaffold",
+    "GIT_AUTHOR_EMAIL": "scaffold@localhost",
+    "GIT_COMMITTER_NAME": "scaffold",
+    "GIT_COMMITTER_EMAIL": "scaffold@localhost",
+}
+_EPOCH = "2000-01-01T00:00:00+00:00"
+
+
+@dataclass(frozen=True)
+class HistoryInfo:
+    """What a built template history renders by default: the package's own version."""
+
+    version: str  # the package version (engine/__init__.py)
+    commit: str  # full hash of the commit holding the tree that was built
+    ref: str  # the tag of that commit when it has one, else the hash
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> HistoryInfo:
+        data = json.loads(text)
+        return cls(version=data["version"], commit=data["commit"], ref=data["ref"])
+
+
+def git(*args: str, cwd: Path, env: dict[str, str] | None = None, input: bytes | None = None) -> str:
+    """Run git quietly; raise with git's own message on failure."""
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    proc = subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false", *args],
+        cwd=cwd,
+        env=full_env,
+        input=input,
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
+        raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {msg}")
+    return proc.stdout.decode(errors="replace")
+
+
+def read_version(root: Path) -> str:
+    """The one version of package, template and engine: ``__version__`` in engine/__init__.py."""
+    for line in (root / "engine" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    raise RuntimeError(f"no __version__ in {root / 'engine' / '__init__.py'}")
+
+
+def parse_version(tag: str) -> Version | None:
+    """A tag's PEP 440 version (``v1.2.0`` and ``1.2.0`` both count), or None."""
+    try:
+        return Version(tag)
+    except InvalidVersion:
+        return None
+
+
+def version_tags(repo: Path) -> list[str]:
+    """PEP 440 tags of a repository, oldest version first."""
+    tags = [t for t in git("tag", "--list", cwd=repo).split() if parse_version(t) is not None]
+    return sorted(tags, key=lambda t: parse_version(t))  # type: ignore[arg-type, return-value]
+
+
+def _is_repo_root(path: Path) -> bool:
+    if not (path / ".git").exists():
+        return False
+    try:
+        top = git("rev-parse", "--show-toplevel", cwd=path).strip()
+    except RuntimeError:
+        return False
+    return Path(top).resolve() == path.resolve()
+
+
+def _skip(rel: Path) -> bool:
+    return any(p in _SKIP_NAMES for p in rel.parts) or rel.name.endswith(_SKIP_SUFFIXES)
+
+
+def _working_files(source: Path) -> list[Path]:
+    """Template files of the tree being built: what git would track, or a walk without git."""
+    if _is_repo_root(source):
+        out = git("ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *TEMPLATE_PATHS, cwd=source)
+        names = sorted({n for n in out.split("\0") if n})
+        return [Path(n) for n in names if os.path.lexists(source / n) and not _skip(Path(n))]
+    files: list[Path] = []
+    for top in TEMPLATE_PATHS:
+        path = source / top
+        if path.is_file() or path.is_symlink():
+            files.append(Path(top))
+            continue
+        for dirpath, dirnames, filenames in os.walk(path):
+            # A symlinked folder is kept as a link, not walked into.
+            linked = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+            dirnames[:] = [d for d in dirnames if d not in _SKIP_NAMES and d not in linked]
+            for name in [*filenames, *linked]:
+                rel = (Path(dirpath) / name).relative_to(source)
+                if not _skip(rel):
+                    files.append(rel)
+    return sorted(files)
+
+
+def _clear_worktree(repo: Path) -> None:
+    for child in repo.iterdir():
+        if child.name == ".git":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _copy_files(source: Path, files: list[Path], dest: Path) -> None:
+    for rel in files:
+        src, dst = source / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        else:
+            shutil.copy2(src, dst)
+
+
+def _commit(repo: Path, message: str, date: str) -> bool:
+    """Commit the whole worktree; False when nothing changed since the last commit."""
+    git("add", "-A", cwd=repo)
+    has_head = subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=repo, capture_output=True).returncode == 0
+    if has_head and not git("status", "--porcelain", cwd=repo).strip():
+        return False
+    env = {**_IDENTITY, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+    git("commit", "-q", "--no-verify", "--allow-empty", "-m", message, cwd=repo, env=env)
+    return True
+
+
+def build_history(source: Path, dest: Path, version: str | None = None) -> HistoryInfo:
+    """Write a git repository at `dest` holding the template history of `source`.
+
+    One commit per PEP 440 tag of `source` (oldest first, same tag names), then the template
+    files of `source`'s working tree when they differ from the last tag. That last commit is
+    tagged ``v<version>`` unless a tag for `version` exists already (a development build
+    after a release renders from its hash).
+    """
+    source = source.resolve()
+    version = version or read_version(source)
+    dest.mkdir(parents=True, exist_ok=True)
+    git("-c", "init.defaultBranch=main", "init", "-q", cwd=dest)
+    if _is_repo_root(source):
+        for tag in version_tags(source):
+            present = git("ls-tree", "--name-only", tag, "--", *TEMPLATE_PATHS, cwd=source).split()
+            if not present:
+                continue
+            _clear_worktree(dest)
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", tag, "--", *present], cwd=source, capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-f", "-"], cwd=dest, input=archive, check=True)
+            date = git("log", "-1", "--format=%cI", tag, cwd=source).strip()
+            _commit(dest, f"scaffold {tag}", date)
+            git("tag", tag, cwd=dest)
+        date = git("log", "-1", "--format=%cI", "HEAD", cwd=source).strip() or _EPOCH
+    else:
+        date = os.environ.get("SOURCE_DATE_EPOCH", "")
+        date = f"@{date} +0000" if date else _EPOCH
+    _clear_worktree(dest)
+    _copy_files(source, _working_files(source), dest)
+    _commit(dest, f"scaffold {version}", date)
+    head = git("rev-parse", "HEAD", cwd=dest).strip()
+    target = Version(version)
+    tags = version_tags(dest)
+    if not any(parse_version(t) == target for t in tags):
+        git("tag", f"v{version}", cwd=dest)
+    at_head = git("tag", "--points-at", "HEAD", cwd=dest).split()
+    ref = next((t for t in at_head if parse_version(t) == target), at_head[0] if at_head else head)
+    return HistoryInfo(version=version, commit=head, ref=ref)
+
+
+def write_bundle(repo: Path, bundle: Path) -> None:
+    """A single-file copy of `repo` (all branches and tags) that git and copier clone from."""
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    git("bundle", "create", "-q", str(bundle.resolve()), "--all", cwd=repo)

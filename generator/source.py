@@ -1,0 +1,123 @@
+"""Where templates come from: the history inside the installed package, or `--template SRC`."""
+
+from __future__ import annotations
+
+import atexit
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from .errors import BadInput, ScaffoldError
+from .history import HistoryInfo, build_history, git, parse_version
+
+_URL_PREFIXES = ("git@", "git://", "git+", "gh:", "gl:", "ssh://", "http://", "https://", "file://")
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """A git repository (or bundle) of scaffold that copier renders from."""
+
+    url: str  # an absolute path to a repository or bundle, or a URL; never relative
+    default_ref: str | None  # what `new`/`update` render without --vcs-ref/--to (None: latest tag)
+    label: str  # for messages
+    installed: bool = False
+
+
+def _installed_data() -> tuple[Path, HistoryInfo] | None:
+    data = resources.files("scaffold") / "_data"
+    bundle, info = data / "template.bundle", data / "template.json"
+    if bundle.is_file() and info.is_file():
+        return Path(str(bundle)), HistoryInfo.from_json(info.read_text())
+    return None
+
+
+@lru_cache(maxsize=1)
+def installed_source() -> TemplateSource:
+    """The template history shipped in this package, at the package's own version.
+
+    A wheel carries it as ``scaffold/_data/template.bundle``. Run from a source checkout
+    (an editable install), the history is built from that checkout into a temporary folder.
+    """
+    found = _installed_data()
+    if found is not None:
+        bundle, info = found
+        return TemplateSource(str(bundle.resolve()), info.ref, f"scaffold {info.version} (installed)", True)
+    root = Path(__file__).resolve().parents[1]
+    if (root / "copier.yml").is_file() and (root / "engine" / "__init__.py").is_file():
+        tmp = Path(tempfile.mkdtemp(prefix="scaffold-history-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        info = build_history(root, tmp / "repo")
+        return TemplateSource(str(tmp / "repo"), info.ref, f"scaffold {info.version} (source checkout {root})", True)
+    raise ScaffoldError("this scaffold installation has no template data; reinstall scaffold or pass --template SRC")
+
+
+def is_url(spec: str) -> bool:
+    return spec.startswith(_URL_PREFIXES)
+
+
+def template_source(spec: str | None) -> TemplateSource:
+    """`--template SRC` as a source copier can clone (paths made absolute), or the installed one."""
+    if spec is None:
+        return installed_source()
+    if is_url(spec):
+        return TemplateSource(spec, None, spec)
+    path = Path(spec).expanduser().absolute()
+    if not path.exists():
+        raise BadInput(f"template source {spec} does not exist (pass a scaffold git repository, a bundle or a URL)")
+    if path.is_dir():
+        if not (path / "copier.yml").is_file():
+            raise BadInput(f"template source {spec} is not a scaffold repository: no copier.yml at its root")
+        try:
+            top = git("rev-parse", "--show-toplevel", cwd=path).strip()
+        except RuntimeError:
+            top = ""
+        if not top or Path(top).resolve() != path.resolve():
+            raise BadInput(f"template source {spec} is not a git repository (copier renders from git: run git init)")
+    else:
+        try:
+            git("bundle", "list-heads", str(path), cwd=path.parent)
+        except RuntimeError:
+            raise BadInput(f"template source {spec} is neither a directory nor a git bundle") from None
+    return TemplateSource(str(path), None, str(path))
+
+
+def list_versions(source: TemplateSource) -> list[tuple[Version, str]]:
+    """The source's versions (PEP 440 tags), oldest first."""
+    url = source.url
+    try:
+        out = git("ls-remote", "--tags", "--refs", url, cwd=Path(tempfile.gettempdir()))
+    except RuntimeError as exc:
+        raise ScaffoldError(f"cannot list the versions of {source.label}: {exc}") from exc
+    found = []
+    for line in out.splitlines():
+        tag = line.split("\t", 1)[-1].removeprefix("refs/tags/")
+        v = parse_version(tag)
+        if v is not None:
+            found.append((v, tag))
+    return sorted(found)
+
+
+def commit_version(commit: str | None) -> Version | None:
+    """The version of a copier ``_commit``: ``v0.2.0`` -> 0.2.0, ``v0.2.0-3-gabc`` -> 0.2.0.post3+gabc."""
+    if not commit:
+        return None
+    match = re.match(r"^(.+)-(\d+)-g([0-9a-f]+)$", commit)
+    try:
+        if match:
+            base, count, sha = match.groups()
+            return Version(f"{base}.post{count}+g{sha}")
+        return Version(commit)
+    except InvalidVersion:
+        return None
+
+
+def release_of(commit: str | None) -> Version | None:
+    """The release a ``_commit`` is at or after: ``v0.2.0-3-gabc`` -> 0.2.0."""
+    v = commit_version(commit)
+    return Version(v.base_version) if v is not None else None

@@ -1,0 +1,160 @@
+"""Shared pieces of the benchmarks: the engine under a parent package, timing, result rows.
+
+Each bench_*.py script prints its rows as one JSON line (``--json``) or as a small table;
+run_all.py runs every script in its own process and prints the markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE = ROOT / "engine"
+TEMPLATE_SRC = ROOT / "template" / "project" / "src" / "{{package_name}}"
+PACKAGE = "benchpkg"  # the parent package the engine is imported under, as in a generated project
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    bench: str
+    run: str
+    result: str
+    ratio: float | None = None  # against the benchmark's baseline row
+    target: str = ""  # e.g. "<= 1.05x"; judged against `ratio`
+    note: str = ""
+
+    @property
+    def ok(self) -> bool | None:
+        if not self.target or self.ratio is None:
+            return None
+        op, bound = self.target.split()
+        value = float(bound.rstrip("x%"))
+        if bound.endswith("%"):
+            value /= 100
+        return self.ratio <= value if op == "<=" else self.ratio >= value
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def make_package(dest: Path, name: str = PACKAGE, research: bool = True) -> Path:
+    """Lay out ``dest/name/`` like a generated project's package: the engine vendored inside.
+
+    With `research`, the template's digits model.py and data.py are copied in too, so the
+    benchmarks train the same code that `scaffold new` generates. Returns the folder to put
+    on sys.path.
+    """
+    pkg = dest / name
+    if pkg.exists():
+        return dest
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    shutil.copytree(ENGINE, pkg / "engine", ignore=shutil.ignore_patterns("__pycache__"))
+    if research:
+        for wanted in ("model.py", "data.py"):
+            found = [p for p in TEMPLATE_SRC.glob(f"*{wanted}*") if "digits" in p.name] if TEMPLATE_SRC.is_dir() else []
+            if found:
+                shutil.copy(found[0], pkg / wanted)
+    return dest
+
+
+def import_package(name: str = PACKAGE) -> Any:
+    """Import ``<name>`` from a fresh temporary layout (see `make_package`)."""
+    base = Path(tempfile.mkdtemp(prefix="scaffold-bench-"))
+    sys.path.insert(0, str(make_package(base, name)))
+    return importlib.import_module(f"{name}.engine") and importlib.import_module(name)
+
+
+def has_digits(pkg_dir: Path) -> bool:
+    return (pkg_dir / "model.py").is_file() and (pkg_dir / "data.py").is_file()
+
+
+def rounds(variants: dict[str, Callable[[], Any]], n: int, warmup: int = 1) -> dict[str, list[Any]]:
+    """Call each variant `n + warmup` times, interleaved and rotated; drop the warm-up rounds."""
+    names = list(variants)
+    out: dict[str, list[Any]] = {k: [] for k in names}
+    for r in range(n + warmup):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for k in order:
+            value = variants[k]()
+            if r >= warmup:
+                out[k].append(value)
+    return out
+
+
+def run_py(code_or_path: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> tuple[float, subprocess.CompletedProcess]:
+    """Run python (a script path or ``-c`` code) in a fresh process; wall seconds and the result."""
+    cmd = [sys.executable, str(code_or_path), *args] if isinstance(code_or_path, Path) else [sys.executable, "-c", code_or_path, *args]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    return time.perf_counter() - start, proc
+
+
+class TimedBatches:
+    """`n` batches cycled from a fixed list, stamping the time each one is taken.
+
+    Every loop under test draws from the same object, so the stamps cost all of them the
+    same; the gaps between stamps are whole training steps.
+    """
+
+    def __init__(self, batches: list[Any], n: int) -> None:
+        self.batches, self.n = batches, n
+        self.stamps: list[float] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        stamps, batches, k = self.stamps, self.batches, len(self.batches)
+        stamps.clear()
+        clock = time.perf_counter
+        for i in range(self.n):
+            stamps.append(clock())
+            yield batches[i % k]
+        stamps.append(clock())
+
+    def step_time(self, skip: int) -> float:
+        """Mean seconds per step after the first `skip` steps (periodic work included)."""
+        s = self.stamps
+        return (s[-2] - s[skip]) / (len(s) - 2 - skip)
+
+
+def main(bench: Callable[[argparse.Namespace], list[Row]], add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """Command line of a bench script: ``--json`` prints rows for run_all.py."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true", help="print the rows as one JSON line")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    if add_args:
+        add_args(parser)
+    args = parser.parse_args()
+    rows = bench(args)
+    if args.json:
+        print("BENCH-ROWS " + json.dumps([asdict(r) for r in rows]))
+    else:
+        for r in rows:
+            ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
+            print(f"{r.bench:40} {r.run:28} {r.result:>14} {ratio:>7} {r.target:>9} {r.note}")

@@ -1,0 +1,3 @@
+"""Benchmarks are scripts run by ci/bench, never collected by pytest."""
+
+collect_ignore_glob = ["*.py"]

@@ -1,0 +1,154 @@
+"""Config: YAML + dotted overrides, type coercion, validation that reports every problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine import ConfigError, DataConfig, load_config
+from engine.config import dump_yaml, to_dict
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 64
+    lr: float = 3e-3
+    act: str = "relu"
+
+
+@dataclass
+class MyDataConfig(DataConfig):
+    val_fraction: float = 0.2
+
+
+def _load(argv: list[str], **kwargs):
+    return load_config(argv, model=ModelConfig, data=MyDataConfig, exit_on_error=False, **kwargs)
+
+
+def _problems(argv: list[str], **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        _load(argv, **kwargs)
+    return str(info.value)
+
+
+def test_yaml_then_overrides_in_both_styles(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "trainer:\n  max_epochs: 3\n  precision: 32\n  log_every_n_steps: 7\n"
+        "model:\n  hidden: 16\n"
+        "data:\n  batch_size: 8\n"
+    )
+    cfg = _load(["--config", str(path), "trainer.max_epochs=5", "--trainer.precision=bf16-mixed", "--model.lr", "1e-2"])
+    assert cfg.trainer.max_epochs == 5  # the override beats the file
+    assert cfg.trainer.precision == "bf16-mixed"
+    assert cfg.trainer.log_every_n_steps == 7  # from the file
+    assert cfg.model == ModelConfig(hidden=16, lr=0.01, act="relu")
+    assert cfg.data == MyDataConfig(batch_size=8, num_workers=0, val_fraction=0.2)
+
+
+def test_default_yaml_in_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text("trainer:\n  max_epochs: 2\nrun_name: demo\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = _load([])
+    assert (cfg.trainer.max_epochs, cfg.run_name, cfg.output_dir, cfg.resume) == (2, "demo", "runs", None)
+
+
+def test_values_are_coerced_to_the_declared_types() -> None:
+    cfg = _load(
+        [
+            "trainer.precision=32",  # YAML int -> the string "32"
+            "model.lr=1",  # int -> float
+            "trainer.gradient_clip_val=1",
+            "trainer.limit_train_batches=3",  # an int stays a batch count
+            "trainer.limit_val_batches=0.5",  # a float is a fraction
+            "trainer.deterministic=true",
+            "trainer.fast_dev_run=2",
+            "trainer.max_epochs=null",
+            "trainer.max_steps=100",
+            "wandb.tags=[a, b]",
+            "checkpoint.monitor=val_acc",
+        ]
+    )
+    t = cfg.trainer
+    assert t.precision == "32" and isinstance(t.precision, str)
+    assert cfg.model.lr == 1.0 and isinstance(cfg.model.lr, float)
+    assert t.gradient_clip_val == 1.0 and isinstance(t.gradient_clip_val, float)
+    assert t.limit_train_batches == 3 and type(t.limit_train_batches) is int
+    assert t.limit_val_batches == 0.5 and type(t.limit_val_batches) is float
+    assert t.deterministic is True
+    assert t.fast_dev_run == 2 and type(t.fast_dev_run) is int
+    assert t.max_epochs is None and t.max_steps == 100
+    assert cfg.wandb.tags == ["a", "b"]
+    assert cfg.checkpoint.monitor == "val_acc"
+
+
+def test_research_dataclasses_type_their_sections() -> None:
+    cfg = _load(["model.hidden=8", "data.val_fraction=0.3"])
+    assert isinstance(cfg.model, ModelConfig) and cfg.model.hidden == 8
+    assert isinstance(cfg.data, MyDataConfig) and cfg.data.val_fraction == 0.3 and cfg.data.batch_size == 32
+    defaults = _load([])
+    assert defaults.model == ModelConfig() and defaults.data == MyDataConfig()
+
+
+def test_unknown_key_names_the_closest_valid_key() -> None:
+    message = _problems(["trainer.max_epoch=3"])
+    assert "unknown key 'trainer.max_epoch'" in message
+    assert "did you mean 'trainer.max_epochs'?" in message
+    assert "did you mean 'model.hidden'?" in _problems(["model.hiden=3"])
+    assert "did you mean 'early_stopping'?" in _problems(["early_stoping.patience=3"])
+
+
+def test_wrong_type_names_the_key() -> None:
+    message = _problems(["trainer.max_epochs=ten"])
+    assert "trainer.max_epochs: expected int or null, got 'ten'" in message
+    assert "data.batch_size: expected int, got 1.5" in _problems(["data.batch_size=1.5"])
+    assert "trainer.deterministic: expected bool, got 1" in _problems(["trainer.deterministic=1"])
+    message = _problems(["trainer.precision=fp16"])
+    assert "trainer.precision: 'fp16' is not one of '32', '16-mixed', 'bf16-mixed', 'bf16-true'" in message
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    message = _problems(
+        ["trainer.max_epoch=3", "trainer.precision=fp16", "data.batch_size=abc", "model.hiddn=3", "oops"]
+    )
+    lines = [line for line in message.splitlines() if line.startswith("  - ")]
+    assert len(lines) == 5, message
+    for part in ("trainer.max_epoch", "trainer.precision", "data.batch_size", "model.hiddn", "'oops' is not KEY=VALUE"):
+        assert part in message
+
+
+def test_cross_field_checks() -> None:
+    message = _problems(
+        ["trainer.limit_train_batches=1.5", "trainer.gradient_clip_val=0", "trainer.accumulate_grad_batches=0"]
+    )
+    assert "trainer.limit_train_batches: a float is a fraction in [0, 1], got 1.5; use an int for a count" in message
+    assert "trainer.gradient_clip_val must be > 0" in message
+    assert "trainer.accumulate_grad_batches must be >= 1, got 0" in message
+    assert "set trainer.max_steps" in _problems(["trainer.max_epochs=null"])
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path: Path) -> None:
+    assert f"config file {tmp_path / 'nope.yaml'} does not exist" in _problems(["--config", str(tmp_path / "nope.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: [1, 2\n")
+    assert "is not valid YAML" in _problems([f"--config={bad}"])
+
+
+def test_exit_on_error_prints_every_problem_to_stderr_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        load_config(["trainer.max_epoch=3", "data.batch_size=x"], model=ModelConfig)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("invalid config:")
+    assert "did you mean 'trainer.max_epochs'?" in err and "data.batch_size: expected int" in err
+
+
+def test_dumped_yaml_loads_back_to_the_same_config(tmp_path: Path) -> None:
+    cfg = _load(["trainer.max_epochs=4", "model.hidden=12", "wandb.tags=[x]", "trainer.limit_val_batches=0.25"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_yaml(cfg))
+    again = _load([], path=path)
+    assert to_dict(again) == to_dict(cfg)

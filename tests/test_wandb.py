@@ -1,0 +1,363 @@
+"""WandbLogger against real wandb in offline mode: assert what the run file recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from engine.loggers import STEP_KEY, WandbLogger
+from wandb_records import RunRecords, load_run, load_runs, offline_run_dirs
+
+wandb = pytest.importorskip("wandb")
+
+FAKE_KEY = "f" * 40
+
+
+@pytest.fixture(scope="module", autouse=True)
+def wandb_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No credentials, no network, nothing written outside tmp; a fresh wandb session."""
+    home = tmp_path_factory.mktemp("wandb-home")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("WANDB_") or name in ("RANK", "NETRC"):
+                mp.delenv(name)
+        mp.setenv("WANDB_SILENT", "true")
+        mp.setenv("WANDB_CONSOLE", "off")  # no stdout capture: faster, and keeps capsys simple
+        mp.setenv("NETRC", str(home / "netrc-absent"))
+        for var in ("WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR"):
+            mp.setenv(var, str(home / var.lower()))
+        wandb.teardown()  # settings are read once per session: start one with this environment
+        yield home
+        wandb.teardown()
+
+
+class FakeCheckpoint:
+    """What ModelCheckpoint exposes to a logger, with real files on disk."""
+
+    def __init__(self, dirpath: Path, monitor: str = "val_acc") -> None:
+        self.dirpath, self.monitor = dirpath, monitor
+        self.best_k_models: dict[str, float] = {}
+        self.best_model_path = self.last_model_path = ""
+        self.best_model_score: float | None = None
+
+    def save(self, logger: WandbLogger, step: int, epoch: int, score: float, top_k: int = 1) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = str(self.dirpath / f"epoch={epoch}-step={step}.ckpt")
+        if len(self.best_k_models) < top_k or score > min(self.best_k_models.values()):
+            Path(path).write_bytes(f"weights at {step}".encode())
+            self.best_k_models[path] = score
+            if len(self.best_k_models) > top_k:
+                worst = min(self.best_k_models, key=self.best_k_models.__getitem__)
+                del self.best_k_models[worst]
+                Path(worst).unlink()
+            self.best_model_path = max(self.best_k_models, key=self.best_k_models.__getitem__)
+            self.best_model_score = self.best_k_models[self.best_model_path]
+            logger.after_save_checkpoint(self, step=step, epoch=epoch)
+        self.last_model_path = str(self.dirpath / "last.ckpt")
+        Path(self.last_model_path).write_bytes(f"last at {step}".encode())
+        logger.after_save_checkpoint(self, step=step, epoch=epoch)
+
+
+def only_run(save_dir: Path) -> RunRecords:
+    runs = load_runs(save_dir)
+    assert len(runs) == 1, [r.path for r in runs]
+    return runs[0]
+
+
+# -- one full run, shared by the assertions below ---------------------------------------------
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    save_dir = tmp_path_factory.mktemp("project")
+    logger = WandbLogger(
+        project="digits",
+        name="baseline",
+        group="ablation",
+        tags=("cnn", "small"),
+        notes="first try",
+        job_type="train",
+        mode="offline",
+        save_dir=save_dir,
+        log_model="all",
+        watch="all",
+        watch_log_freq=1,
+    )
+    model = torch.nn.Linear(3, 2)
+    logger.log_hyperparams({"config": {"trainer": {"max_epochs": 2}, "model": {"hidden": 8, "lr": 0.01}}})
+    logger.log_hyperparams({"hparams": {"hidden": 8, "lr": 0.01}})
+    logger.watch(model)  # queued until the run starts, then hooked with wandb.watch
+    ckpt = FakeCheckpoint(save_dir / "runs" / "baseline" / "checkpoints")
+    for step, acc in zip((5, 10, 15), (0.5, 0.8, 0.7), strict=True):
+        model(torch.randn(4, 3)).sum().backward()
+        logger.log_metrics({"train_loss": torch.tensor(1.0 / step), "epoch": float(step // 10)}, step=step)
+        logger.log_metrics({"val_acc": acc}, step=step)
+        ckpt.save(logger, step=step, epoch=step // 10, score=acc)
+    logger.log_summary({"best_model_score": 0.8, "stop_reason": "max_epochs", "metrics": {"val_acc": 0.7}})
+    state = logger.state_dict()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        logger.finalize("success")
+        logger.finalize("success")  # idempotent
+    return SimpleNamespace(logger=logger, save_dir=save_dir, run=only_run(save_dir), state=state, stdout=out.getvalue())
+
+
+def test_files_live_in_the_project_wandb_folder(full_run: SimpleNamespace) -> None:
+    (run_dir,) = offline_run_dirs(full_run.save_dir)
+    assert run_dir.parent == full_run.save_dir / "wandb"
+    assert run_dir.name.endswith(f"-{full_run.logger.run_id}")
+    assert full_run.run.run_id == full_run.logger.run_id == full_run.state["run_id"]
+    assert full_run.run.exit_code == 0
+
+
+def test_metrics_are_recorded_at_the_trainer_step(full_run: SimpleNamespace) -> None:
+    run = full_run.run
+    assert run.column("train_loss") == {5: pytest.approx(0.2), 10: pytest.approx(0.1), 15: pytest.approx(1 / 15)}
+    assert run.column("val_acc") == {5: 0.5, 10: 0.8, 15: 0.7}
+    assert run.column("epoch") == {5: 0.0, 10: 1.0, 15: 1.0}
+    # Every chart uses trainer/global_step as its x-axis (a resumed run never goes backwards).
+    assert {"name": STEP_KEY, "glob_name": "", "step_metric": ""} in run.metrics
+    assert {"name": "", "glob_name": "*", "step_metric": STEP_KEY} in run.metrics
+
+
+def test_run_identity_and_config(full_run: SimpleNamespace) -> None:
+    run = full_run.run
+    assert (run.project, run.name, run.group, run.job_type, run.notes) == (
+        "digits",
+        "baseline",
+        "ablation",
+        "train",
+        "first try",
+    )
+    assert run.tags == ["cnn", "small"]
+    assert run.config["config"] == {"trainer": {"max_epochs": 2}, "model": {"hidden": 8, "lr": 0.01}}
+    assert run.config["hparams"] == {"hidden": 8, "lr": 0.01}
+
+
+def test_summary_has_best_score_stop_reason_and_final_metrics(full_run: SimpleNamespace) -> None:
+    summary = full_run.run.summary
+    assert summary["best_model_score"] == 0.8
+    assert summary["stop_reason"] == "max_epochs"
+    assert summary["metrics"] == {"val_acc": 0.7}
+    assert summary["val_acc"] == 0.7 and summary[STEP_KEY] == 15
+
+
+def test_watch_records_gradient_and_parameter_histograms(full_run: SimpleNamespace) -> None:
+    rows = [r for r in full_run.run.history if "gradients/weight/_type" in r]
+    assert rows and all(r["gradients/weight/_type"] == "histogram" for r in rows)
+    assert any(r.get("parameters/bias/_type") == "histogram" for r in full_run.run.history)
+    assert {r[STEP_KEY] for r in rows} <= {5, 10, 15}
+
+
+def test_log_model_all_logs_every_save_with_aliases_and_metadata(full_run: SimpleNamespace) -> None:
+    arts = full_run.run.artifacts
+    run_id = full_run.logger.run_id
+    assert {a["name"] for a in arts} == {f"model-{run_id}"} and {a["type"] for a in arts} == {"model"}
+    assert all(a["files"] == ["model.ckpt"] for a in arts)
+    top = [a for a in arts if a["metadata"]["original_filename"] != "last.ckpt"]
+    last = [a for a in arts if a["metadata"]["original_filename"] == "last.ckpt"]
+    # Top-1 by val_acc: step 5 (0.5) then step 10 (0.8); step 15 (0.7) is not kept.
+    assert [(a["metadata"]["step"], a["metadata"]["score"], sorted(a["aliases"])) for a in top] == [
+        (5, 0.5, ["best", "latest"]),
+        (10, 0.8, ["best", "latest"]),
+    ]
+    assert [a["metadata"]["step"] for a in last] == [5, 10, 15]
+    assert all(a["aliases"] == ["latest"] and a["metadata"]["monitor"] == "val_acc" for a in last)
+    assert top[1]["metadata"]["epoch"] == 1
+
+
+def test_offline_run_ends_with_the_sync_command(full_run: SimpleNamespace) -> None:
+    (run_dir,) = offline_run_dirs(full_run.save_dir)
+    assert full_run.logger.sync_command == f"wandb sync {run_dir}"
+    assert full_run.stdout.count("wandb sync") == 1  # printed once although finalize ran twice
+    assert f"wandb sync {run_dir}" in full_run.stdout
+
+
+def test_state_dict_is_plain_and_loads_with_weights_only(full_run: SimpleNamespace, tmp_path: Path) -> None:
+    torch.save({"logger": full_run.state}, tmp_path / "c.ckpt")
+    assert torch.load(tmp_path / "c.ckpt", weights_only=True)["logger"] == full_run.state
+
+
+# -- log_model at the end of training -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("log_model", "expected"),
+    [
+        ("best", [("epoch=0-step=10.ckpt", ["best", "latest"], 10, 0.8)]),
+        ("last", [("last.ckpt", ["latest"], 20, None)]),
+        (True, [("epoch=0-step=10.ckpt", ["best"], 10, 0.8), ("last.ckpt", ["latest"], 20, None)]),
+    ],
+)
+def test_log_model_at_the_end(tmp_path: Path, log_model: Any, expected: list) -> None:
+    logger = WandbLogger(project="p", mode="offline", save_dir=tmp_path, log_model=log_model)
+    ckpt = FakeCheckpoint(tmp_path / "checkpoints")
+    for step, acc in ((10, 0.8), (20, 0.6)):
+        logger.log_metrics({"val_acc": acc}, step=step)
+        ckpt.save(logger, step=step, epoch=0, score=acc)
+    assert only_run(tmp_path).artifacts == []  # nothing before the end
+    logger.finalize("success")
+    arts = only_run(tmp_path).artifacts
+    got = [(a["metadata"]["original_filename"], sorted(a["aliases"]), a["metadata"]["step"], a["metadata"]["score"]) for a in arts]
+    assert got == expected
+    assert {a["name"] for a in arts} == {f"model-{logger.run_id}"}
+
+
+# -- resume ---------------------------------------------------------------------------------
+def test_resumed_logger_writes_to_the_same_run_id(tmp_path: Path) -> None:
+    first = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    for step in (1, 2, 3):
+        first.log_metrics({"loss": 1.0 / step}, step=step)
+    state = first.state_dict()  # what the checkpoint holds
+    first.finalize("interrupted")
+
+    second = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    second.load_state_dict(state)
+    assert second.run_id == state["run_id"]  # known before the run starts
+    for step in (4, 5):
+        second.log_metrics({"loss": 1.0 / step}, step=step)
+    second.finalize("success")
+
+    runs = load_runs(tmp_path)
+    assert [r.run_id for r in runs] == [state["run_id"]] * 2
+    assert [r.exit_code for r in runs] == [130, 0]
+    assert runs[0].column("loss") == {1: 1.0, 2: 0.5, 3: pytest.approx(1 / 3)}
+    assert runs[1].column("loss") == {4: 0.25, 5: 0.2}
+    # `wandb sync` uploads both parts of the run, oldest first.
+    assert second.sync_command == "wandb sync " + " ".join(str(r.path.parent) for r in runs)
+
+
+def test_logging_after_finalize_reattaches_to_the_same_run(tmp_path: Path) -> None:
+    logger = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    logger.log_metrics({"val_acc": 0.5}, step=10)
+    logger.finalize("success")
+    logger.log_metrics({"test_acc": 0.4}, step=10)  # e.g. trainer.test() after fit
+    logger.finalize("success")
+    runs = load_runs(tmp_path)
+    assert len(runs) == 2 and runs[0].run_id == runs[1].run_id == logger.run_id
+    assert runs[1].column("test_acc") == {10: 0.4}
+
+
+# -- modes ----------------------------------------------------------------------------------
+def test_auto_mode_is_offline_without_credentials_and_prints_sync(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logger = WandbLogger(project="p", save_dir=tmp_path)  # mode="auto"
+    logger.log_metrics({"loss": 1.0}, step=1)
+    assert logger.run_mode == "offline"
+    logger.finalize("success")
+    (run_dir,) = offline_run_dirs(tmp_path)
+    out = capsys.readouterr().out
+    assert re.search(rf"^  wandb sync {re.escape(str(run_dir))}$", out, re.M), out
+
+
+def test_auto_mode_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    logger = WandbLogger(project="p", save_dir=tmp_path)
+    assert logger._resolve_mode(wandb) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    assert logger._resolve_mode(wandb) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the environment wins over auto
+    assert logger._resolve_mode(wandb) == "disabled"
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.delenv("WANDB_MODE")
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {FAKE_KEY}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # what `wandb login` writes
+    assert logger._resolve_mode(wandb) == "online"
+    assert list(tmp_path.iterdir()) == [netrc]  # checking wrote nothing
+
+
+def test_disabled_mode_and_other_ranks_write_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def drive(logger: WandbLogger) -> None:
+        logger.log_hyperparams({"a": 1})
+        logger.log_metrics({"loss": 1.0}, step=1)
+        FakeCheckpoint(tmp_path / "ckpt").save(logger, step=1, epoch=0, score=1.0)
+        logger.log_summary({"stop_reason": "max_steps"})
+        logger.finalize("success")
+        assert logger.run_id is None and logger.state_dict()["run_id"] is None
+
+    drive(WandbLogger(project="p", mode="disabled", save_dir=tmp_path / "disabled", log_model="all"))
+    monkeypatch.setenv("RANK", "1")
+    drive(WandbLogger(project="p", mode="offline", save_dir=tmp_path / "rank1", log_model="all"))
+    assert not (tmp_path / "disabled").exists() and not (tmp_path / "rank1").exists()
+
+
+# -- robustness -------------------------------------------------------------------------------
+def test_failing_online_init_falls_back_to_offline_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real failure: a fake key and an unreachable server, with a short init timeout.
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    settings = wandb.Settings(base_url="http://127.0.0.1:9", init_timeout=3)
+    logger = WandbLogger(project="p", mode="online", save_dir=tmp_path, settings=settings)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger.log_hyperparams({"lr": 0.1})
+        logger.log_metrics({"loss": 1.0}, step=1)
+        logger.log_metrics({"loss": 0.5}, step=2)
+        logger.log_summary({"stop_reason": "max_steps"})
+        logger.finalize("success")
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1, messages
+    assert "online" in messages[0] and "offline" in messages[0] and "wandb sync" in messages[0]
+    assert FAKE_KEY not in messages[0]
+    assert logger.run_mode == "offline" and logger.run_id
+    run = load_run(tmp_path)
+    assert run.run_id == logger.run_id
+    assert run.column("loss") == {1: 1.0, 2: 0.5}
+    assert run.config == {"lr": 0.1} and run.summary["stop_reason"] == "max_steps"
+
+
+def test_init_failing_in_every_mode_disables_logging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_init(**kwargs: Any) -> None:
+        raise wandb.errors.CommError(f"server error 500 for key {FAKE_KEY}")
+
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setattr(wandb, "init", broken_init)
+    logger = WandbLogger(project="p", mode="online", save_dir=tmp_path, log_model="all")
+    with pytest.warns(RuntimeWarning) as record:
+        logger.log_metrics({"loss": 1.0}, step=1)
+        logger.log_metrics({"loss": 0.5}, step=2)
+        FakeCheckpoint(tmp_path / "ckpt").save(logger, step=2, epoch=0, score=1.0)
+        logger.finalize("failed")
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "online: CommError" in message and "offline: CommError" in message and "without W&B" in message
+    assert FAKE_KEY not in message
+    assert logger.run_id is None and not (tmp_path / "wandb").exists()
+
+
+def test_errors_while_logging_warn_once_and_never_raise(tmp_path: Path) -> None:
+    logger = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    logger.log_metrics({"loss": 1.0}, step=1)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("service died")
+
+    logger.experiment.log = broken
+    logger.experiment.finish = broken
+    with pytest.warns(RuntimeWarning) as record:
+        logger.log_metrics({"loss": 0.5}, step=2)
+        logger.log_metrics({"loss": 0.25}, step=3)
+        logger.finalize("success")
+    assert [str(r.message) for r in record] == [
+        "W&B log failed (RuntimeError: service died); training continues.",
+        "W&B finish failed (RuntimeError: service died); training continues.",
+    ]
+    wandb.finish()  # the real run, whose finish we broke
+
+
+def test_load_state_dict_after_the_run_started_warns(tmp_path: Path) -> None:
+    logger = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    logger.log_metrics({"loss": 1.0}, step=1)
+    with pytest.warns(RuntimeWarning, match="before the first log call"):
+        logger.load_state_dict({"run_id": "elsewhere"})
+    assert logger.run_id != "elsewhere"
+    logger.finalize("success")

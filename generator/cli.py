@@ -20,6 +20,7 @@ app = typer.Typer(
     help="Create and maintain PyTorch research projects: your research code plus a vendored "
     "training engine that `scaffold update` keeps current.",
     no_args_is_help=True,
+    add_completion=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
@@ -124,12 +125,17 @@ def new(
     shown = os.path.relpath(project.dest) if project.dest.is_relative_to(Path.cwd()) else str(project.dest)
     example = project.answers.get("example", "digits")
     typer.echo(f"Created {shown}/ with scaffold {project.version} (example: {example}); first commit made.")
+    steps = [
+        (f"cd {shown}", ""),
+        ("python -m pip install -e '.[dev]'", "install (bring your own torch build first)"),
+        (f"python -m {project.package_name}.train", "train; add KEY=VALUE overrides"),
+        ("python -m pytest", "the project's smoke test"),
+        ("scaffold check", "later: is the engine current? then scaffold update"),
+    ]
+    width = max(len(cmd) for cmd, _ in steps) + 2
     typer.echo("Next steps:")
-    typer.echo(f"  cd {shown}")
-    typer.echo("  python -m pip install -e .")
-    typer.echo(f"  python -m {project.package_name}.train                # train; add key=value overrides")
-    typer.echo("  python -m pytest                                  # the project's smoke tests")
-    typer.echo("  scaffold check / scaffold update                  # keep the engine current")
+    for cmd, note in steps:
+        typer.echo(f"  {cmd:<{width}}{'# ' + note if note else ''}".rstrip())
 
 
 @app.command()
@@ -181,8 +187,10 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     template: TemplateOpt = None,
 ) -> None:
-    """Is the project's engine current and unmodified? Exit 0 when it is, 1 when an update is
-    available or the vendored engine was edited.
+    """Report the project's version, the latest available and local engine edits.
+
+    Exit 0 when the engine is current and unmodified; 1 when an update is available or the
+    vendored engine was edited.
     """
     from .check import check_project, format_status
 

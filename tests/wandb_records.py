@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,15 +129,32 @@ class RunRecords:
         return {row.get(step_key): row[key] for row in self.history if key in row}
 
 
-def load_run(path: str | Path) -> RunRecords:
-    """Decode one ``run-<id>.wandb`` file (or the only run under a folder)."""
+def wait_for_exit(path: str | Path, timeout: float = 15.0) -> list[Any]:
+    """The records of a run file once its ``exit`` record is on disk.
+
+    ``run.finish()`` returns before wandb-core has flushed and closed the file (it buffers
+    writes), so a test that reads right after ``finish`` polls until the run is complete.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+def load_run(path: str | Path, finished: bool = True) -> RunRecords:
+    """Decode one ``run-<id>.wandb`` file (or the only run under a folder).
+
+    ``finished``: wait (up to 15 s) for the run's exit record, so the file is complete.
+    """
     path = Path(path)
     if path.is_dir():
-        files = [path] if path.suffix == ".wandb" else run_files(path) or list(path.glob("run-*.wandb"))
+        files = run_files(path) or sorted(path.glob("run-*.wandb"))
         if len(files) != 1:
             raise ValueError(f"expected one offline run under {path}, found {len(files)}: {files}")
         path = files[0]
-    run = RunRecords(path=path, records=read_records(path))
+    run = RunRecords(path=path, records=wait_for_exit(path) if finished else read_records(path))
     for record in run.records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -178,6 +196,6 @@ def load_run(path: str | Path) -> RunRecords:
     return run
 
 
-def load_runs(root: str | Path) -> list[RunRecords]:
+def load_runs(root: str | Path, finished: bool = True) -> list[RunRecords]:
     """Every offline run under ``root`` (a project folder or its ``wandb/``), oldest first."""
-    return [load_run(f) for f in run_files(root)]
+    return [load_run(f, finished) for f in run_files(root)]

@@ -7,6 +7,7 @@ Hooks (every one optional; `trainer` and `module` are passed to each):
     on_train_batch_end(trainer, module, outputs, batch, batch_idx)   after the optimizer step
     on_validation_start(trainer, module)     on_validation_epoch_end(trainer, module)
     on_validation_end(trainer, module)       on_train_epoch_end(trainer, module)
+    on_test_start(trainer, module)           on_test_epoch_end(trainer, module)
     on_test_end(trainer, module)             on_train_end(trainer, module)
     on_fit_end(trainer, module)              on_exception(trainer, module, exception)
     on_save_checkpoint(trainer, module, checkpoint)
@@ -292,12 +293,15 @@ class ThroughputMonitor(Callback):
     """Samples/s and the share of each step spent waiting for the data loader.
 
     Logs ``throughput/samples_per_sec`` and ``throughput/data_wait_frac``; warns once when
-    waiting exceeds `warn_fraction` of the step time and prints a report at the end.
+    waiting exceeds `warn_fraction` of the step time and prints a report at the end. Waits
+    under `min_wait_ms` per batch are never a bottleneck worth a warning: a tiny model on
+    in-memory data spends a large share of a very short step collating the batch.
     """
 
-    def __init__(self, warn_fraction: float = 0.2, warmup_steps: int = 5) -> None:
+    def __init__(self, warn_fraction: float = 0.2, warmup_steps: int = 5, min_wait_ms: float = 1.0) -> None:
         self.warn_fraction = warn_fraction
         self.warmup_steps = warmup_steps
+        self.min_wait_ms = min_wait_ms
         self.warned = False
         self._mark = (0.0, 0.0, 0, 0)  # wait, total, samples, batches at the last log
 
@@ -317,9 +321,12 @@ class ThroughputMonitor(Callback):
         trainer.log_metrics(
             {"throughput/samples_per_sec": samples / total, "throughput/data_wait_frac": wait / total}
         )
-        if not self.warned and t.batches > self.warmup_steps and wait / total > self.warn_fraction:
+        if not self.warned and t.batches > self.warmup_steps and self._slow(wait, total, batches):
             self.warned = True
             trainer.print(f"warning: {self.advice(wait / total, trainer)}")
+
+    def _slow(self, wait: float, total: float, batches: int) -> bool:
+        return wait / total > self.warn_fraction and 1000 * wait / batches >= self.min_wait_ms
 
     def advice(self, fraction: float, trainer: Trainer) -> str:
         workers = trainer.train_num_workers
@@ -345,7 +352,7 @@ class ThroughputMonitor(Callback):
             f"{1000 * t.total / t.batches:.2f} ms/batch, waiting for data {frac:.0%} "
             f"({1000 * t.wait / t.batches:.2f} ms/batch), compute {1 - frac:.0%}",
         ]
-        if frac > self.warn_fraction:
+        if self._slow(t.wait, t.total, t.batches):
             lines.append("  " + self.advice(frac, trainer))
         return "\n".join(lines)
 

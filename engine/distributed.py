@@ -1,19 +1,30 @@
 """torch.distributed in a few verbs: each does nothing extra in a single process.
 
 Processes come from `torchrun` (or from `launch`, which calls torch's own elastic launcher
-when `trainer.devices > 1`). Rank, world size and the rendezvous come from the environment.
+when `trainer.devices > 1`). Rank, world size and the rendezvous come from the environment
+that torchrun sets (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+
+Environment knobs:
+    SCAFFOLD_DIST_TIMEOUT   seconds a rank waits in a collective before it fails (default 1800).
+                            A crashed rank fails the job at once (torchrun stops the others);
+                            this bounds true hangs, e.g. one rank stuck on a dead filesystem.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import signal
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+
+DEFAULT_TIMEOUT_S = 1800.0  # torch's gloo default; generous because prepare_data and rank-0 saves sit behind barriers
 
 
 @dataclass
@@ -22,6 +33,7 @@ class DistEnv:
     local_rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    distributed: bool = False  # a process group is running (under torchrun, also with one process)
 
     @property
     def is_global_zero(self) -> bool:
@@ -29,14 +41,15 @@ class DistEnv:
 
     @property
     def active(self) -> bool:
-        return self.world_size > 1
+        """True when the verbs below talk to other processes (and the model is wrapped in DDP)."""
+        return self.distributed or self.world_size > 1
 
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        """Reduce a tensor over processes: sum, mean, max or min."""
+        """Reduce a tensor over processes: sum, mean, max or min (returns a new tensor)."""
         if not self.active:
             return tensor
         out = tensor.clone()
@@ -52,16 +65,25 @@ class DistEnv:
         return bool(self.all_reduce(t, "max").item())
 
     def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every process (picklable objects: names, paths, metric dicts)."""
         if not self.active:
             return obj
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather_object(self, obj: Any) -> list[Any]:
+        """Every process's `obj`, in rank order, on every process."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
 
 def select_device(accelerator: str, local_rank: int) -> torch.device:
     if accelerator in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if accelerator == "cuda":
         raise RuntimeError("trainer.accelerator=cuda but no CUDA GPU is visible; use trainer.accelerator=cpu")
     mps = getattr(torch.backends, "mps", None)
@@ -72,18 +94,38 @@ def select_device(accelerator: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(accelerator: str) -> DistEnv:
-    """Join the process group that torchrun describes in the environment (if any)."""
+def timeout_from_env() -> timedelta:
+    text = os.environ.get("SCAFFOLD_DIST_TIMEOUT", "")
+    try:
+        seconds = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"SCAFFOLD_DIST_TIMEOUT={text!r} is not a number of seconds (e.g. 600)") from None
+    return timedelta(seconds=seconds)
+
+
+def setup(accelerator: str, timeout: timedelta | None = None) -> DistEnv:
+    """Join the process group that torchrun describes in the environment (if any).
+
+    Under torchrun the group starts even for one process, so `torchrun --nproc_per_node=1`
+    runs the real DDP code path. NCCL on CUDA, gloo otherwise; `timeout` (default
+    ``SCAFFOLD_DIST_TIMEOUT``) bounds how long a rank waits for the others in a collective.
+    Calling it again in the same process returns the same environment.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(accelerator, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
+    if (world_size > 1 or under_launcher()) and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
-    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+        dist.init_process_group(
+            backend=backend,
+            timeout=timeout or timeout_from_env(),
+            device_id=device if device.type == "cuda" else None,
+        )
+    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
+                   distributed=dist.is_available() and dist.is_initialized())
 
 
 def teardown() -> None:
@@ -95,17 +137,78 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def launch(devices: int, module: str, argv: list[str]) -> int:
-    """Start `devices` processes of ``python -m module argv`` through torch's elastic launcher."""
-    from torch.distributed.run import get_args_parser, run  # lazy: only multi-process runs need it
+def seed_rank(env: DistEnv, seed: int) -> None:
+    """Give each rank > 0 its own random streams (dropout, noise), derived from `seed`.
 
-    args = get_args_parser().parse_args(
-        ["--nproc_per_node", str(devices), "--standalone", "-m", module, *argv]
-    )
+    The research code seeds every rank alike before it builds the model, so initial weights
+    match (DDP also broadcasts rank 0's). After that, identical streams would draw the same
+    dropout masks on every rank, which is not what one big batch would see; so ranks > 0
+    switch to ``seed + 1_000_003 * rank``. Rank 0 keeps its stream, so a 1-process run is
+    unchanged, and every run with the same seed and world size is reproducible. A resumed
+    run restores each rank's own saved streams instead.
+    """
+    if env.rank == 0:
+        return
+    rank_seed = (seed + 1_000_003 * env.rank) % 2**32
+    random.seed(rank_seed)
+    try:
+        import numpy as np
+
+        np.random.seed(rank_seed)
+    except ImportError:
+        pass
+    torch.manual_seed(rank_seed)  # also seeds every CUDA device
+
+
+def record_exception(exc: BaseException) -> None:
+    """Hand a failing rank's traceback to torchrun, which reports it as the job's root cause.
+
+    Call inside the ``except`` block. A communication error is usually the echo of another
+    rank's crash (its peer vanished), so it is left out to keep the real cause first; its
+    traceback still goes to stderr.
+    """
+    if "TORCHELASTIC_ERROR_FILE" not in os.environ or not isinstance(exc, Exception):
+        return
+    if isinstance(exc, getattr(dist, "DistError", ())) or "closed by peer" in str(exc) or "reset by peer" in str(exc):
+        return
+    from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+    get_error_handler().record_exception(exc)
+
+
+def launch(devices: int, module: str, argv: list[str]) -> int:
+    """Start `devices` processes of ``python -m module argv`` through torch's elastic launcher.
+
+    The same as ``torchrun --standalone --nproc_per_node=devices -m module argv``. Returns 0
+    when every process finished, 75 when the run was preempted (SIGTERM or SIGUSR1 reached this
+    launcher, which passes it to the workers, or every worker exited with 75), else 1 after
+    printing which rank failed first and its traceback.
+    """
+    # Lazy: only multi-process runs need the launcher.
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    from .trainer import PREEMPTED_EXIT_CODE
+
+    parser = get_args_parser()
+    options = ["--nproc_per_node", str(devices), "--standalone"]
+    # Forward SIGUSR1 too (torch >= 2.7 knows the option); SIGTERM is forwarded by every version.
+    extra = ["--signals-to-handle", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"]
+    args, unknown = parser.parse_known_args([*options, *extra, "-m", module, *argv])
+    if unknown:
+        args = parser.parse_args([*options, "-m", module, *argv])
     try:
         run(args)
-    except Exception as exc:  # ChildFailedError carries the failing rank's traceback
-        print(exc, file=sys.stderr)
+    except SignalException as exc:  # the workers got the signal too and saved a checkpoint
+        if exc.sigval in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            return PREEMPTED_EXIT_CODE
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        codes = {failure.exitcode for failure in exc.failures.values()}
+        if codes == {PREEMPTED_EXIT_CODE}:
+            return PREEMPTED_EXIT_CODE
+        print(exc, file=sys.stderr)  # names the first failing rank, with its traceback
         return 1
     return 0
 
@@ -115,6 +218,11 @@ class ResumableSampler(Sampler[int]):
 
     Order depends only on (seed, epoch), so a resumed run replays exactly the batches an
     uninterrupted run would see; `start` skips the samples the checkpoint already consumed.
+    Rank r takes ``order[r::world_size]``, so with batch size B the ranks' i-th batches
+    together are the i-th batch of size ``B * world_size`` of a 1-process run.
+    Training shards are padded with the first samples to equal length (every rank takes the
+    same number of steps, as DistributedSampler does); evaluation shards are not padded, so
+    no sample is counted twice (the ranks' last batches may differ in size).
     """
 
     def __init__(self, length: int, shuffle: bool, seed: int, rank: int, world_size: int, pad: bool) -> None:
@@ -150,7 +258,8 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     """Rebuild a DataLoader around a ResumableSampler; other iterables pass through.
 
     The rebuilt loader has its own generator, so creating its iterator never consumes the
-    global RNG (which would make a resumed run draw different dropout masks).
+    global RNG (which would make a resumed run draw different dropout masks). It is seeded
+    per rank, so data-loading workers on different ranks draw different augmentations.
     """
     if not isinstance(loader, DataLoader) or loader.batch_size is None:
         return loader
@@ -177,7 +286,7 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
         timeout=loader.timeout,
         worker_init_fn=loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed + 1_000_003 * env.rank),
         persistent_workers=loader.persistent_workers,
     )
     if loader.num_workers > 0:

@@ -22,6 +22,8 @@ import importlib.util
 import math
 import os
 import re
+import secrets
+import string
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +36,7 @@ MODES = ("auto", "online", "offline", "disabled")
 LOG_MODEL = (False, True, "best", "last", "all")
 WATCH = (False, "gradients", "parameters", "all")
 EXIT_CODES = {"success": 0, "failed": 1, "interrupted": 130}
+FLUSH_SETTING = "x_transaction_log_flush_interval"  # wandb >= 0.2x; seconds between run-file flushes
 
 
 @runtime_checkable
@@ -253,6 +256,20 @@ class _NoopExperiment:
         return self
 
 
+def _env_mode() -> str | None:
+    """The mode the environment asks for (``WANDB_MODE``, ``WANDB_DISABLED``), if any."""
+    if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+        return "disabled"
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # wandb's older names
+    return mode if mode in ("online", "offline", "disabled") else None
+
+
+def _new_run_id() -> str:
+    """Eight random base-36 characters, as wandb makes them."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
 def _has_credentials(wandb: Any) -> bool:
     """Whether W&B would log in without a prompt: env key, ``wandb login`` (netrc), settings."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
@@ -302,6 +319,7 @@ class WandbLogger:
         run_id: str | None = None,
         config: Mapping[str, Any] | None = None,
         init_timeout: float | None = None,
+        finish_timeout: float | None = None,
         **init_kwargs: Any,
     ):
         if mode not in MODES:
@@ -320,11 +338,12 @@ class WandbLogger:
         self.tags, self.notes, self.job_type = list(tags or ()), notes, job_type
         self.mode, self.save_dir = mode, Path(save_dir)
         self.log_model, self.watch_mode, self.watch_log_freq = log_model, watch, watch_log_freq
-        self.init_timeout, self.init_kwargs = init_timeout, init_kwargs
+        self.init_timeout, self.finish_timeout, self.init_kwargs = init_timeout, finish_timeout, init_kwargs
         self._config: dict[str, Any] = _plain(dict(config or {}))
         self._run: Any = None
         self._run_mode: str | None = None  # online | offline | disabled, once started
-        self._run_id = run_id  # set: start by resuming this run
+        # The id is fixed up front, so the first checkpoint already carries it (resume reattaches).
+        self._run_id = run_id or os.environ.get("WANDB_RUN_ID") or _new_run_id()
         self._sync_dir: str | None = None
         self._watch_queue: list[tuple[Any, int]] = []
         self._step: int | None = None
@@ -335,9 +354,15 @@ class WandbLogger:
     # -- the run -----------------------------------------------------------------------------
     @property
     def run_id(self) -> str | None:
+        """The W&B run id: known before the run starts; None when this logger records nothing."""
         if self._run is not None and self._run_mode != "disabled":
             return self._run.id
-        return self._run_id
+        return self._run_id if self._may_log() else None
+
+    def _may_log(self) -> bool:
+        if self.mode == "disabled" or self._run_mode == "disabled" or not _is_rank_zero():
+            return False
+        return self.mode != "auto" or _env_mode() != "disabled"
 
     @property
     def run_mode(self) -> str | None:
@@ -362,26 +387,20 @@ class WandbLogger:
             return None
         wandb_dir = Path(self._sync_dir).parent
         pattern = re.compile(rf"^offline-run-\d{{8}}_\d{{6}}-{re.escape(self.run_id)}(-\d+)?$")
-        dirs = sorted(p for p in wandb_dir.glob("offline-run-*") if pattern.match(p.name)) or [Path(self._sync_dir)]
+        dirs = [p for p in sorted(wandb_dir.glob("offline-run-*")) if pattern.match(p.name)]
+        dirs = [p for p in dirs if (p / f"run-{self.run_id}.wandb").exists()] or [Path(self._sync_dir)]
         return "wandb sync " + " ".join(_shell_path(p) for p in dirs)
 
     def _resolve_mode(self, wandb: Any) -> str:
         if self.mode != "auto":
             return self.mode
-        env_mode = os.environ.get("WANDB_MODE", "").lower()
-        if env_mode in ("online", "offline", "disabled"):
-            return env_mode
-        if env_mode in ("dryrun", "run"):
-            return "offline" if env_mode == "dryrun" else "online"
-        if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
-            return "disabled"
-        return "online" if _has_credentials(wandb) else "offline"
+        return _env_mode() or ("online" if _has_credentials(wandb) else "offline")
 
     def _ensure_run(self) -> Any:
         """Start the run on first use (or return the running one); None when there is none."""
         if self._run is not None or self._run_mode == "disabled":
             return self._run if self._run_mode != "disabled" else None
-        if not _is_rank_zero() or self.mode == "disabled":
+        if not self._may_log():
             self._run_mode = "disabled"
             return None
         try:
@@ -417,17 +436,16 @@ class WandbLogger:
             "config": self._config,
             **self.init_kwargs,
         }
-        if self._run_id is not None:
+        if not os.environ.get("WANDB_SWEEP_ID"):  # a sweep agent picks the run id itself
             kwargs.update(id=self._run_id, resume=self.init_kwargs.get("resume", "allow"))
-        if self.init_timeout is not None:
-            settings = kwargs.get("settings") or wandb.Settings()
-            if isinstance(settings, dict):
-                settings = wandb.Settings(**settings)
-            settings.init_timeout = self.init_timeout
-            kwargs["settings"] = settings
+        kwargs["settings"] = self._settings(wandb, kwargs.get("settings"))
 
         failures: list[str] = []
         for attempt in [mode, "offline"] if mode == "online" else [mode]:
+            if failures and wandb.run is None:
+                # wandb-core still holds the failed online run's id ("run ID ... is in use"):
+                # restart it so the offline run can keep the id (there is no other run to lose).
+                wandb.teardown()
             try:
                 run = wandb.init(mode=attempt, **kwargs)
             except Exception as err:  # no network, bad key, server error, timeout ...
@@ -437,6 +455,19 @@ class WandbLogger:
             break
         if failures:
             self._warn_init(mode, failures)
+
+    def _settings(self, wandb: Any, settings: Any) -> Any:
+        settings = wandb.Settings(**settings) if isinstance(settings, dict) else settings or wandb.Settings()
+        if self.init_timeout is not None:
+            settings.init_timeout = self.init_timeout
+        if self.finish_timeout is not None:  # give up uploading after this long; `wandb sync` the rest
+            settings.finish_timeout = self.finish_timeout
+        # wandb-core buffers the run file for 15 s: a SIGKILLed offline run (OOM killer, the
+        # end of a SLURM grace period) would lose that much. Flush every 2 s unless told otherwise.
+        fields = getattr(type(settings), "model_fields", {})
+        if FLUSH_SETTING in fields and FLUSH_SETTING not in getattr(settings, "model_fields_set", {FLUSH_SETTING}):
+            setattr(settings, FLUSH_SETTING, 2.0)
+        return settings
 
     def _start(self, run: Any, mode: str) -> None:
         self._run = run
@@ -461,7 +492,10 @@ class WandbLogger:
                 f"upload it later with `{self.sync_command}`. Set wandb.mode=offline to skip the online attempt."
             )
         else:
-            msg = f"W&B could not start a run ({tried}); training continues without W&B. Set wandb.mode=disabled to silence this."
+            msg = (
+                f"W&B could not start a run ({tried}); training continues without W&B. "
+                "Set wandb.mode=disabled to silence this."
+            )
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

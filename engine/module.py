@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -12,6 +12,19 @@ from torch import nn
 
 if TYPE_CHECKING:
     from .trainer import Trainer
+
+
+class AttributeDict(dict):
+    """Lightning's `hparams`: ``self.hparams.lr`` and ``self.hparams["lr"]`` both work."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(f"hparams has no '{name}' (saved: {', '.join(self) or 'none'})") from exc
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
 
 
 class Module(nn.Module):
@@ -29,7 +42,7 @@ class Module(nn.Module):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
-        self.hparams: dict[str, Any] = {}
+        self.hparams = AttributeDict()
 
     # -- what the trainer provides -------------------------------------------------------
     @property
@@ -89,18 +102,32 @@ class Module(nn.Module):
         for name, value in metrics.items():
             self.log(name, value, **kwargs)
 
-    def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
+    def save_hyperparameters(
+        self, *args: Any, ignore: str | Sequence[str] | None = None, logger: bool = True, **kwargs: Any
+    ) -> None:
         """Store hyperparameters in `self.hparams` (saved in checkpoints, sent to W&B).
 
         Accepts dataclasses, dicts and keyword arguments; with no arguments, the caller's
-        ``__init__`` arguments are collected, as in Lightning.
+        ``__init__`` arguments are collected, and names (strings) pick some of them, as in
+        Lightning. `ignore` drops names (e.g. submodules passed to ``__init__``).
         """
-        if not args and not kwargs:
+        names = [a for a in args if isinstance(a, str)]
+        args = tuple(a for a in args if not isinstance(a, str))
+        if names or (not args and not kwargs):
             frame = inspect.currentframe()
             caller = frame.f_back if frame is not None else None
+            init_args: dict[str, Any] = {}
             if caller is not None:
                 info = inspect.getargvalues(caller)
-                kwargs = {k: info.locals[k] for k in info.args if k != "self"}
+                init_args = {k: info.locals[k] for k in info.args if k != "self"}
+                if info.keywords:  # **kwargs of __init__
+                    init_args.update(info.locals[info.keywords])
+            missing = [n for n in names if n not in init_args]
+            if missing:
+                raise ValueError(f"save_hyperparameters: {missing} are not arguments of __init__ ({list(init_args)})")
+            kwargs = {**({n: init_args[n] for n in names} if names else init_args), **kwargs}
+        for key in [ignore] if isinstance(ignore, str) else list(ignore or ()):
+            kwargs.pop(key, None)
         for arg in args:
             if dataclasses.is_dataclass(arg) and not isinstance(arg, type):
                 self.hparams.update(dataclasses.asdict(arg))

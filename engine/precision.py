@@ -7,11 +7,27 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
+# Lightning's spellings of the same settings, so Trainer(precision=16) ports unchanged.
+ALIASES = {
+    "32": "32",
+    "32-true": "32",
+    "bf16-mixed": "bf16-mixed",
+    "bf16": "bf16-mixed",
+    "16-mixed": "16-mixed",
+    "16": "16-mixed",
+    "bf16-true": "bf16-true",
+}
+
 
 class Precision:
     """`trainer.precision`: "32", "bf16-mixed", "16-mixed" (CUDA, with GradScaler) or "bf16-true"."""
 
     def __init__(self, precision: str, device: torch.device) -> None:
+        precision = ALIASES.get(str(precision), str(precision))
+        if precision not in ALIASES.values():
+            raise ValueError(
+                f"trainer.precision={precision!r} is not supported; use one of 32, bf16-mixed, 16-mixed, bf16-true"
+            )
         if precision == "16-mixed" and device.type != "cuda":
             raise ValueError(
                 f"trainer.precision=16-mixed needs a CUDA GPU (this run is on {device.type}); "
@@ -21,6 +37,8 @@ class Precision:
         self.device = device
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
         self._autocast_dtype = dtype
+        # bf16-true: floating-point inputs are cast to bf16 to match the weights (as Lightning does).
+        self.input_dtype = torch.bfloat16 if precision == "bf16-true" else None
         # GradScaler(enabled=False) is a pass-through, so the loop has one code path.
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
 

@@ -35,7 +35,9 @@ class Results:
         self.metric_objects: dict[str, Any] = {}  # torchmetrics logged on_epoch: compute() at epoch end
         self.prog_bar: set[str] = set()
         self.hidden: set[str] = set()  # logger=False
+        self.step_metric_objects: list[Any] = []  # torchmetrics logged on_step only: reset at epoch end too
         self.enabled = True
+        self.epoch_end = False  # inside on_train_epoch_end: self.log defaults to on_epoch (Lightning)
 
     def log(
         self,
@@ -52,7 +54,7 @@ class Results:
     ) -> None:
         if not self.enabled:
             return
-        training = self.stage == "train"
+        training = self.stage == "train" and not self.epoch_end
         on_step = training if on_step is None else on_step
         on_epoch = (not training) if on_epoch is None else on_epoch
         if reduce_fx not in _REDUCE:
@@ -71,6 +73,8 @@ class Results:
                 self.step[step_name] = _as_tensor(cache if cache is not None else value.compute())
             if on_epoch:
                 self.metric_objects[epoch_name] = value
+            elif all(m is not value for m in self.step_metric_objects):
+                self.step_metric_objects.append(value)
             return
 
         tensor = _as_tensor(value)
@@ -116,8 +120,11 @@ class Results:
         for name, metric in self.metric_objects.items():
             out[name] = _as_tensor(metric.compute())  # torchmetrics syncs across processes itself
             metric.reset()
+        for metric in self.step_metric_objects:
+            metric.reset()
         self.epoch.clear()
         self.metric_objects.clear()
+        self.step_metric_objects.clear()
         return _to_floats(out)
 
     def state_dict(self) -> dict[str, Any]:
@@ -137,6 +144,7 @@ class Results:
         self.step.clear()
         self.epoch.clear()
         self.metric_objects.clear()
+        self.step_metric_objects.clear()
 
 
 def _is_metric(value: Any) -> bool:

@@ -138,6 +138,7 @@ class Trainer:
         self.global_step = 0
         self.current_epoch = 0
         self.should_stop = False
+        self._stop_agreed = False  # should_stop as all ranks agreed on it (what the loop obeys)
         self.stop_reason: str | None = None
         self.stop_message = ""
         self.sanity_checking = False
@@ -268,6 +269,7 @@ class Trainer:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             if self.stop_reason is None:
                 self.stop_reason, self.stop_message = status, f"{type(exc).__name__}: {exc}"
+            D.record_exception(exc)  # torchrun shows this rank's traceback as the root cause
             self._call("on_exception", exc)
             raise
         finally:
@@ -287,6 +289,8 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything needed to resume; global rank 0 writes, all ranks wait."""
+        if self.fast_dev_run:
+            return  # a smoke test of the code path: nothing is written (as Lightning)
         state = self._checkpoint_state()
         if self.is_global_zero:
             self.checkpoint_io.save(state, Path(path))
@@ -327,18 +331,19 @@ class Trainer:
             self._train_results.reset("train")
         self.results = self._train_results
         self._call("on_train_epoch_start")
+        self._agree_stop()
         module.train()
         batch_idx, data = self._batches_done, iter(self.train_loader)
         val_every = self._val_every(n)
         finite = torch.ones((), dtype=torch.bool, device=self.device)
-        while batch_idx < n and not self.should_stop:
+        while batch_idx < n and not self._stop_agreed:
             start = time.perf_counter()
             try:
                 batch = next(data)
             except StopIteration:
                 break
             waited = time.perf_counter() - start
-            batch = move_to_device(batch, self.device)
+            batch = move_to_device(batch, self.device, self.precision.input_dtype)
             self._train_results.batch_size = batch_size = infer_batch_size(batch)
             self._call("on_train_batch_start", batch, batch_idx)
             window_start = batch_idx - batch_idx % k
@@ -354,6 +359,7 @@ class Trainer:
             t = self.timer
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
             if step_now:
+                finite = self.env.all_reduce(finite.float(), "min") > 0  # every rank skips/stops alike
                 if not self._optimizer_step(bool(finite)):
                     break  # stop before counting a step that was not taken
                 finite = torch.ones((), dtype=torch.bool, device=self.device)
@@ -366,10 +372,10 @@ class Trainer:
                 self._flush_log()
                 if self.max_steps >= 0 and self.global_step >= self.max_steps:
                     self.request_stop("max_steps")
-                self._check_signal()
+                self._agree_stop()
             else:
                 t.total += time.perf_counter() - start
-            if val_every and batch_idx % val_every == 0 and batch_idx < n and not self.should_stop:
+            if val_every and batch_idx % val_every == 0 and batch_idx < n and not self._stop_agreed:
                 self._validate_now()
         if batch_idx < n:
             return  # stopped mid-epoch: the epoch-end work belongs to the resumed run
@@ -378,13 +384,16 @@ class Trainer:
         if self.has_validation and epoch_val:
             self._validate_now()
         self.results = self._train_results
+        self._train_results.epoch_end = True  # self.log in on_train_epoch_end means an epoch value
         module.on_train_epoch_end()
+        self._train_results.epoch_end = False
         epoch_metrics = self._train_results.compute_epoch()
-        self.callback_metrics.update(epoch_metrics)
+        self.callback_metrics.update(self.env.broadcast_object(epoch_metrics))
         self._step_schedulers("epoch")
         self.log_metrics({**epoch_metrics, "epoch": float(self.current_epoch)})
         self._call("on_train_epoch_end")
         self._flush_log()
+        self._agree_stop()
         self.at_epoch_end = False
 
     def _optimizer_step(self, finite: bool) -> bool:
@@ -417,6 +426,7 @@ class Trainer:
         self._run_eval("val", self.val_loader, self._limit(self.val_loader, self.limit_val_batches))
         self._flush_log()
         self.results = self._train_results
+        self._agree_stop()
 
     def _run_eval(self, stage: str, loader: Any, limit: int) -> dict[str, float]:
         module = self.module
@@ -432,7 +442,7 @@ class Trainer:
             for batch_idx, batch in enumerate(loader):
                 if batch_idx >= limit:
                     break
-                batch = move_to_device(batch, self.device)
+                batch = move_to_device(batch, self.device, self.precision.input_dtype)
                 results.batch_size = infer_batch_size(batch)
                 with self.precision.autocast():
                     step(batch, batch_idx)
@@ -441,7 +451,7 @@ class Trainer:
         metrics = results.compute_epoch()
         module.train(was_training)
         if not self.sanity_checking:
-            self.callback_metrics.update(metrics)
+            self.callback_metrics.update(self.env.broadcast_object(metrics))
             if stage == "val":
                 self.log_metrics(metrics)
         self._call(f"on_{hook}_end")
@@ -477,7 +487,7 @@ class Trainer:
 
     def _log_step(self) -> None:
         metrics = self._train_results.step_values()  # the one device sync per logging step
-        self.callback_metrics.update(metrics)
+        self.callback_metrics.update(self.env.broadcast_object(metrics))
         self.log_metrics({**metrics, "epoch": float(self.current_epoch)})
 
     def _flush_log(self) -> None:
@@ -547,11 +557,24 @@ class Trainer:
     def _reduce(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
         return self.env.all_reduce(tensor, op)
 
-    def _check_signal(self) -> None:
-        preempted = self.env.any(self._signal is not None) if self.env.active else self._signal is not None
-        if preempted:
-            name = signal.Signals(self._signal).name if self._signal else "a signal on another rank"
+    def _agree_stop(self) -> None:
+        """Make every rank take the same stop decision, for the same reason.
+
+        Called where callbacks may have set `should_stop` (after a step, a validation, an
+        epoch's start and end). A callback may stop on one rank only (a metric or a signal
+        only it saw); that rank leaving the loop alone would hang the others in a collective.
+        Callbacks see rank 0's `callback_metrics` on every rank, so most decisions agree anyway.
+        """
+        if self._signal is not None:
+            name = signal.Signals(self._signal).name
             self.request_stop("preempted", f"received {name}; saving and exiting with code {PREEMPTED_EXIT_CODE}")
+        if self.env.active and self.env.any(self.should_stop):
+            mine = (self.stop_reason, self.stop_message) if self.should_stop else None
+            reason, message = next(r for r in self.env.gather_object(mine) if r is not None)  # lowest rank's
+            if not self.should_stop and message:
+                self.print(f"stopping: {message}")
+            self.should_stop, self.stop_reason, self.stop_message = True, reason, message
+        self._stop_agreed = self.should_stop
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -572,6 +595,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.env = D.setup(self.accelerator)
+        D.seed_rank(self.env, self.seed if self.seed is not None else torch.initial_seed())
         self.precision = Precision(self.precision_name, self.device)
         if not self.is_global_zero:
             self.logger = NullLogger()  # one W&B run per job: only global rank 0 logs
@@ -602,6 +626,11 @@ class Trainer:
             module.compile()
         if self.env.active:
             if self.sync_batchnorm:
+                if self.device.type == "cpu":
+                    raise ValueError(
+                        "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU "
+                        "processes (gloo); set trainer.sync_batchnorm=false for CPU runs"
+                    )
                 nn.SyncBatchNorm.convert_sync_batchnorm(module)
             from torch.nn.parallel import DistributedDataParallel
 
@@ -662,7 +691,8 @@ class Trainer:
         return path
 
     def _restore(self, ckpt_path: str | Path) -> None:
-        path = self._resolve_ckpt(ckpt_path)
+        # Rank 0 picks the file (resume=last may skip unreadable ones); every rank loads that one.
+        path = self.env.broadcast_object(self._resolve_ckpt(ckpt_path) if self.is_global_zero else None)
         if path is None:
             return
         ckpt = load_checkpoint(path, map_location=self.device)
@@ -716,7 +746,8 @@ class Trainer:
                 summary = self.summary(status)
                 self.logger.log_summary(summary)
                 self.logger.finalize(status)
-                _write_json(self.default_root_dir / "summary.json", summary)
+                if not self.fast_dev_run:
+                    _write_json(self.default_root_dir / "summary.json", summary)
 
     def summary(self, status: str = "success") -> dict[str, Any]:
         ckpt = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -797,19 +828,25 @@ def _is_datamodule(obj: Any) -> bool:
     return callable(getattr(obj, "train_dataloader", None)) or callable(getattr(obj, "setup", None))
 
 
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Move tensors in nested dicts, lists, tuples, namedtuples and dataclasses to `device`."""
+def move_to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
+    """Move tensors in nested dicts, lists, tuples, namedtuples and dataclasses to `device`.
+
+    With `dtype`, floating-point tensors are also cast to it (bf16-true inputs).
+    """
     if isinstance(batch, torch.Tensor):
+        if dtype is not None and batch.is_floating_point() and batch.dtype != dtype:
+            batch = batch.to(dtype)
         return batch.to(device, non_blocking=batch.is_pinned()) if batch.device != device else batch
     if isinstance(batch, Mapping):
-        items = {k: move_to_device(v, device) for k, v in batch.items()}
+        items = {k: move_to_device(v, device, dtype) for k, v in batch.items()}
         return items if type(batch) is dict else type(batch)(items)
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(move_to_device(v, device) for v in batch))
+        return type(batch)(*(move_to_device(v, device, dtype) for v in batch))
     if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device) for v in batch)
+        return type(batch)(move_to_device(v, device, dtype) for v in batch)
     if is_dataclass(batch) and not isinstance(batch, type):
-        return replace(batch, **{f.name: move_to_device(getattr(batch, f.name), device) for f in fields(batch) if f.init})
+        moved = {f.name: move_to_device(getattr(batch, f.name), device, dtype) for f in fields(batch) if f.init}
+        return replace(batch, **moved)
     return batch
 
 

@@ -87,7 +87,9 @@ def new(
     dest: Annotated[Path, typer.Argument(help="Folder to create (must not exist, or be empty).", show_default=False)],
     defaults: Annotated[
         bool,
-        typer.Option("--defaults", help="Use defaults for every question not given with --data.", rich_help_panel=BEHAVIOUR),
+        typer.Option(
+            "--defaults", help="Use defaults for every question not given with --data.", rich_help_panel=BEHAVIOUR
+        ),
     ] = False,
     data: Annotated[
         list[str] | None,
@@ -143,7 +145,12 @@ def update(
     path: Annotated[Path, typer.Argument(help="The project (default: the current folder).")] = Path("."),
     to: Annotated[
         str | None,
-        typer.Option("--to", metavar="REF", help="Version to update to (default: this scaffold's own version).", rich_help_panel=SOURCE),
+        typer.Option(
+            "--to",
+            metavar="REF",
+            help="Version to update to (default: this scaffold's own version).",
+            rich_help_panel=SOURCE,
+        ),
     ] = None,
     template: TemplateOpt = None,
     dry_run: Annotated[
@@ -159,7 +166,13 @@ def update(
     ] = False,
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", "-d", metavar="KEY=VALUE", help="Answer a question the new version adds.", rich_help_panel=BEHAVIOUR),
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="KEY=VALUE",
+            help="Answer a question the new version adds.",
+            rich_help_panel=BEHAVIOUR,
+        ),
     ] = None,
 ) -> None:
     """Update the vendored engine and the template's shared files; never touches research code.

@@ -104,6 +104,16 @@ def commit_all(repo: Path, message: str) -> None:
     git(*git_identity(repo), "commit", "-q", "--no-verify", "-m", message, cwd=repo)
 
 
+@dataclass
+class Rendered:
+    """What a render produced besides the files: answers and facts about the template."""
+
+    answers: dict[str, Any]
+    research: list[str]  # the template's _skip_if_exists patterns, rendered: research code
+    changelog: str  # the template repository's CHANGELOG.md at the rendered version
+    questions: list[str]
+
+
 def render(
     source: TemplateSource,
     dest: Path,
@@ -112,16 +122,22 @@ def render(
     vcs_ref: str | None,
     defaults: bool = True,
     check_names: bool = True,
-) -> dict[str, Any]:
-    """Render `source` at `vcs_ref` into `dest` with copier; return the recorded answers."""
-    import copier
+) -> Rendered:
+    """Render `source` at `vcs_ref` into `dest` with copier."""
+    # copier's public functions hide the Worker; we need its template (questions) before
+    # rendering, to report unknown --data keys and bad names without creating anything.
+    try:
+        from copier._main import Worker
+    except ImportError:  # copier < 9.11
+        from copier.main import Worker
     from copier.errors import CopierError, CopierWarning
+    from jinja2 import TemplateError
     from plumbum import ProcessExecutionError
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CopierWarning)
         try:
-            with copier.Worker(
+            with Worker(
                 src_path=source.url,
                 dst_path=dest,
                 data=dict(data),
@@ -132,21 +148,33 @@ def render(
                 cleanup_on_error=False,
             ) as worker:
                 try:
-                    questions = worker.template.questions_data
+                    questions_data = worker.template.questions_data
                 except ValueError as exc:  # copier: "Unknown revision: ..."
                     raise BadInput(f"{source.label} has no version {vcs_ref!r} ({exc})") from exc
-                check_data_keys(data, [q for q in questions if not q.startswith("_")])
+                questions = [q for q in questions_data if not q.startswith("_")]
+                check_data_keys(data, questions)
                 if check_names and defaults:
-                    project = str(data.get("project_name", questions.get("project_name", {}).get("default", "")))
+                    project = str(data.get("project_name", questions_data.get("project_name", {}).get("default", "")))
                     check_project_name(project)
                     check_package_name(str(data.get("package_name") or derive_package_name(project)))
                 worker.run_copy()
+                changelog_path = worker.template.local_abspath / "CHANGELOG.md"
+                changelog = changelog_path.read_text() if changelog_path.is_file() else ""
+                skip = list(worker.template.skip_if_exists)
         except ProcessExecutionError as exc:
             detail = (exc.stderr or str(exc)).strip().splitlines()
             raise ScaffoldError(f"git failed on {source.label}: {detail[-1] if detail else exc}") from exc
-        except (CopierError, ValueError) as exc:
-            raise ScaffoldError(f"rendering the template failed: {exc}") from exc
-    return read_answers(dest)
+        except (CopierError, ValueError, TemplateError) as exc:
+            raise ScaffoldError(f"rendering the template failed: {type(exc).__name__}: {exc}") from exc
+    answers = read_answers(dest)
+    research = [_render_pattern(p, answers) for p in skip]
+    return Rendered(answers, research, changelog, questions)
+
+
+def _render_pattern(pattern: str, answers: dict[str, Any]) -> str:
+    from jinja2 import Environment
+
+    return Environment().from_string(pattern).render(**answers)
 
 
 def new_project(
@@ -162,7 +190,7 @@ def new_project(
     existed = _check_dest(dest)
     source = template_source(template)
     try:
-        answers = render(source, dest, data, vcs_ref=vcs_ref or source.default_ref, defaults=defaults)
+        answers = render(source, dest, data, vcs_ref=vcs_ref or source.default_ref, defaults=defaults).answers
         package = str(answers.get("package_name", ""))
         check_project_name(str(answers.get("project_name", "")))
         check_package_name(package)

@@ -44,6 +44,7 @@ class HistoryInfo:
     version: str  # the package version (engine/__init__.py)
     commit: str  # full hash of the commit holding the tree that was built
     ref: str  # the tag of that commit when it has one, else the hash
+    describe: str = ""  # `git describe --tags`: what copier records as the project's _commit
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -51,7 +52,7 @@ class HistoryInfo:
     @classmethod
     def from_json(cls, text: str) -> HistoryInfo:
         data = json.loads(text)
-        return cls(version=data["version"], commit=data["commit"], ref=data["ref"])
+        return cls(data["version"], data["commit"], data["ref"], data.get("describe", data["ref"]))
 
 
 def git(*args: str, cwd: Path, env: dict[str, str] | None = None, input: bytes | None = None) -> str:
@@ -152,7 +153,9 @@ def _copy_files(source: Path, files: list[Path], dest: Path) -> None:
 def _commit(repo: Path, message: str, date: str) -> bool:
     """Commit the whole worktree; False when nothing changed since the last commit."""
     git("add", "-A", cwd=repo)
-    has_head = subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=repo, capture_output=True).returncode == 0
+    has_head = (
+        subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=repo, capture_output=True).returncode == 0
+    )
     if has_head and not git("status", "--porcelain", cwd=repo).strip():
         return False
     env = {**_IDENTITY, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
@@ -199,7 +202,8 @@ def build_history(source: Path, dest: Path, version: str | None = None) -> Histo
         git("tag", f"v{version}", cwd=dest)
     at_head = git("tag", "--points-at", "HEAD", cwd=dest).split()
     ref = next((t for t in at_head if parse_version(t) == target), at_head[0] if at_head else head)
-    return HistoryInfo(version=version, commit=head, ref=ref)
+    describe = git("describe", "--tags", "--always", cwd=dest).strip()
+    return HistoryInfo(version=version, commit=head, ref=ref, describe=describe)
 
 
 def write_bundle(repo: Path, bundle: Path) -> None:

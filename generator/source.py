@@ -27,6 +27,7 @@ class TemplateSource:
     default_ref: str | None  # what `new`/`update` render without --vcs-ref/--to (None: latest tag)
     label: str  # for messages
     installed: bool = False
+    commit: str | None = None  # the installed package's own template commit (copier's _commit form)
 
 
 def _installed_data() -> tuple[Path, HistoryInfo] | None:
@@ -47,13 +48,15 @@ def installed_source() -> TemplateSource:
     found = _installed_data()
     if found is not None:
         bundle, info = found
-        return TemplateSource(str(bundle.resolve()), info.ref, f"scaffold {info.version} (installed)", True)
+        label = f"scaffold {info.version} (installed)"
+        return TemplateSource(str(bundle.resolve()), info.ref, label, True, info.describe)
     root = Path(__file__).resolve().parents[1]
     if (root / "copier.yml").is_file() and (root / "engine" / "__init__.py").is_file():
         tmp = Path(tempfile.mkdtemp(prefix="scaffold-history-"))
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
         info = build_history(root, tmp / "repo")
-        return TemplateSource(str(tmp / "repo"), info.ref, f"scaffold {info.version} (source checkout {root})", True)
+        label = f"scaffold {info.version} (source checkout {root})"
+        return TemplateSource(str(tmp / "repo"), info.ref, label, True, info.describe)
     raise ScaffoldError("this scaffold installation has no template data; reinstall scaffold or pass --template SRC")
 
 
@@ -121,3 +124,27 @@ def release_of(commit: str | None) -> Version | None:
     """The release a ``_commit`` is at or after: ``v0.2.0-3-gabc`` -> 0.2.0."""
     v = commit_version(commit)
     return Version(v.base_version) if v is not None else None
+
+
+def resolve_ref(source: TemplateSource, ref: str | None) -> str | None:
+    """A user's --to/--vcs-ref: ``0.2.0`` also finds the tag ``v0.2.0`` (and the reverse)."""
+    if ref is None:
+        return source.default_ref
+    wanted = parse_version(ref)
+    if wanted is None:
+        return ref
+    tags = list_versions(source)
+    if any(tag == ref for _, tag in tags):
+        return ref
+    return next((tag for v, tag in tags if v == wanted), ref)
+
+
+def latest(source: TemplateSource) -> tuple[str | None, Version | None]:
+    """The newest version a source offers: the installed package's own, or the highest tag."""
+    if source.installed and source.commit:
+        return source.commit, commit_version(source.commit)
+    tags = list_versions(source)
+    if not tags:
+        return None, None
+    v, tag = tags[-1]
+    return tag, v

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from engine import Module, Trainer
+from engine import DataModule, Module, Trainer
 
 
 def regression_data(n: int = 20, d: int = 4, seed: int = 0) -> TensorDataset:
@@ -67,6 +67,20 @@ class ScriptedVal(Regressor):
         self.log(self.name, self.script[self.current_epoch])
 
 
+class RegressionData(DataModule):
+    def __init__(self, n: int = 16, batch_size: int = 4) -> None:
+        self.n, self.batch_size = n, batch_size
+
+    def setup(self, stage: str) -> None:
+        self.train, self.val = regression_data(self.n), regression_data(self.n // 2, seed=1)
+
+    def train_dataloader(self) -> DataLoader:
+        return loader(self.train, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return loader(self.val, self.batch_size)
+
+
 def make_trainer(root: Path, **kwargs: Any) -> Trainer:
     """A quiet trainer writing under `root` (no progress bar, no sanity check unless asked)."""
     kwargs.setdefault("progress_bar", False)
@@ -98,7 +112,9 @@ class RecordingLogger:
         self.calls.append("log_metrics")
         self.metrics.append((step, dict(metrics)))
 
-    def after_save_checkpoint(self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None) -> None:
+    def after_save_checkpoint(
+        self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
+    ) -> None:
         self.calls.append("after_save_checkpoint")
         self.saves.append({"last": checkpoint_callback.last_model_path, "step": step, "epoch": epoch})
 

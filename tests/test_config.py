@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from engine_fixtures import RegressionData, Regressor
 
-from engine import ConfigError, DataConfig, load_config
+from engine import ConfigError, DataConfig, load_config, run
 from engine.config import dump_yaml, to_dict
 
 
@@ -131,7 +134,9 @@ def test_cross_field_checks() -> None:
 
 
 def test_missing_config_file_and_bad_yaml(tmp_path: Path) -> None:
-    assert f"config file {tmp_path / 'nope.yaml'} does not exist" in _problems(["--config", str(tmp_path / "nope.yaml")])
+    assert f"config file {tmp_path / 'nope.yaml'} does not exist" in _problems(
+        ["--config", str(tmp_path / "nope.yaml")]
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: [1, 2\n")
     assert "is not valid YAML" in _problems([f"--config={bad}"])
@@ -152,3 +157,40 @@ def test_dumped_yaml_loads_back_to_the_same_config(tmp_path: Path) -> None:
     path.write_text(dump_yaml(cfg))
     again = _load([], path=path)
     assert to_dict(again) == to_dict(cfg)
+
+
+def test_run_saves_the_resolved_config_in_the_run_folder_and_checkpoints(tmp_path: Path) -> None:
+    argv = [
+        f"output_dir={tmp_path}",
+        "run_name=r",
+        "trainer.max_epochs=2",
+        "wandb.mode=disabled",
+        "trainer.progress_bar=false",
+        "checkpoint.monitor=val_loss",
+        "early_stopping.monitor=val_loss",
+        "model.hidden=5",
+    ]
+    cfg = _load(argv)
+    assert run(cfg, Regressor(), RegressionData()) == 0
+    folder = tmp_path / "r"
+    assert (folder / "config.yaml").read_text() == dump_yaml(cfg)
+    last = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["config"] == to_dict(cfg) and last["config"]["model"]["hidden"] == 5
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {
+        "global_step",
+        "epoch",
+        "stop_reason",
+        "best_model_path",
+        "best_model_score",
+        "metrics",
+        "wandb_run_id",
+        "world_size",
+    } <= set(summary)
+    assert (summary["global_step"], summary["epoch"], summary["stop_reason"], summary["world_size"]) == (
+        8,
+        2,
+        "max_epochs",
+        1,
+    )
+    assert summary["best_model_path"].startswith(str(folder / "checkpoints" / "epoch="))

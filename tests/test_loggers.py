@@ -102,7 +102,11 @@ def test_loggers_import_and_disabled_mode_work_without_wandb(tmp_path: Path, mon
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"mode": "cloud"}, "wandb.mode"), ({"log_model": "first"}, "wandb.log_model"), ({"watch": "grads"}, "wandb.watch")],
+    [
+        ({"mode": "cloud"}, "wandb.mode"),
+        ({"log_model": "first"}, "wandb.log_model"),
+        ({"watch": "grads"}, "wandb.watch"),
+    ],
 )
 def test_wandb_logger_rejects_bad_options_naming_the_key(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

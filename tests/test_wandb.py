@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +18,11 @@ from typing import Any
 
 import pytest
 import torch
-
-from engine.loggers import STEP_KEY, WandbLogger
+from engine_fixtures import Regressor, loader, make_trainer, regression_data
 from wandb_records import RunRecords, load_run, load_runs, offline_run_dirs
+
+from engine import ModelCheckpoint
+from engine.loggers import STEP_KEY, WandbLogger
 
 wandb = pytest.importorskip("wandb")
 
@@ -207,7 +213,10 @@ def test_log_model_at_the_end(tmp_path: Path, log_model: Any, expected: list) ->
     kinds = [r.WhichOneof("record_type") for r in run.records]
     assert kinds.index("artifact") > max(i for i, k in enumerate(kinds) if k == "history")  # logged at the end
     arts = run.artifacts
-    got = [(a["metadata"]["original_filename"], sorted(a["aliases"]), a["metadata"]["step"], a["metadata"]["score"]) for a in arts]
+    got = [
+        (a["metadata"]["original_filename"], sorted(a["aliases"]), a["metadata"]["step"], a["metadata"]["score"])
+        for a in arts
+    ]
     assert got == expected
     assert {a["name"] for a in arts} == {f"model-{logger.run_id}"}
 
@@ -234,6 +243,19 @@ def test_resumed_logger_writes_to_the_same_run_id(tmp_path: Path) -> None:
     assert runs[1].column("loss") == {4: 0.25, 5: 0.2}
     # `wandb sync` uploads both parts of the run, oldest first.
     assert second.sync_command == "wandb sync " + " ".join(str(r.path.parent) for r in runs)
+
+
+def test_run_id_is_fixed_before_the_run_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    early = logger.state_dict()["run_id"]  # e.g. a checkpoint saved before the first metric
+    assert early and not (tmp_path / "wandb").exists()
+    logger.log_metrics({"loss": 1.0}, step=1)
+    logger.finalize("success")
+    assert load_run(tmp_path).run_id == early == logger.run_id
+    monkeypatch.setenv("WANDB_RUN_ID", "fromenv1")  # what a sweep agent sets
+    assert WandbLogger(project="p", mode="offline").run_id == "fromenv1"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert WandbLogger(project="p").run_id is None  # auto mode, disabled by the environment
 
 
 def test_logging_after_finalize_reattaches_to_the_same_run(tmp_path: Path) -> None:
@@ -300,6 +322,7 @@ def test_failing_online_init_falls_back_to_offline_with_one_warning(
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     settings = wandb.Settings(base_url="http://127.0.0.1:9", init_timeout=3)
     logger = WandbLogger(project="p", mode="online", save_dir=tmp_path, settings=settings)
+    planned_id = logger.run_id
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         logger.log_hyperparams({"lr": 0.1})
@@ -313,7 +336,7 @@ def test_failing_online_init_falls_back_to_offline_with_one_warning(
     assert FAKE_KEY not in messages[0]
     assert logger.run_mode == "offline" and logger.run_id
     run = load_run(tmp_path)
-    assert run.run_id == logger.run_id
+    assert run.run_id == logger.run_id == planned_id  # the offline run keeps the id: sync resumes it
     assert run.column("loss") == {1: 1.0, 2: 0.5}
     assert run.config == {"lr": 0.1} and run.summary["stop_reason"] == "max_steps"
 
@@ -365,3 +388,98 @@ def test_load_state_dict_after_the_run_started_warns(tmp_path: Path) -> None:
         logger.load_state_dict({"run_id": "elsewhere"})
     assert logger.run_id != "elsewhere"
     logger.finalize("success")
+
+
+# -- driven by the real Trainer ----------------------------------------------------------------
+class SpyWandbLogger(WandbLogger):
+    """A WandbLogger that also keeps what the trainer asked it to log."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sent: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: Any, step: int) -> None:
+        self.sent.append((step, {k: float(v) for k, v in metrics.items()}))
+        super().log_metrics(metrics, step)
+
+
+def test_trainer_fit_records_history_config_summary_and_best_checkpoint(tmp_path: Path) -> None:
+    logger = SpyWandbLogger(project="p", mode="offline", save_dir=tmp_path, log_model="best")
+    ckpt = ModelCheckpoint(monitor="val_loss", mode="min", save_top_k=1)
+    trainer = make_trainer(tmp_path / "run", max_epochs=3, log_every_n_steps=2, callbacks=[ckpt], logger=logger)
+    module = Regressor(lr=0.05)
+    module.save_hyperparameters({"lr": 0.05, "d": 4})
+    trainer.fit(module, train_dataloaders=loader(regression_data()), val_dataloaders=loader(regression_data(8, seed=1)))
+
+    run = only_run(tmp_path)
+    assert run.exit_code == 0 and run.run_id == logger.run_id
+    # Exactly what the trainer sent, row by row, at the trainer's global step.
+    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in run.history]
+    assert rows == [{**m, STEP_KEY: step} for step, m in logger.sent]
+    assert set(run.column("train_loss")) == {2, 4, 6, 8, 10, 12, 14}  # every log_every_n_steps
+    assert set(run.column("val_loss")) == {5, 10, 15}  # 5 batches per epoch
+    assert run.column("val_loss")[15] == pytest.approx(trainer.callback_metrics["val_loss"])
+    assert run.config["hparams"] == {"lr": 0.05, "d": 4}
+    assert run.summary["stop_reason"] == "max_epochs" and run.summary["global_step"] == 15
+    assert run.summary["best_model_score"] == pytest.approx(ckpt.best_model_score)
+    (art,) = run.artifacts
+    assert sorted(art["aliases"]) == ["best", "latest"] and art["name"] == f"model-{logger.run_id}"
+    assert art["metadata"]["original_filename"] == Path(ckpt.best_model_path).name
+    assert art["metadata"]["score"] == pytest.approx(ckpt.best_model_score)
+    epoch, step = art["metadata"]["epoch"], art["metadata"]["step"]
+    assert Path(ckpt.best_model_path).name.startswith(f"epoch={epoch}-step={step}")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["wandb_run_id"] == logger.run_id
+
+
+TESTS = Path(__file__).resolve().parent
+JOB_ARGS = [
+    "run_name=r",
+    "trainer.progress_bar=false",
+    "wandb.mode=offline",
+    "checkpoint.monitor=val_loss",
+    "checkpoint.every_n_train_steps=3",
+    "trainer.val_check_interval=5",
+]
+
+
+def job(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> Any:
+    """tests/jobs/resume_job.py in `cwd` (its wandb/ folder lands there); returns the process."""
+    cmd = [sys.executable, "-m", "jobs.resume_job", f"output_dir={cwd / 'out'}", *JOB_ARGS, *args]
+    # WANDB_SERVICE: this process's wandb-core; a child must start its own, as a real job does.
+    full_env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    full_env.update(PYTHONPATH=str(TESTS), **(env or {}))
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"job failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_killed_and_resumed_job_appends_to_the_same_run(tmp_path: Path) -> None:
+    # SLOW makes the first part outlive wandb's 2 s file flush before the SIGKILL.
+    killed = job(tmp_path, "trainer.max_epochs=3", env={"KILL_AT_STEP": "25", "SLOW": "0.15"}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    resumed = job(tmp_path, "trainer.max_epochs=3", "resume=last", "wandb.log_model=true")
+
+    first, second = load_runs(tmp_path, finished=False)
+    run_id = json.loads((tmp_path / "out" / "r" / "summary.json").read_text())["wandb_run_id"]
+    assert first.run_id == second.run_id == run_id
+    assert first.exit_code is None and second.exit_code == 0  # the first part never finished
+    assert 10 in first.column("train_loss_step")  # flushed before the kill
+    ckpt = torch.load(tmp_path / "out" / "r" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["logger"]["run_id"] == run_id  # every checkpoint carries the run id
+    # The resumed part starts after the checkpoint it resumed from (step 24) and runs to the end.
+    assert min(s for s in second.column("train_loss_step")) == 30
+    assert max(r["trainer/global_step"] for r in second.history) == 33
+    assert second.summary["stop_reason"] == "max_epochs" and second.summary["resumed_from"].endswith(".ckpt")
+    assert {tuple(sorted(a["aliases"])) for a in second.artifacts} == {("best", "latest"), ("latest",)}
+    assert f"wandb sync wandb/{first.path.parent.name} wandb/{second.path.parent.name}" in resumed.stdout
+
+
+def test_ddp_job_records_exactly_one_run(tmp_path: Path) -> None:
+    job(tmp_path, "trainer.max_epochs=1", "trainer.devices=2", "trainer.accelerator=cpu")
+    (run,) = load_runs(tmp_path)
+    summary = json.loads((tmp_path / "out" / "r" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["wandb_run_id"] == run.run_id
+    assert run.exit_code == 0 and run.config["config"]["trainer"]["devices"] == 2
+    assert set(run.column("val_loss")) == {5, 6}  # 6 steps of 2 x 8 samples: val at 5 and the epoch end
+    assert len(list((tmp_path / "wandb").glob("*run-*"))) == 1  # no second run, online or offline

@@ -1,0 +1,231 @@
+"""What `scaffold new` renders: files, answers, names, toggles, the vendored engine and its manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+from gen_helpers import ROOT, VERSION, git, invoke, new_project, template_repo
+from scaffold.manifest import MANIFEST_NAME, hash_tree
+from scaffold.names import derive_package_name
+
+__all__ = ["template_repo"]
+
+RESEARCH = ["model.py", "data.py", "train.py", "__init__.py"]
+
+
+@pytest.fixture(scope="module")
+def project(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return new_project(template_repo, tmp_path_factory.mktemp("render") / "my-research")
+
+
+def _files(folder: Path) -> set[str]:
+    out = set()
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if path.is_file() and ".git" not in rel.parts and "__pycache__" not in rel.parts:
+            out.add(rel.as_posix())
+    return out
+
+
+def test_default_tree(project: Path) -> None:
+    files = _files(project)
+    expected = {
+        "pyproject.toml",
+        "README.md",
+        ".copier-answers.yml",
+        ".gitignore",
+        MANIFEST_NAME,
+        "configs/default.yaml",
+        "configs/sweep.yaml",
+        "tests/test_smoke.py",
+        "scripts/slurm.sbatch",
+        ".github/workflows/ci.yml",
+        *(f"src/my_research/{name}" for name in RESEARCH),
+    }
+    assert expected <= files
+    engine_files = {f for f in files if f.startswith("src/my_research/engine/")}
+    assert {f"src/my_research/engine/{name}" for name in hash_tree(ROOT / "engine")} == engine_files
+    # Nothing else: no template leftovers such as .jinja files or empty conditional names.
+    assert files - expected - engine_files == set()
+
+
+def test_answers_file(project: Path, template_repo: Path) -> None:
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == f"v{VERSION}"
+    assert answers["_src_path"] == str(template_repo)
+    assert Path(answers["_src_path"]).is_absolute()
+    assert answers["project_name"] == "my-research"
+    assert answers["package_name"] == "my_research"
+    assert answers["wandb_project"] == "my-research"
+    assert answers["wandb_entity"] == ""
+    assert answers["example"] == "digits"
+    assert answers["slurm"] is True
+    assert answers["ci"] == "github"
+
+
+def test_engine_is_vendored_verbatim(project: Path) -> None:
+    engine = project / "src" / "my_research" / "engine"
+    assert not engine.is_symlink()
+    for name in hash_tree(ROOT / "engine"):
+        assert (engine / name).read_bytes() == (ROOT / "engine" / name).read_bytes(), name
+
+
+def test_manifest_matches_engine(project: Path) -> None:
+    manifest = json.loads((project / MANIFEST_NAME).read_text())
+    assert manifest["version"] == VERSION
+    assert manifest["template_commit"] == f"v{VERSION}"
+    assert manifest["engine_dir"] == "src/my_research/engine"
+    assert manifest["files"] == hash_tree(project / "src" / "my_research" / "engine")
+    assert "__init__.py" in manifest["files"]
+
+
+def test_first_commit_and_clean_tree(project: Path) -> None:
+    log = git(project, "log", "--format=%s").splitlines()
+    assert log == [f"New project from scaffold {VERSION}"]
+    assert git(project, "status", "--porcelain") == ""
+    # Run outputs stay out of git.
+    ignored = (project / ".gitignore").read_text().split()
+    assert "runs/" in ignored and "wandb/" in ignored
+
+
+def test_pyproject(project: Path) -> None:
+    data = tomllib.loads((project / "pyproject.toml").read_text())
+    deps = data["project"]["dependencies"]
+    assert "torch>=2.4" in deps
+    assert any(d.startswith("torchmetrics") for d in deps)
+    assert any(d.startswith("wandb") for d in deps)
+    assert any(d.startswith("pyyaml") for d in deps)
+    assert any(d.startswith("scikit-learn") for d in deps)
+    assert data["project"]["name"] == "my-research"
+    assert data["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/my_research"]
+
+
+def test_default_config_lists_every_engine_key(project: Path) -> None:
+    from engine import config as engine_config
+
+    cfg = yaml.safe_load((project / "configs" / "default.yaml").read_text())
+    sections = {
+        "trainer": engine_config.TrainerConfig,
+        "checkpoint": engine_config.CheckpointConfig,
+        "early_stopping": engine_config.EarlyStoppingConfig,
+        "wandb": engine_config.WandbConfig,
+    }
+    for name, cls in sections.items():
+        assert set(cfg[name]) == {f.name for f in dataclasses.fields(cls)}, name
+    base_data = {f.name for f in dataclasses.fields(engine_config.DataConfig)}
+    assert base_data <= set(cfg["data"])
+    top = {f.name for f in dataclasses.fields(engine_config.Config)}
+    assert set(cfg) == top
+    assert cfg["wandb"]["project"] == "my-research"
+    assert cfg["wandb"]["entity"] is None
+    # Every key has a comment.
+    lines = (project / "configs" / "default.yaml").read_text().splitlines()
+    keyed = [line for line in lines if line.strip() and not line.lstrip().startswith("#") and not line.endswith(":")]
+    assert all("#" in line for line in keyed), [line for line in keyed if "#" not in line]
+
+
+def test_sweep_config(project: Path) -> None:
+    sweep = yaml.safe_load((project / "configs" / "sweep.yaml").read_text())
+    assert sweep["metric"] == {"name": "val_acc", "goal": "maximize"}
+    assert sweep["command"] == ["${env}", "${interpreter}", "-m", "my_research.train", "${args}"]
+    assert all(key.startswith(("model.", "trainer.")) for key in sweep["parameters"])
+
+
+def test_slurm_script(project: Path) -> None:
+    script = project / "scripts" / "slurm.sbatch"
+    text = script.read_text()
+    assert os.access(script, os.X_OK)
+    for needle in (
+        "torchrun",
+        "--rdzv_backend=c10d",
+        "#SBATCH --signal=B:USR1@120",
+        "scontrol requeue",
+        "resume=auto",
+        "-m my_research.train",
+        "#SBATCH --ntasks-per-node=1",
+    ):
+        assert needle in text
+
+
+def test_ci_workflow(project: Path) -> None:
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    steps = " ".join(str(step.get("run", "")) for step in workflow["jobs"]["test"]["steps"])
+    assert "pytest" in steps and "pip install -e" in steps
+
+
+def test_readme_for_the_researcher(project: Path) -> None:
+    readme = (project / "README.md").read_text()
+    for needle in (
+        "python -m my_research.train",
+        "torchrun",
+        "trainer.devices",
+        "wandb sync",
+        "resume=last",
+        "scaffold update",
+        "scaffold check",
+        "sbatch",
+    ):
+        assert needle in readme, needle
+
+
+@pytest.mark.parametrize(
+    ("project_name", "package_name"),
+    [("Vision-Lab.v2", "vision_lab_v2"), ("my_proj", "my_proj"), ("A--B", "a_b")],
+)
+def test_package_name_derivation(template_repo: Path, tmp_path: Path, project_name: str, package_name: str) -> None:
+    assert derive_package_name(project_name) == package_name
+    dest = new_project(template_repo, tmp_path / "p", f"project_name={project_name}")
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
+    assert answers["package_name"] == package_name  # the template derives the same name
+    assert (dest / "src" / package_name / "engine" / "__init__.py").is_file()
+    assert f"python -m {package_name}.train" in (dest / "README.md").read_text()
+
+
+def test_minimal_example_and_toggles(template_repo: Path, tmp_path: Path) -> None:
+    dest = new_project(
+        template_repo,
+        tmp_path / "p",
+        "project_name=tiny",
+        "example=none",
+        "slurm=false",
+        "ci=none",
+        "wandb_entity=my-lab",
+        "author=Ada Lovelace",
+        'description=Say "hi"',
+    )
+    assert not (dest / "scripts").exists()
+    assert not (dest / ".github").exists()
+    model = (dest / "src" / "tiny" / "model.py").read_text()
+    assert "class MLPClassifier(Module)" in model
+    assert "SyntheticDataModule" in (dest / "src" / "tiny" / "data.py").read_text()
+    assert "MLPClassifier" in (dest / "src" / "tiny" / "train.py").read_text()
+    data = tomllib.loads((dest / "pyproject.toml").read_text())
+    assert not any(d.startswith("scikit-learn") for d in data["project"]["dependencies"])
+    assert data["project"]["authors"] == [{"name": "Ada Lovelace"}]
+    assert data["project"]["description"] == 'Say "hi"'
+    cfg = yaml.safe_load((dest / "configs" / "default.yaml").read_text())
+    assert cfg["wandb"]["entity"] == "my-lab"
+    assert set(cfg["model"]) == {"in_features", "num_classes", "hidden", "lr"}
+    assert "slurm" not in (dest / "README.md").read_text().lower()
+    compile((dest / "src" / "tiny" / "__init__.py").read_text(), "__init__.py", "exec")
+
+
+def test_installed_bundle_renders_its_own_version(tmp_path: Path) -> None:
+    # Without --template, scaffold renders the history shipped inside the installed package.
+    from scaffold.source import installed_source
+
+    source = installed_source()
+    dest = tmp_path / "p"
+    result = invoke("new", dest, "--defaults")
+    assert result.exit_code == 0, result.output
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == source.default_ref
+    assert Path(answers["_src_path"]).is_absolute()
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    assert manifest["version"] == VERSION

@@ -388,8 +388,9 @@ class ProgressBar(Callback):
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        shown = {k: v for k, v in trainer.callback_metrics.items() if k in trainer.results_prog_bar}
-        text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items() if not k.startswith("train"))
+        latest = trainer.last_eval_metrics
+        shown = {k: v for k, v in latest.items() if k in trainer.results_prog_bar} or latest
+        text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "(nothing logged)"
         self._write(f"epoch {trainer.current_epoch} step {trainer.global_step} validation: {text}", end=True)
 
     def _write(self, line: str, end: bool = False) -> None:

@@ -53,7 +53,12 @@ class DistEnv:
         if not self.active:
             return tensor
         out = tensor.clone()
-        reduce_op = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+        reduce_op = {
+            "sum": dist.ReduceOp.SUM,
+            "mean": dist.ReduceOp.SUM,
+            "max": dist.ReduceOp.MAX,
+            "min": dist.ReduceOp.MIN,
+        }
         dist.all_reduce(out, op=reduce_op[op])
         return out / self.world_size if op == "mean" else out
 
@@ -124,8 +129,13 @@ def setup(accelerator: str, timeout: timedelta | None = None) -> DistEnv:
             timeout=timeout or timeout_from_env(),
             device_id=device if device.type == "cuda" else None,
         )
-    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
-                   distributed=dist.is_available() and dist.is_initialized())
+    return DistEnv(
+        rank=rank,
+        local_rank=local_rank,
+        world_size=world_size,
+        device=device,
+        distributed=dist.is_available() and dist.is_initialized(),
+    )
 
 
 def teardown() -> None:

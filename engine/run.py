@@ -95,7 +95,7 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
         run_name = env.broadcast_object(cfg.run_name or default_run_name())
         cfg.run_name = run_name
         run_dir = Path(cfg.output_dir) / run_name
-        if env.is_global_zero:
+        if env.is_global_zero and not cfg.trainer.fast_dev_run:  # a dry run leaves no files
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(dump_yaml(cfg))
         logger = build_logger(cfg, run_name) if not cfg.trainer.fast_dev_run else None

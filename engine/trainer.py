@@ -146,6 +146,7 @@ class Trainer:
         self.should_log = False
         self.callback_metrics: dict[str, float] = {}
         self.logged_metrics: dict[str, float] = {}
+        self.last_eval_metrics: dict[str, float] = {}  # the latest validation/test epoch values
         self.optimizers: list[torch.optim.Optimizer] = []
         self.lr_schedulers: list[_Scheduler] = []
         self.timer = Timer()
@@ -280,12 +281,12 @@ class Trainer:
     def validate(self, module: Module | None = None, datamodule: DataModule | None = None, dataloaders: Any = None,
                  ckpt_path: str | Path | None = None, *, model: Module | None = None,
                  verbose: bool = True) -> list[dict[str, float]]:
-        return self._evaluate_only("validate", module or model, datamodule, dataloaders, ckpt_path)
+        return self._evaluate_only("validate", module if module is not None else model, datamodule, dataloaders, ckpt_path)
 
     def test(self, module: Module | None = None, datamodule: DataModule | None = None, dataloaders: Any = None,
              ckpt_path: str | Path | None = None, *, model: Module | None = None,
              verbose: bool = True) -> list[dict[str, float]]:
-        return self._evaluate_only("test", module or model, datamodule, dataloaders, ckpt_path)
+        return self._evaluate_only("test", module if module is not None else model, datamodule, dataloaders, ckpt_path)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything needed to resume; global rank 0 writes, all ranks wait."""
@@ -451,7 +452,8 @@ class Trainer:
         metrics = results.compute_epoch()
         module.train(was_training)
         if not self.sanity_checking:
-            self.callback_metrics.update(self.env.broadcast_object(metrics))
+            self.last_eval_metrics = self.env.broadcast_object(metrics)
+            self.callback_metrics.update(self.last_eval_metrics)
             if stage == "val":
                 self.log_metrics(metrics)
         self._call(f"on_{hook}_end")

@@ -122,8 +122,13 @@ def render(
     vcs_ref: str | None,
     defaults: bool = True,
     check_names: bool = True,
+    answers: dict[str, Any] | None = None,
 ) -> Rendered:
-    """Render `source` at `vcs_ref` into `dest` with copier."""
+    """Render `source` at `vcs_ref` into `dest` with copier.
+
+    `data` is what the user asked for (each key must be a question); `answers` are recorded
+    answers of another version, used where this version still asks the question.
+    """
     # copier's public functions hide the Worker; we need its template (questions) before
     # rendering, to report unknown --data keys and bad names without creating anything.
     try:
@@ -140,7 +145,7 @@ def render(
             with Worker(
                 src_path=source.url,
                 dst_path=dest,
-                data=dict(data),
+                data={**(answers or {}), **data},
                 vcs_ref=vcs_ref,
                 defaults=defaults,
                 quiet=True,
@@ -166,9 +171,9 @@ def render(
             raise ScaffoldError(f"git failed on {source.label}: {detail[-1] if detail else exc}") from exc
         except (CopierError, ValueError, TemplateError) as exc:
             raise ScaffoldError(f"rendering the template failed: {type(exc).__name__}: {exc}") from exc
-    answers = read_answers(dest)
-    research = [_render_pattern(p, answers) for p in skip]
-    return Rendered(answers, research, changelog, questions)
+    recorded = read_answers(dest)
+    research = [_render_pattern(p, recorded) for p in skip]
+    return Rendered(recorded, research, changelog, questions)
 
 
 def _render_pattern(pattern: str, answers: dict[str, Any]) -> str:

@@ -152,6 +152,9 @@ def _copy_files(source: Path, files: list[Path], dest: Path) -> None:
 
 def _commit(repo: Path, message: str, date: str) -> bool:
     """Commit the whole worktree; False when nothing changed since the last commit."""
+    # A fresh index: files were replaced wholesale, possibly with the same size, inode and
+    # mtime as before, which git's stat cache would take for unchanged.
+    (repo / ".git" / "index").unlink(missing_ok=True)
     git("add", "-A", cwd=repo)
     has_head = (
         subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=repo, capture_output=True).returncode == 0
@@ -184,7 +187,7 @@ def build_history(source: Path, dest: Path, version: str | None = None) -> Histo
             archive = subprocess.run(
                 ["git", "archive", "--format=tar", tag, "--", *present], cwd=source, capture_output=True, check=True
             ).stdout
-            subprocess.run(["tar", "-x", "-f", "-"], cwd=dest, input=archive, check=True)
+            subprocess.run(["tar", "-x", "-m", "-f", "-"], cwd=dest, input=archive, check=True)
             date = git("log", "-1", "--format=%cI", tag, cwd=source).strip()
             _commit(dest, f"scaffold {tag}", date)
             git("tag", tag, cwd=dest)

@@ -197,7 +197,7 @@ def _render_base(source: TemplateSource, dest: Path, commit: str, answers: dict[
     """Render the project's recorded version (the merge base); a development build's commit
     missing from `source` falls back to its release tag. Returns the render and the ref used."""
     try:
-        return render(source, dest, answers, vcs_ref=commit, check_names=False), commit
+        return render(source, dest, {}, answers=answers, vcs_ref=commit, check_names=False), commit
     except BadInput:
         release = release_of(commit)
         fallback = next((tag for v, tag in list_versions(source) if v == release), None)
@@ -207,7 +207,7 @@ def _render_base(source: TemplateSource, dest: Path, commit: str, answers: dict[
                 "merge needs; pass --template with a scaffold repository that has it"
             ) from None
         shutil.rmtree(dest, ignore_errors=True)
-        return render(source, dest, answers, vcs_ref=fallback, check_names=False), fallback
+        return render(source, dest, {}, answers=answers, vcs_ref=fallback, check_names=False), fallback
 
 
 # -- planning ----------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def plan_update(
     with tempfile.TemporaryDirectory(prefix="scaffold-update-") as tmp:
         new_dir, old_dir = Path(tmp) / "new", Path(tmp) / "old"
         try:
-            target = render(source, new_dir, {**old_answers, **data}, vcs_ref=target_ref, check_names=False)
+            target = render(source, new_dir, data, answers=old_answers, vcs_ref=target_ref, check_names=False)
         except BadInput as exc:
             if "has no version" in exc.message:
                 raise BadInput(f"{source.label} has no version {to or target_ref!r} (see its tags: git tag)") from None
@@ -279,7 +279,7 @@ def plan_update(
         # Everything else the template renders.
         import pathspec
 
-        research = pathspec.PathSpec.from_lines("gitwildmatch", base.research + target.research)
+        research = pathspec.GitIgnoreSpec.from_lines(base.research + target.research)
         labels = ("yours", f"scaffold {from_commit}", f"scaffold {to_commit}")
         owned = {ANSWERS_FILE, MANIFEST_NAME}
         for rel in sorted((new_files.keys() | old_files.keys()) - owned):
@@ -429,19 +429,16 @@ def _describe(plan: Plan) -> None:
     _echo(f"scaffold update: {plan.from_commit} -> {plan.to_commit} (from {plan.source})")
     if plan.base_note:
         _echo(f"note: {plan.base_note}")
-    _echo(f"engine ({plan.engine_dir}): replaced wholesale")
-    _section(
-        "  engine files",
-        [f"add     {p}" for p in plan.engine_added]
-        + [f"change  {p}" for p in plan.engine_changed]
-        + [f"remove  {p}" for p in plan.engine_removed],
+    engine = (
+        [f"{'add':<10}{p}" for p in plan.engine_added]
+        + [f"{'change':<10}{p}" for p in plan.engine_changed]
+        + [f"{'remove':<10}{p}" for p in plan.engine_removed]
     )
-    if not (plan.engine_added or plan.engine_changed or plan.engine_removed):
-        _echo("  (no engine file changes)")
-    verbs = {"add": "add", "update": "change", "merge": "merge", "delete": "remove", "conflict": "CONFLICT"}
+    _section(f"engine {plan.engine_dir}/ (replaced wholesale)", engine or ["no file changes"])
+    verbs = {"add": "add", "update": "change", "merge": "merge", "delete": "remove", "kept-deleted": "skip"}
     _section(
         "template files",
-        [f"{verbs.get(c.action, c.action):<8}{c.path}" + (f"  ({c.note})" if c.note else "") for c in plan.changes],
+        [f"{verbs.get(c.action, c.action):<10}{c.path}" + (f"  ({c.note})" if c.note else "") for c in plan.changes],
     )
     _section("research code changed upstream (left as is; compare with a fresh scaffold new)", plan.research_changed)
     _section("new questions (answers recorded)", [f"{k} = {v!r}" for k, v in plan.new_answers.items()])
@@ -451,6 +448,7 @@ def _describe(plan: Plan) -> None:
             _echo(f"  ## {head}")
             for line in body.splitlines():
                 _echo(f"  {line}".rstrip())
+            _echo()
 
 
 def print_plan(plan: Plan) -> None:

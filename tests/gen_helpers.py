@@ -74,3 +74,109 @@ def clone_template(template: Path, dest: Path) -> Path:
     """A working copy of a template repository (tags included) to add versions to."""
     shutil.copytree(template, dest, symlinks=True)
     return dest
+
+
+# -- template repositories with several versions (for update and check) ---------------------
+V1, V2, V3 = "v1.0.0", "v1.1.0", "v1.2.0"
+README_TAIL_V2 = "## Added in 1.1.0\n\nThe template's README gained this section.\n"
+CHANGELOG = """# Changelog
+
+## 1.2.0
+
+Engine: faster loop.
+
+Migration: none.
+
+## 1.1.0
+
+Engine: new extras module; legacy module removed.
+
+Migration: rename `foo` to `bar` in your train.py.
+
+## 1.0.0
+
+First release.
+"""
+
+
+def set_version(repo: Path, version: str) -> None:
+    init = repo / "engine" / "__init__.py"
+    lines = [
+        f'__version__ = "{version}"' if line.startswith("__version__") else line
+        for line in init.read_text().splitlines()
+    ]
+    init.write_text("\n".join(lines) + "\n")
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def make_versions(dest: Path) -> Path:
+    """A template repository with three versions, built from this working tree.
+
+    - v1.0.0: the current template, plus engine/legacy.py and a shared CONTRIBUTING.md.
+    - v1.1.0: engine: __init__ (version) and trainer.py changed, extras.py added, legacy.py
+      removed; shared: README gains a section at its end, CONTRIBUTING.md removed, LICENSE
+      added (from a new question `license`); research: model.py changed upstream.
+    - v1.2.0: engine: trainer.py changed again; shared: .gitignore gains a line.
+    """
+    build_history(ROOT, dest, "1.0.0")
+    git(dest, "tag", "-d", V1)
+    engine, project = dest / "engine", dest / "template" / "project"
+    set_version(dest, "1.0.0")
+    (engine / "legacy.py").write_text('"""An engine module that version 1.1.0 removes."""\n')
+    (project / "CONTRIBUTING.md").write_text("# Contributing\n\nOpen an issue first.\n")
+    (dest / "CHANGELOG.md").write_text(CHANGELOG)
+    commit_all(dest, "1.0.0")
+    git(dest, "tag", V1)
+
+    set_version(dest, "1.1.0")
+    _append(engine / "trainer.py", "\n# 1.1.0: a change to the loop.\n")
+    (engine / "extras.py").write_text('"""An engine module added in 1.1.0."""\n\nEXTRA = 1\n')
+    (engine / "legacy.py").unlink()
+    _append(project / "README.md.jinja", "\n" + README_TAIL_V2)
+    (project / "CONTRIBUTING.md").unlink()
+    (project / "LICENSE.jinja").write_text("License: {{ license }}\n")
+    _append(dest / "template" / "copier.yml", "\nlicense:\n  type: str\n  help: License\n  default: MIT\n")
+    model = project / "src" / "{{package_name}}" / "{% if example == 'digits' %}model.py{% endif %}"
+    _append(model, "\n# 1.1.0: upstream tweak to the example model.\n")
+    commit_all(dest, "1.1.0")
+    git(dest, "tag", V2)
+
+    set_version(dest, "1.2.0")
+    _append(engine / "trainer.py", "# 1.2.0: another change to the loop.\n")
+    _append(project / ".gitignore", "# 1.2.0\n.cache/\n")
+    commit_all(dest, "1.2.0")
+    git(dest, "tag", V3)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def versions_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_versions(tmp_path_factory.mktemp("versions") / "repo")
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `folder` except .git: bytes and mode."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if ".git" in rel.parts or not path.is_file():
+            continue
+        out[rel.as_posix()] = (path.read_bytes(), path.stat().st_mode)
+    return out
+
+
+def engine_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.py"))}
+
+
+def template_engine(repo: Path, ref: str) -> dict[str, bytes]:
+    """The engine files of a template repository at a tag."""
+    names = git(repo, "ls-tree", "-r", "--name-only", ref, "--", "engine").split()
+    out = {}
+    for name in names:
+        proc = subprocess.run(["git", "show", f"{ref}:{name}"], cwd=repo, capture_output=True, check=True)
+        out[name.removeprefix("engine/")] = proc.stdout
+    return out

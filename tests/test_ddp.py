@@ -46,8 +46,12 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PET_", "TORCHELASTIC_"))}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    env.update(PYTHONPATH=os.pathsep.join([str(SCRIPTS), env.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1",
-               PYTHONUNBUFFERED="1", WANDB_SILENT="true")
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(SCRIPTS), env.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        WANDB_SILENT="true",
+    )
     return env
 
 
@@ -72,8 +76,9 @@ def _check(proc: subprocess.CompletedProcess[str]) -> None:
 
 def _start(cmd: list[str], cwd: Path) -> subprocess.Popen[str]:
     # A session of its own: the test can signal the launcher alone, or kill the whole group.
-    return subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def _kill_tree(pid: int) -> None:
@@ -282,18 +287,25 @@ def test_a_killed_run_resumes_to_the_same_weights(work: Path, two: tuple) -> Non
     ranks = _ranks(run_dir)
     assert ranks[0]["resumed_from"].endswith("last.ckpt") and ranks[0]["global_step"] == FINAL_STEP
     ref = _weights(two[0])
-    for rank in (0, 1):
+    for rank in (0, 1):  # bit-exact: the same arithmetic as the uninterrupted run
         got = _weights(run_dir, rank)
         for name in ref:
-            assert torch.equal(got[name], ref[name]), (rank, name)  # bit-exact: same arithmetic as the uninterrupted run
+            assert torch.equal(got[name], ref[name]), (rank, name)
 
 
 def test_sigterm_stops_every_rank_after_the_same_step_and_exits_75(work: Path) -> None:
     from wandb_records import offline_run_dirs
 
     run_dir = work / "runs" / "term"
-    args = (*COMMON, "run_name=term", "data.batch_size=8", "trainer.devices=2", "model.step_sleep=0.25",
-            "wandb.mode=offline", "wandb.project=ddp-test")
+    args = (
+        *COMMON,
+        "run_name=term",
+        "data.batch_size=8",
+        "trainer.devices=2",
+        "model.step_sleep=0.25",
+        "wandb.mode=offline",
+        "wandb.project=ddp-test",
+    )
     proc = _start(_job(*args), work)
     _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGTERM)  # to the launcher only: it passes SIGTERM on to both workers
@@ -319,8 +331,9 @@ def test_sampler_shards_are_the_one_process_batches() -> None:
     B = 3
     one = list(D.ResumableSampler(20, True, 7, 0, 1, pad=True))
     shards = [list(D.ResumableSampler(20, True, 7, r, 2, pad=True)) for r in range(2)]
-    for i in range(3):  # rank batches i together = the 1-process batch i of twice the size
-        assert sorted(shards[0][i * B : (i + 1) * B] + shards[1][i * B : (i + 1) * B]) == sorted(one[2 * B * i : 2 * B * (i + 1)])
+    for i in range(3):  # the ranks' batches i together are the 1-process batch i of twice the size
+        both = shards[0][i * B : (i + 1) * B] + shards[1][i * B : (i + 1) * B]
+        assert sorted(both) == sorted(one[2 * B * i : 2 * B * (i + 1)])
     padded = [list(D.ResumableSampler(21, False, 0, r, 2, pad=True)) for r in range(2)]
     assert len(padded[0]) == len(padded[1]) == 11  # training: equal steps on every rank
     unpadded = [list(D.ResumableSampler(21, False, 0, r, 2, pad=False)) for r in range(2)]
@@ -344,3 +357,29 @@ def test_seed_rank_and_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SCAFFOLD_DIST_TIMEOUT")
     assert D.timeout_from_env().total_seconds() == D.DEFAULT_TIMEOUT_S
     assert not D.DistEnv().active and D.DistEnv().any(True) is True  # single process: no-op verbs
+
+
+def test_gpu_check_script_runs_its_checks_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ci/gpu-check needs a GPU; its Python half has a CPU mode, tested here (DDP: a 1-process gloo group)."""
+    import importlib.util
+    import socket
+
+    path = Path(__file__).resolve().parents[1] / "ci" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert "bf16-mixed loss" in gpu_check.check_precision("cpu", tmp_path)
+    assert "tensors equal" in gpu_check.check_checkpoint("cpu", tmp_path)
+    assert "samples/s" in gpu_check.check_throughput("cpu", tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in dict(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    ).items():
+        monkeypatch.setenv(key, value)
+    try:
+        assert gpu_check.check_ddp("cpu", tmp_path).startswith("gloo, world size 1, DDP-wrapped")
+    finally:
+        D.teardown()
+    assert subprocess.run(["bash", "-n", str(path.with_name("gpu-check"))]).returncode == 0

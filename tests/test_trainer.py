@@ -122,13 +122,15 @@ def test_max_steps_stops_mid_epoch(tmp_path: Path) -> None:
     assert (trainer.global_step, trainer.current_epoch) == (3, 1)
 
 
-def _sgd_reference(module: Regressor, data: TensorDataset, windows: list[list[int]], lr: float) -> None:
-    """One SGD step per window of samples with the mean loss over the whole window."""
+def _sgd_reference(
+    module: Regressor, data: TensorDataset, windows: list[list[int]], lr: float, scales: list[float] | None = None
+) -> None:
+    """One SGD step per window of samples with the mean loss over the whole window (times `scales`)."""
     opt = torch.optim.SGD(module.parameters(), lr=lr)
     x, y = data.tensors
-    for idx in windows:
+    for idx, scale in zip(windows, scales or [1.0] * len(windows), strict=True):
         opt.zero_grad()
-        F.mse_loss(module(x[idx]), y[idx]).backward()
+        (scale * F.mse_loss(module(x[idx]), y[idx])).backward()
         opt.step()
 
 
@@ -142,9 +144,9 @@ def test_accumulation_equals_one_big_batch_including_the_short_last_window(tmp_p
     _sgd_reference(reference, data, windows, lr=0.05)
     for a, b in zip(engine_model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    # The wrong scaling (dividing the short window by 4) would differ clearly.
+    # The common mistake, dividing the short window's 2 batches by k=4 (half its gradient), differs clearly.
     wrong = Regressor(lr=0.05)
-    _sgd_reference(wrong, data, windows[:2], lr=0.05)
+    _sgd_reference(wrong, data, windows, lr=0.05, scales=[1.0, 1.0, 0.5] * 2)
     assert not torch.allclose(wrong.layer.weight, engine_model.layer.weight, atol=1e-3)
 
 

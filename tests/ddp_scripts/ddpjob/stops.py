@@ -45,21 +45,36 @@ def fit(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
     cfg = replace(ModelConfig(), **spec.get("model", {}))
     module = spec.get("module", ToyClassifier)(cfg)
     trainer = Trainer(
-        max_epochs=3, accelerator="cpu", seed=42, num_sanity_val_steps=0, log_every_n_steps=1,
-        progress_bar=False, default_root_dir=out / name, callbacks=[RankStop(cfg)], **spec.get("trainer", {}),
+        max_epochs=3,
+        accelerator="cpu",
+        seed=42,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        progress_bar=False,
+        default_root_dir=out / name,
+        callbacks=[RankStop(cfg)],
+        **spec.get("trainer", {}),
     )
     trainer.fit(module, datamodule=ToyData(DataConfig(batch_size=8, n_train=64, n_val=17)))
-    return {"global_step": trainer.global_step, "epoch": trainer.current_epoch,
-            "batches_done": trainer._batches_done, "stop_reason": trainer.stop_reason}
+    return {
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "batches_done": trainer._batches_done,
+        "stop_reason": trainer.stop_reason,
+    }
 
 
 def verbs(env: D.DistEnv) -> dict[str, Any]:
     x = torch.tensor([float(env.rank + 1)])
     return {
-        "sum": env.all_reduce(x, "sum").item(), "mean": env.all_reduce(x, "mean").item(),
-        "max": env.all_reduce(x, "max").item(), "min": env.all_reduce(x, "min").item(),
-        "any_rank1": env.any(env.rank == 1), "any_none": env.any(False),
-        "broadcast": env.broadcast_object({"from": env.rank}), "gather": env.gather_object(env.rank * 10),
+        "sum": env.all_reduce(x, "sum").item(),
+        "mean": env.all_reduce(x, "mean").item(),
+        "max": env.all_reduce(x, "max").item(),
+        "min": env.all_reduce(x, "min").item(),
+        "any_rank1": env.any(env.rank == 1),
+        "any_none": env.any(False),
+        "broadcast": env.broadcast_object({"from": env.rank}),
+        "gather": env.gather_object(env.rank * 10),
         "input_unchanged": x.item() == env.rank + 1,
     }
 
@@ -72,8 +87,9 @@ def main(out: Path) -> None:
     for name, spec in SCENARIOS.items():
         record[name] = fit(name, spec, out)
     try:  # SyncBatchNorm has no CPU kernel: the engine says so before training starts
-        Trainer(max_epochs=1, accelerator="cpu", sync_batchnorm=True, progress_bar=False,
-                default_root_dir=out / "syncbn").fit(ToyClassifier(), datamodule=ToyData())
+        Trainer(
+            max_epochs=1, accelerator="cpu", sync_batchnorm=True, progress_bar=False, default_root_dir=out / "syncbn"
+        ).fit(ToyClassifier(), datamodule=ToyData())
         record["syncbn_error"] = None
     except ValueError as exc:
         record["syncbn_error"] = str(exc)

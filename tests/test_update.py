@@ -1,0 +1,439 @@
+"""`scaffold update` and `scaffold check` against real git repositories with three template versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import scaffold.source
+import yaml
+from gen_helpers import (
+    CHANGELOG,
+    README_TAIL_V2,
+    ROOT,
+    V1,
+    V2,
+    V3,
+    commit_all,
+    engine_files,
+    git,
+    invoke,
+    set_version,
+    snapshot,
+    template_engine,
+    versions_repo,
+)
+from scaffold.history import HistoryInfo, write_bundle
+from scaffold.manifest import MANIFEST_NAME, hash_tree
+
+__all__ = ["versions_repo"]
+
+PKG = "my_research"
+ENGINE = f"src/{PKG}/engine"
+
+
+def make_project(repo: Path, dest: Path, ref: str = V1, *data: str) -> Path:
+    args = ["new", dest, "--defaults", "--template", repo, "--vcs-ref", ref]
+    for item in data:
+        args += ["--data", item]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return dest
+
+
+def update(project: Path, repo: Path | None, *args: str):  # type: ignore[no-untyped-def]
+    extra = ["--template", str(repo)] if repo is not None else []
+    return invoke("update", project, *extra, *args)
+
+
+def listed(out: str, verb: str, path: str) -> bool:
+    """The update report lists `path` under `verb` (add, change, remove, merge, conflict, skip)."""
+    return re.search(rf"^  {verb} +{re.escape(path)}\b", out, flags=re.MULTILINE) is not None
+
+
+def answers(project: Path) -> dict:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+def tags(project: Path) -> list[str]:
+    return git(project, "tag", "--list").split()
+
+
+@pytest.fixture
+def project(versions_repo: Path, tmp_path: Path) -> Path:
+    return make_project(versions_repo, tmp_path / "proj")
+
+
+def test_update_replaces_engine_merges_shared_and_keeps_research(project: Path, versions_repo: Path) -> None:
+    # Research code edits and a shared-file edit that merges cleanly (top of the README).
+    model = project / "src" / PKG / "model.py"
+    model.write_text(model.read_text() + "\n# my research change\n")
+    readme = project / "README.md"
+    readme.write_text("<!-- my note -->\n" + readme.read_text())
+    commit_all(project, "research")
+    research_before = {p: (project / p).read_bytes() for p in ("src/my_research/model.py", "configs/default.yaml")}
+    head_before = git(project, "rev-parse", "HEAD").strip()
+
+    result = update(project, versions_repo, "--to", V2)
+    assert result.exit_code == 0, result.output
+
+    # The engine is exactly the target version's: changed, added and removed files.
+    assert engine_files(project / ENGINE) == template_engine(versions_repo, V2)
+    assert not (project / ENGINE / "legacy.py").exists()
+    assert (project / ENGINE / "extras.py").is_file()
+    manifest = json.loads((project / MANIFEST_NAME).read_text())
+    assert manifest["version"] == "1.1.0"
+    assert manifest["template_commit"] == V2
+    assert manifest["files"] == hash_tree(project / ENGINE)
+    # Answers: new version recorded, new question answered with its default, source absolute.
+    recorded = answers(project)
+    assert recorded["_commit"] == V2
+    assert recorded["license"] == "MIT"
+    assert recorded["_src_path"] == str(versions_repo)
+    assert (project / "LICENSE").read_text() == "License: MIT\n"
+    # Shared files: three-way merged, removed, added.
+    text = readme.read_text()
+    assert text.startswith("<!-- my note -->\n") and README_TAIL_V2 in text
+    assert not (project / "CONTRIBUTING.md").exists()
+    # Research code untouched, though the template changed model.py upstream.
+    for path, blob in research_before.items():
+        assert (project / path).read_bytes() == blob
+    assert "src/my_research/model.py" in result.stdout  # reported as changed upstream, left as is
+    # A backup tag at the old HEAD, migration notes, and how to finish.
+    backup = [t for t in tags(project) if t.startswith("scaffold-backup-")]
+    assert len(backup) == 1
+    assert git(project, "rev-parse", backup[0]).strip() == head_before
+    assert "rename `foo` to `bar`" in result.stdout
+    assert listed(result.stdout, "remove", "legacy.py") and listed(result.stdout, "add", "extras.py")
+    assert "git add -A && git commit" in result.stdout
+    assert git(project, "rev-parse", "HEAD").strip() == head_before  # the user commits
+
+
+def test_conflicting_shared_edit_is_reported(project: Path, versions_repo: Path) -> None:
+    readme = project / "README.md"
+    readme.write_text(readme.read_text() + "\nMy own closing words.\n")  # where 1.1.0 appends too
+    commit_all(project, "edit the end of the README")
+    result = update(project, versions_repo, "--to", V2)
+    assert result.exit_code == 1
+    assert "1 file(s) need a manual merge" in result.stderr
+    assert "README.md" in result.stderr
+    assert "resolve the <<<<<<< yours" in result.stderr
+    text = readme.read_text()
+    assert "<<<<<<< yours" in text and f">>>>>>> scaffold {V2}" in text
+    assert "My own closing words." in text and "Added in 1.1.0" in text
+    # Everything else was still updated.
+    assert answers(project)["_commit"] == V2
+    assert engine_files(project / ENGINE) == template_engine(versions_repo, V2)
+
+
+def test_dirty_tree_is_refused(project: Path, versions_repo: Path) -> None:
+    (project / "src" / PKG / "model.py").write_text("# uncommitted\n")
+    before = snapshot(project)
+    result = update(project, versions_repo)
+    assert result.exit_code == 1
+    assert "uncommitted changes" in result.stderr
+    assert "git add -A && git commit" in result.stderr and "git stash -u" in result.stderr
+    assert "src/my_research/model.py" in result.stderr
+    assert snapshot(project) == before
+    assert tags(project) == []
+
+
+def test_engine_edits_are_refused_then_forced(project: Path, versions_repo: Path) -> None:
+    trainer = project / ENGINE / "trainer.py"
+    trainer.write_text(trainer.read_text() + "\n# my local engine hack\n")
+    (project / ENGINE / "mine.py").write_text("X = 1\n")
+    commit_all(project, "hack the engine")
+    before = snapshot(project)
+
+    result = update(project, versions_repo, "--to", V2)
+    assert result.exit_code == 1
+    assert "has local edits" in result.stderr and "--force" in result.stderr
+    assert "modified: trainer.py" in result.stderr and "added:    mine.py" in result.stderr
+    assert snapshot(project) == before
+    assert tags(project) == []
+
+    result = update(project, versions_repo, "--to", V2, "--force")
+    assert result.exit_code == 0, result.output
+    assert engine_files(project / ENGINE) == template_engine(versions_repo, V2)
+    (backup,) = tags(project)
+    patch = project / ".scaffold-backups" / f"{backup}.engine.patch"
+    assert patch.is_file()
+    text = patch.read_text()
+    assert "+# my local engine hack" in text and "mine.py" in text
+    assert f"{ENGINE}/trainer.py" in text
+    assert str(patch.relative_to(project)) in result.stdout
+
+
+def test_dry_run_changes_nothing(project: Path, versions_repo: Path) -> None:
+    readme = project / "README.md"
+    readme.write_text(readme.read_text() + "\nMy own closing words.\n")
+    commit_all(project, "edit")
+    before, head = snapshot(project), git(project, "rev-parse", "HEAD")
+    result = update(project, versions_repo, "--to", V2, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert snapshot(project) == before
+    assert git(project, "rev-parse", "HEAD") == head
+    assert tags(project) == []
+    assert git(project, "status", "--porcelain") == ""
+    out = result.stdout
+    assert f"{V1} -> {V2}" in out
+    assert (
+        listed(out, "add", "extras.py") and listed(out, "remove", "legacy.py") and listed(out, "change", "trainer.py")
+    )
+    assert listed(out, "remove", "CONTRIBUTING.md") and listed(out, "add", "LICENSE")
+    assert listed(out, "conflict", "README.md")
+    assert "expected conflicts: 1 (README.md)" in out
+    assert "license = 'MIT'" in out
+    assert "rename `foo` to `bar`" in out
+    assert "dry run: nothing was changed" in out
+
+
+def test_second_update_is_a_no_op(project: Path, versions_repo: Path) -> None:
+    assert update(project, versions_repo).exit_code == 0
+    commit_all(project, "update")
+    before, tag_list = snapshot(project), tags(project)
+    result = update(project, versions_repo)
+    assert result.exit_code == 0
+    assert "already up to date" in result.stdout
+    assert snapshot(project) == before
+    assert tags(project) == tag_list
+    assert git(project, "status", "--porcelain") == ""
+
+
+def test_default_target_is_the_latest_and_notes_cover_each_version(project: Path, versions_repo: Path) -> None:
+    result = update(project, versions_repo)
+    assert result.exit_code == 0, result.output
+    assert answers(project)["_commit"] == V3
+    assert engine_files(project / ENGINE) == template_engine(versions_repo, V3)
+    assert ".cache/" in (project / ".gitignore").read_text()
+    assert "## 1.1.0" in result.stdout and "## 1.2.0" in result.stdout and "## 1.0.0" not in result.stdout
+
+
+def test_two_updates_in_steps(project: Path, versions_repo: Path) -> None:
+    assert update(project, versions_repo, "--to", "1.1.0").exit_code == 0  # a version finds its tag
+    commit_all(project, "to 1.1.0")
+    result = update(project, versions_repo, "--to", V3)
+    assert result.exit_code == 0, result.output
+    assert "## 1.2.0" in result.stdout and "## 1.1.0" not in result.stdout
+    assert answers(project)["_commit"] == V3
+
+
+def test_downgrade_is_refused(versions_repo: Path, tmp_path: Path) -> None:
+    project = make_project(versions_repo, tmp_path / "p", V2)
+    before = snapshot(project)
+    result = update(project, versions_repo, "--to", V1)
+    assert result.exit_code == 1
+    assert f"refusing to downgrade from {V2} to {V1}" in result.stderr
+    assert snapshot(project) == before
+
+
+def test_unknown_target(project: Path, versions_repo: Path) -> None:
+    result = update(project, versions_repo, "--to", "v9.9.9")
+    assert result.exit_code == 2
+    assert "has no version 'v9.9.9'" in result.stderr
+
+
+def test_new_question_answered_with_data(project: Path, versions_repo: Path) -> None:
+    result = update(project, versions_repo, "--to", V2, "--data", "license=Apache-2.0")
+    assert result.exit_code == 0, result.output
+    assert answers(project)["license"] == "Apache-2.0"
+    assert (project / "LICENSE").read_text() == "License: Apache-2.0\n"
+
+
+def test_unknown_data_key_on_update(project: Path, versions_repo: Path) -> None:
+    result = update(project, versions_repo, "--to", V2, "--data", "licence=MIT")
+    assert result.exit_code == 2
+    assert "did you mean 'license'?" in result.stderr
+
+
+def test_kept_deletion_of_a_shared_file(project: Path, versions_repo: Path) -> None:
+    (project / "README.md").unlink()  # the researcher removed it; 1.1.0 changes it
+    commit_all(project, "no readme")
+    result = update(project, versions_repo, "--to", V2)
+    assert result.exit_code == 0, result.output
+    assert not (project / "README.md").exists()
+    assert listed(result.stdout, "skip", "README.md") and "(you deleted it" in result.stdout
+
+
+def test_relative_template_is_recorded_absolute(
+    project: Path, versions_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(versions_repo.parent)
+    result = invoke("update", project, "--template", versions_repo.name, "--to", V2)
+    assert result.exit_code == 0, result.output
+    assert answers(project)["_src_path"] == str(versions_repo)
+
+
+def test_not_a_project(tmp_path: Path) -> None:
+    result = invoke("update", tmp_path)
+    assert result.exit_code == 1
+    assert "has no .copier-answers.yml" in result.stderr
+
+
+# -- check ---------------------------------------------------------------------------------
+def test_check_reports_update_available(project: Path, versions_repo: Path) -> None:
+    result = invoke("check", project, "--template", versions_repo)
+    assert result.exit_code == 1
+    assert f"template version: {V1}" in result.stdout
+    assert f"latest available: {V3}" in result.stdout
+    assert "update available" in result.stdout
+    data = json.loads(invoke("check", project, "--template", versions_repo, "--json").stdout)
+    assert data["update_available"] is True
+    assert data["commit"] == V1 and data["latest"] == V3 and data["version"] == "1.0.0"
+    assert data["engine_modified"] is False
+    assert data["up_to_date"] is False
+
+
+def test_check_current_and_edited(versions_repo: Path, tmp_path: Path) -> None:
+    project = make_project(versions_repo, tmp_path / "p", V3)
+    result = invoke("check", project, "--template", versions_repo)
+    assert result.exit_code == 0, result.output
+    assert "engine: unmodified" in result.stdout and "up to date" in result.stdout
+    (project / ENGINE / "trainer.py").write_text("# edited\n")
+    (project / ENGINE / "results.py").unlink()
+    result = invoke("check", project, "--template", versions_repo, "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["engine_modified"] is True
+    assert data["engine_edits"] == {"modified": ["trainer.py"], "added": [], "deleted": ["results.py"]}
+    assert data["update_available"] is False
+
+
+# -- the template history inside the installed package, with no network ----------------------
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # git may use no transport but local files: any network access fails loudly.
+    monkeypatch.setenv("GIT_ALLOW_PROTOCOL", "file")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+
+
+def test_update_from_installed_bundle(
+    versions_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None
+) -> None:
+    bundle = tmp_path / "pkg" / "template.bundle"
+    write_bundle(versions_repo, bundle)
+    head = git(versions_repo, "rev-parse", V3).strip()
+    info = HistoryInfo("1.2.0", head, V3, V3)
+    monkeypatch.setattr(scaffold.source, "_installed_data", lambda: (bundle, info))
+    scaffold.source.installed_source.cache_clear()
+    try:
+        result = invoke("new", tmp_path / "p", "--defaults", "--vcs-ref", V1)
+        assert result.exit_code == 0, result.output
+        project = tmp_path / "p"
+        assert answers(project)["_src_path"] == str(bundle)
+        assert invoke("check", project).exit_code == 1
+        result = invoke("update", project)
+        assert result.exit_code == 0, result.output
+        assert answers(project)["_commit"] == V3
+        assert engine_files(project / ENGINE) == template_engine(versions_repo, V3)
+        commit_all(project, "update")
+        assert invoke("check", project).exit_code == 0
+    finally:
+        scaffold.source.installed_source.cache_clear()
+
+
+@pytest.mark.slow
+def test_update_with_a_built_wheel_offline(tmp_path: Path, offline: None) -> None:
+    """Build scaffold's wheel from a repository with two tagged versions; that wheel alone
+    (no source tree, no network) creates a project at the old version and updates it."""
+    src = tmp_path / "src"
+    files = git(
+        ROOT,
+        "ls-files",
+        "-co",
+        "--exclude-standard",
+        "--",
+        "pyproject.toml",
+        "hatch_build.py",
+        "README.md",
+        "CHANGELOG.md",
+        "copier.yml",
+        "generator",
+        "engine",
+        "template",
+    ).split("\n")
+    for name in filter(None, files):
+        if not os.path.lexists(ROOT / name) or "__pycache__" in name:
+            continue
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_symlink():
+            (src / name).symlink_to(os.readlink(ROOT / name))
+        else:
+            (src / name).write_bytes((ROOT / name).read_bytes())
+    (src / "CHANGELOG.md").write_text(CHANGELOG)
+    git(src, "init", "-q")
+    set_version(src, "1.0.0")
+    commit_all(src, "1.0.0")
+    git(src, "tag", V1)
+    set_version(src, "1.1.0")
+    (src / "engine" / "extras.py").write_text("EXTRA = 1\n")
+    commit_all(src, "1.1.0")
+    git(src, "tag", V2)
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("scaffold-1.1.0-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(site)
+    assert "scaffold/_data/template.bundle" in names
+    assert not any(n.startswith(("engine/", "generator/", "template/")) for n in names)
+
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    cli = [sys.executable, "-c", "import sys; from scaffold.cli import main; sys.argv[0] = 'scaffold'; main()"]
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def scaffold_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], cwd=work, env=env, capture_output=True, text=True)
+
+    assert scaffold_cli("--version").stdout.strip() == "scaffold 1.1.0"
+    made = scaffold_cli("new", "proj", "--defaults", "--vcs-ref", V1)
+    assert made.returncode == 0, made.stderr
+    project = work / "proj"
+    assert answers(project)["_commit"] == V1
+    assert scaffold_cli("check", "proj").returncode == 1
+    updated = scaffold_cli("update", "proj")
+    assert updated.returncode == 0, updated.stderr
+    assert answers(project)["_commit"] == V2
+    assert (project / ENGINE / "extras.py").read_text() == "EXTRA = 1\n"
+    assert '__version__ = "1.1.0"' in (project / ENGINE / "__init__.py").read_text()
+
+
+@pytest.mark.slow
+def test_project_tests_pass_after_update(project: Path, versions_repo: Path) -> None:
+    assert update(project, versions_repo).exit_code == 0
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"PYTHONPATH": str(project / "src"), "WANDB_MODE": "disabled", "PYTHONDONTWRITEBYTECODE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 passed" in proc.stdout

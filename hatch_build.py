@@ -30,8 +30,12 @@ class TemplateHistoryHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if self.target_name != "wheel" or version == "editable":
-            return  # an editable install renders from the source checkout itself
+        if self.target_name != "wheel":
+            return
+        if version == "editable":
+            # The import package `scaffold` is the folder generator/, a rename editable
+            # installs cannot express; a regular install takes about a second.
+            raise RuntimeError("scaffold does not support editable installs; use: pip install .")
         root = Path(self.root)
         history = _history_module(root)
         self._tmp = Path(tempfile.mkdtemp(prefix="scaffold-build-"))

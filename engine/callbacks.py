@@ -161,6 +161,7 @@ class ModelCheckpoint(Callback):
         self.best_model_path = ""
         self.best_model_score: float | None = None
         self.last_model_path = ""
+        self.current_score: float | None = None  # the monitored value at the latest save
         self._last_saved_step = -1
         self._warned_missing = False
 
@@ -224,6 +225,7 @@ class ModelCheckpoint(Callback):
         if trainer.global_step == self._last_saved_step:
             return
         metrics = trainer.callback_metrics
+        self.current_score = metrics.get(self.monitor) if self.monitor else None
         path = self.dirpath / self.format_name(metrics, trainer.current_epoch, trainer.global_step)
         if self.save_top_k != 0:
             if self.monitor is None:

@@ -16,13 +16,21 @@ import os
 import random
 import signal
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 DEFAULT_TIMEOUT_S = 1800.0  # torch's gloo default; generous because prepare_data and rank-0 saves sit behind barriers
 
@@ -270,19 +278,32 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     The rebuilt loader has its own generator, so creating its iterator never consumes the
     global RNG (which would make a resumed run draw different dropout masks). It is seeded
     per rank, so data-loading workers on different ranks draw different augmentations.
+    Under DDP an IterableDataset passes through with a warning (it must shard itself), and a
+    custom sampler or batch_sampler is an error (the engine cannot shard it).
     """
-    if not isinstance(loader, DataLoader) or loader.batch_size is None:
+    if not isinstance(loader, DataLoader):
+        return loader
+    which = "train" if train else "validation"
+    if isinstance(loader.dataset, IterableDataset):
+        if env.active:
+            warnings.warn(
+                f"the {which} DataLoader reads an IterableDataset: every process reads all of it unless the "
+                "dataset shards itself by torch.distributed.get_rank(), and every process must yield the same "
+                "number of batches",
+                stacklevel=3,
+            )
         return loader
     sampler = loader.sampler
-    if isinstance(sampler, (RandomSampler, DistributedSampler)):
+    if loader.batch_size is not None and isinstance(sampler, (RandomSampler, DistributedSampler)):
         shuffle = getattr(sampler, "shuffle", True)
-    elif isinstance(sampler, SequentialSampler):
+    elif loader.batch_size is not None and isinstance(sampler, SequentialSampler):
         shuffle = False
     else:
         if env.active:
+            custom = type(sampler if loader.batch_size is not None else loader.batch_sampler).__name__
             raise ValueError(
-                f"the {'train' if train else 'validation'} DataLoader uses a custom sampler "
-                f"({type(sampler).__name__}); under DDP use shuffle=True/False and let the engine shard it"
+                f"the {which} DataLoader uses a custom sampler ({custom}); under DDP pass batch_size and "
+                "shuffle=True/False and let the engine shard it, or shard the data yourself in an IterableDataset"
             )
         return loader
     new_sampler = ResumableSampler(len(loader.dataset), shuffle, seed, env.rank, env.world_size, pad=train)

@@ -221,6 +221,8 @@ class Trainer:
 
     def logger_after_save(self, checkpoint_callback: Any) -> None:
         if self.is_global_zero:
+            if getattr(self.logger, "needs_checkpoint_files", False):
+                self.checkpoint_io.wait()  # an artifact upload reads the file: let the write finish
             self.logger.after_save_checkpoint(
                 checkpoint_callback, step=self.global_step, epoch=self.current_epoch
             )

@@ -25,6 +25,9 @@ from packaging.version import InvalidVersion, Version
 # What copier needs from a scaffold repository: the root copier.yml points into template/,
 # the template's engine folder is a symlink to engine/, and update shows CHANGELOG.md.
 TEMPLATE_PATHS = ("copier.yml", "template", "engine", "CHANGELOG.md")
+# The template's engine folder is this symlink to engine/ (the engine exists once). An sdist
+# drops symlinks, so the history of a tree without it gets it back.
+ENGINE_LINK = ("template/project/src/{{package_name}}/engine", "../../../../engine")
 _SKIP_NAMES = {"__pycache__", ".DS_Store", ".git"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 # Fixed identity and date for synthesized commits: reproducible hashes across builds.
@@ -197,6 +200,10 @@ def build_history(source: Path, dest: Path, version: str | None = None) -> Histo
         date = f"@{date} +0000" if date else _EPOCH
     _clear_worktree(dest)
     _copy_files(source, _working_files(source), dest)
+    link, target = ENGINE_LINK
+    if (dest / "template" / "project").is_dir() and not os.path.lexists(dest / link):
+        (dest / link).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, dest / link)
     _commit(dest, f"scaffold {version}", date)
     head = git("rev-parse", "HEAD", cwd=dest).strip()
     target = Version(version)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,7 +12,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from .errors import BadInput, ScaffoldError
-from .history import HistoryInfo, build_history, git, parse_version
+from .history import HistoryInfo, git, parse_version
 
 _URL_PREFIXES = ("git@", "git://", "git+", "gh:", "gl:", "ssh://", "http://", "https://", "file://")
 
@@ -40,24 +38,16 @@ def _installed_data() -> tuple[Path, HistoryInfo] | None:
 
 @lru_cache(maxsize=1)
 def installed_source() -> TemplateSource:
-    """The template history shipped in this package, at the package's own version.
-
-    A wheel carries it as ``scaffold/_data/template.bundle``. Run from a source checkout
-    (an editable install), the history is built from that checkout into a temporary folder.
-    """
+    """The template history shipped in this package (``scaffold/_data/template.bundle``), at the
+    package's own version."""
     found = _installed_data()
-    if found is not None:
-        bundle, info = found
-        label = f"scaffold {info.version} (installed)"
-        return TemplateSource(str(bundle.resolve()), info.ref, label, True, info.describe)
-    root = Path(__file__).resolve().parents[1]
-    if (root / "copier.yml").is_file() and (root / "engine" / "__init__.py").is_file():
-        tmp = Path(tempfile.mkdtemp(prefix="scaffold-history-"))
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        info = build_history(root, tmp / "repo")
-        label = f"scaffold {info.version} (source checkout {root})"
-        return TemplateSource(str(tmp / "repo"), info.ref, label, True, info.describe)
-    raise ScaffoldError("this scaffold installation has no template data; reinstall scaffold or pass --template SRC")
+    if found is None:
+        raise ScaffoldError(
+            "this scaffold installation has no template data; reinstall it (pip install .) or pass --template SRC"
+        )
+    bundle, info = found
+    label = f"scaffold {info.version} (installed)"
+    return TemplateSource(str(bundle.resolve()), info.ref, label, True, info.describe)
 
 
 def is_url(spec: str) -> bool:

@@ -336,6 +336,7 @@ class Trainer:
         self._call("on_train_epoch_start")
         self._agree_stop()
         module.train()
+        self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
         batch_idx, data = self._batches_done, iter(self.train_loader)
         val_every = self._val_every(n)
         finite = torch.ones((), dtype=torch.bool, device=self.device)
@@ -343,7 +344,8 @@ class Trainer:
             start = time.perf_counter()
             try:
                 batch = next(data)
-            except StopIteration:
+            except StopIteration:  # a loader without len() ends the epoch here
+                n = self.num_training_batches = batch_idx
                 break
             waited = time.perf_counter() - start
             batch = move_to_device(batch, self.device, self.precision.input_dtype)
@@ -370,16 +372,15 @@ class Trainer:
                 self.should_log = self.global_step % self.log_every_n_steps == 0
                 if self.should_log:
                     self._log_step()
-                t.total += time.perf_counter() - start
+            t.total += time.perf_counter() - start
+            if val_every and batch_idx % val_every == 0 and batch_idx < n:
+                self._validate_now()  # before the batch-end hooks, so a checkpoint there includes it
+            if step_now:
                 self._call("on_train_batch_end", outputs, batch, batch_idx - 1)
                 self._flush_log()
                 if self.max_steps >= 0 and self.global_step >= self.max_steps:
                     self.request_stop("max_steps")
                 self._agree_stop()
-            else:
-                t.total += time.perf_counter() - start
-            if val_every and batch_idx % val_every == 0 and batch_idx < n and not self._stop_agreed:
-                self._validate_now()
         if batch_idx < n:
             return  # stopped mid-epoch: the epoch-end work belongs to the resumed run
         self._epoch_done, self.at_epoch_end = True, True

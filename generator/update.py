@@ -21,6 +21,7 @@ undoes the update.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -263,9 +264,9 @@ def plan_update(
         plan.new_engine_version = read_version(new_dir / "src" / package)
 
         # The engine: wholesale.
-        new_files, old_files, ours = _files(new_dir), _files(old_dir), _files(project)
+        new_files, old_files = _files(new_dir), _files(old_dir)
         new_engine = {k[len(engine) + 1 :]: p for k, p in new_files.items() if k.startswith(engine + "/")}
-        cur_engine = {k[len(engine) + 1 :]: p for k, p in ours.items() if k.startswith(engine + "/")}
+        cur_engine = _files(project / engine) if (project / engine).is_dir() else {}
         plan.new_engine = {k: (p.read_bytes(), p.stat().st_mode & 0o777) for k, p in new_engine.items()}
         plan.old_engine = {
             k[len(engine) + 1 :]: p.read_bytes() for k, p in old_files.items() if k.startswith(engine + "/")
@@ -384,8 +385,6 @@ def apply_plan(plan: Plan, *, force: bool = False) -> UpdateResult:
 
 
 def _hash(files: dict[str, tuple[bytes, int]]) -> dict[str, str]:
-    import hashlib
-
     return {rel: hashlib.sha256(blob).hexdigest() for rel, (blob, _) in sorted(files.items())}
 
 

@@ -74,11 +74,11 @@ def _check(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 0, proc.output[-6000:]
 
 
-def _start(cmd: list[str], cwd: Path) -> subprocess.Popen[str]:
-    # A session of its own: the test can signal the launcher alone, or kill the whole group.
-    return subprocess.Popen(
-        cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+def _start(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    # A session of its own: the test can signal the launcher alone. Output goes to a file, so a
+    # chatty run can never block on a full pipe.
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _kill_tree(pid: int) -> None:
@@ -103,11 +103,11 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 90) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:
-            pytest.fail(f"the run ended before {path.name} was written:\n{proc.stdout.read()[-6000:]}")
+            pytest.fail(f"the run ended before {path.name} was written:\n{log.read_text()[-6000:]}")
         if time.monotonic() > deadline:
             _kill_tree(proc.pid)
             pytest.fail(f"{path} did not appear within {timeout} s")
@@ -274,8 +274,9 @@ def test_a_failing_rank_fails_the_job_quickly_with_its_traceback(work: Path) -> 
 def test_a_killed_run_resumes_to_the_same_weights(work: Path, two: tuple) -> None:
     run_dir = work / "runs" / "killed"
     args = (*COMMON, "run_name=killed", "data.batch_size=8")
-    proc = _start(_torchrun("ddpjob", *args, "model.step_sleep=0.25"), work)
-    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    log = work / "killed.log"
+    proc = _start(_torchrun("ddpjob", *args, "model.step_sleep=0.25"), work, log)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc, log)
     time.sleep(0.3)
     _kill_tree(proc.pid)  # torchrun and both workers, with no chance to save
     proc.wait()
@@ -306,11 +307,12 @@ def test_sigterm_stops_every_rank_after_the_same_step_and_exits_75(work: Path) -
         "wandb.mode=offline",
         "wandb.project=ddp-test",
     )
-    proc = _start(_job(*args), work)
-    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    log = work / "term.log"
+    proc = _start(_job(*args), work, log)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc, log)
     proc.send_signal(signal.SIGTERM)  # to the launcher only: it passes SIGTERM on to both workers
-    output, _ = proc.communicate(timeout=90)
-    assert proc.returncode == 75, output[-6000:]
+    proc.wait(timeout=90)
+    assert proc.returncode == 75, log.read_text()[-6000:]
     r0, r1 = _ranks(run_dir)
     step = r0["global_step"]
     assert 2 <= step < FINAL_STEP and r1["global_step"] == step

@@ -85,8 +85,8 @@ def test_trains_one_epoch(digits_project: tuple[Path, str, dict[str, str]], tmp_
     )
     run_dir = out / "e2e"
     summary = json.loads((run_dir / "summary.json").read_text())
-    # 1797 digits, 20% held out -> 1438 training images -> 23 batches of 64.
-    assert summary["global_step"] == 23
+    # 1797 digits, 20% held out -> 1438 training images -> 12 batches of 128.
+    assert summary["global_step"] == 12
     assert summary["epoch"] == 1
     assert summary["stop_reason"] == "max_epochs"
     assert summary["world_size"] == 1

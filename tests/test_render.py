@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import tomllib
 import yaml
-from gen_helpers import ROOT, VERSION, git, invoke, new_project, template_repo
+from gen_helpers import ROOT, VERSION, engine_files, git, invoke, new_project, template_repo
+from scaffold.history import ENGINE_LINK, TEMPLATE_PATHS, build_history, write_bundle
 from scaffold.manifest import MANIFEST_NAME, hash_tree
 from scaffold.names import derive_package_name
 
@@ -229,3 +231,35 @@ def test_installed_bundle_renders_its_own_version(tmp_path: Path) -> None:
     assert Path(answers["_src_path"]).is_absolute()
     manifest = json.loads((dest / MANIFEST_NAME).read_text())
     assert manifest["version"] == VERSION
+
+
+# -- the template history that wheels ship --------------------------------------------------
+def test_history_is_reproducible(tmp_path: Path) -> None:
+    # Fixed commit metadata: every build from the same tree agrees on the commit a version is.
+    first = build_history(ROOT, tmp_path / "a", VERSION)
+    second = build_history(ROOT, tmp_path / "b", VERSION)
+    assert first.commit == second.commit
+    assert first.ref == second.ref == f"v{VERSION}"
+    files = git(tmp_path / "a", "ls-files").split()
+    assert "copier.yml" in files and "template/copier.yml" in files and "engine/__init__.py" in files
+    assert not any(f.startswith(("tests/", "generator/", "ci/", ".venv")) for f in files)
+
+
+def test_history_from_a_tree_without_git(tmp_path: Path) -> None:
+    # An sdist: no .git, and the template's engine symlink is gone; the history restores it.
+    src = tmp_path / "sdist"
+    src.mkdir()
+    for top in TEMPLATE_PATHS:
+        path = ROOT / top
+        if path.is_dir():
+            shutil.copytree(path, src / top, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        elif path.is_file():
+            shutil.copy2(path, src / top)
+    (src / ENGINE_LINK[0]).unlink()
+    info = build_history(src, tmp_path / "repo")
+    assert info.version == VERSION and info.ref == f"v{VERSION}"
+    assert os.readlink(tmp_path / "repo" / ENGINE_LINK[0]) == ENGINE_LINK[1]
+    bundle = tmp_path / "t.bundle"
+    write_bundle(tmp_path / "repo", bundle)
+    dest = new_project(bundle, tmp_path / "p")
+    assert engine_files(dest / "src" / "my_research" / "engine") == engine_files(ROOT / "engine")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, fields, is_dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,17 @@ from .precision import Precision
 from .results import Results
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; scripts/slurm.sbatch requeues on it
+_NULL_CONTEXT = nullcontext()  # reusable: entering it does nothing
+# Module hooks the loop calls through `_call`: name -> whether they take the hook's arguments.
+_MODULE_HOOKS = {
+    "on_train_batch_start": True,
+    "on_train_batch_end": True,
+    "on_fit_start": False,
+    "on_train_start": False,
+    "on_train_epoch_start": False,
+    "on_train_end": False,
+    "on_fit_end": False,
+}
 
 
 @dataclass
@@ -339,7 +351,9 @@ class Trainer:
         self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
         batch_idx, data = self._batches_done, iter(self.train_loader)
         val_every = self._val_every(n)
-        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        distributed = self.env.active
+        device, autocast = self.device, self.precision.autocast()  # one context, entered every step
+        finite: Any = True  # a bool, or a device tensor read once per optimizer step
         while batch_idx < n and not self._stop_agreed:
             start = time.perf_counter()
             try:
@@ -348,26 +362,28 @@ class Trainer:
                 n = self.num_training_batches = batch_idx
                 break
             waited = time.perf_counter() - start
-            batch = move_to_device(batch, self.device, self.precision.input_dtype)
+            batch = move_to_device(batch, device, self.precision.input_dtype)
             self._train_results.batch_size = batch_size = infer_batch_size(batch)
             self._call("on_train_batch_start", batch, batch_idx)
             window_start = batch_idx - batch_idx % k
             window = min(k, n - window_start)  # the last window of an epoch may be short
             step_now = batch_idx + 1 == window_start + window
-            with self._no_sync(not step_now), self.precision.autocast():
+            with self._no_sync(not step_now), autocast:
                 outputs = self._step_fn(batch, batch_idx)
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
             if loss is not None:
-                finite &= torch.isfinite(loss.detach())
-                self.precision.backward(loss / window)
+                ok = _isfinite(loss)
+                finite = ok if finite is True else finite & ok
+                self.precision.backward(loss / window if window > 1 else loss)  # x / 1 is x: skip the op
             batch_idx = self._batches_done = batch_idx + 1
             t = self.timer
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
             if step_now:
-                finite = self.env.all_reduce(finite.float(), "min") > 0  # every rank skips/stops alike
+                if distributed:  # every rank skips/stops alike
+                    finite = self.env.all_reduce(torch.as_tensor(finite, device=device).float(), "min") > 0
                 if not self._optimizer_step(bool(finite)):
                     break  # stop before counting a step that was not taken
-                finite = torch.ones((), dtype=torch.bool, device=self.device)
+                finite = True
                 self.global_step += 1
                 self.should_log = self.global_step % self.log_every_n_steps == 0
                 if self.should_log:
@@ -377,10 +393,12 @@ class Trainer:
                 self._validate_now()  # before the batch-end hooks, so a checkpoint there includes it
             if step_now:
                 self._call("on_train_batch_end", outputs, batch, batch_idx - 1)
-                self._flush_log()
+                if self._pending_log:
+                    self._flush_log()
                 if self.max_steps >= 0 and self.global_step >= self.max_steps:
                     self.request_stop("max_steps")
-                self._agree_stop()
+                if distributed or self._signal is not None or self.should_stop != self._stop_agreed:
+                    self._agree_stop()  # (in one process without a signal it only copies should_stop)
         if batch_idx < n:
             return  # stopped mid-epoch: the epoch-end work belongs to the resumed run
         self._epoch_done, self.at_epoch_end = True, True
@@ -392,7 +410,8 @@ class Trainer:
         module.on_train_epoch_end()
         self._train_results.epoch_end = False
         epoch_metrics = self._train_results.compute_epoch()
-        self.callback_metrics.update(self.env.broadcast_object(epoch_metrics))
+        latest = {**self._train_results.step_values(), **epoch_metrics}  # also between logging steps
+        self.callback_metrics.update(self.env.broadcast_object(latest))
         self._step_schedulers("epoch")
         self.log_metrics({**epoch_metrics, "epoch": float(self.current_epoch)})
         self._call("on_train_epoch_end")
@@ -421,7 +440,7 @@ class Trainer:
         self.module.on_before_optimizer_step(optimizer)
         stepped = self.precision.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
-        if stepped:
+        if stepped and self.lr_schedulers:
             self._step_schedulers("step")
         return True
 
@@ -533,18 +552,26 @@ class Trainer:
         # Inside an accumulation window, DDP need not all-reduce until the last micro-batch.
         if skip_sync and self._ddp is not None:
             return self._ddp.no_sync()
-        return nullcontext()
+        return _NULL_CONTEXT
 
     def _call(self, hook: str, *args: Any) -> None:
         hooks = self._hooks.get(hook)
-        if hooks is None:
-            hooks = self._hooks[hook] = [getattr(c, hook) for c in self.callbacks if callable(getattr(c, hook, None))]
+        if hooks is None:  # looked up once per fit, so a step pays only for hooks that do something
+            hooks = self._hooks[hook] = self._find_hooks(hook)
         for fn in hooks:
-            fn(self, self.module, *args)
-        if hook == "on_train_batch_start" or hook == "on_train_batch_end":
-            getattr(self.module, hook)(*args)
-        elif hook in ("on_fit_start", "on_train_start", "on_train_epoch_start", "on_train_end", "on_fit_end"):
-            getattr(self.module, hook)()
+            fn(*args)
+
+    def _find_hooks(self, hook: str) -> list[Callable[..., Any]]:
+        """The callbacks' `hook` methods, then the module's unless it is Module's no-op."""
+        module = self.module
+        found: list[Callable[..., Any]] = [
+            partial(getattr(c, hook), self, module) for c in self.callbacks if callable(getattr(c, hook, None))
+        ]
+        if hook in _MODULE_HOOKS:
+            fn = getattr(module, hook)
+            if hook in vars(module) or getattr(type(module), hook, None) is not getattr(Module, hook, None):
+                found.append(fn if _MODULE_HOOKS[hook] else lambda *args: fn())
+        return found
 
     def _limit(self, loader: Any, limit: int | float | None) -> int:
         if loader is None:
@@ -833,6 +860,11 @@ def _is_datamodule(obj: Any) -> bool:
     return callable(getattr(obj, "train_dataloader", None)) or callable(getattr(obj, "setup", None))
 
 
+def _isfinite(loss: torch.Tensor) -> Any:
+    """A bool on the CPU (where .item() waits for nothing and beats a tensor op), else a device tensor."""
+    return math.isfinite(loss.item()) if loss.is_cpu else torch.isfinite(loss.detach())
+
+
 def move_to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
     """Move tensors in nested dicts, lists, tuples, namedtuples and dataclasses to `device`.
 
@@ -842,6 +874,9 @@ def move_to_device(batch: Any, device: torch.device, dtype: torch.dtype | None =
         if dtype is not None and batch.is_floating_point() and batch.dtype != dtype:
             batch = batch.to(dtype)
         return batch.to(device, non_blocking=batch.is_pinned()) if batch.device != device else batch
+    if type(batch) is tuple or type(batch) is list:  # the common case first (no ABC or hasattr checks)
+        moved = [move_to_device(v, device, dtype) for v in batch]
+        return moved if type(batch) is list else tuple(moved)
     if isinstance(batch, Mapping):
         items = {k: move_to_device(v, device, dtype) for k, v in batch.items()}
         return items if type(batch) is dict else type(batch)(items)
@@ -859,7 +894,9 @@ def infer_batch_size(batch: Any) -> int:
     """The leading dimension of the first tensor found (the weight of epoch means)."""
     if isinstance(batch, torch.Tensor):
         return batch.shape[0] if batch.ndim > 0 else 1
-    if isinstance(batch, Mapping):
+    if type(batch) is tuple or type(batch) is list:
+        pass  # the common case: skip the Mapping and dataclass checks
+    elif isinstance(batch, Mapping):
         batch = list(batch.values())
     elif is_dataclass(batch) and not isinstance(batch, type):
         batch = [getattr(batch, f.name) for f in fields(batch)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,56 +26,24 @@ def default_run_name() -> str:
 def build_logger(cfg: Config, run_name: str) -> Any:
     from .loggers import NullLogger, WandbLogger
 
-    w = cfg.wandb
-    if w.mode == "disabled":
-        return NullLogger()
-    return WandbLogger(
-        project=w.project,
-        entity=w.entity,
-        name=w.name or run_name,
-        group=w.group,
-        tags=list(w.tags),
-        notes=w.notes,
-        job_type=w.job_type,
-        mode=w.mode,
-        save_dir=".",
-        log_model=w.log_model,
-        watch=w.watch,
-        watch_log_freq=w.watch_log_freq,
-    )
+    if cfg.wandb.mode == "disabled":
+        return NullLogger()  # wandb is not even imported
+    keys = asdict(cfg.wandb) | {"name": cfg.wandb.name or run_name}
+    return WandbLogger(**keys, save_dir=".")
 
 
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None, logger: Any = None) -> Trainer:
-    c, e, t = cfg.checkpoint, cfg.early_stopping, cfg.trainer
+    """The Trainer for `cfg`: the config sections map one to one onto the callbacks' arguments."""
+    checkpoint = asdict(cfg.checkpoint) | {"monitor": cfg.checkpoint.monitor or None}
     all_callbacks: list[Any] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename=c.filename,
-            monitor=c.monitor or None,
-            mode=c.mode,
-            save_top_k=c.save_top_k,
-            save_last=c.save_last,
-            every_n_train_steps=c.every_n_train_steps,
-            every_n_epochs=c.every_n_epochs,
-        ),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", **checkpoint),
         LearningRateMonitor(),
-        ThroughputMonitor(warn_fraction=t.bottleneck_warn_fraction),
+        ThroughputMonitor(warn_fraction=cfg.trainer.bottleneck_warn_fraction),
     ]
-    if e.monitor:
-        all_callbacks.append(
-            EarlyStopping(
-                monitor=e.monitor,
-                mode=e.mode,
-                patience=e.patience,
-                min_delta=e.min_delta,
-                check_finite=e.check_finite,
-                stopping_threshold=e.stopping_threshold,
-                divergence_threshold=e.divergence_threshold,
-            )
-        )
+    if cfg.early_stopping.monitor:
+        all_callbacks.append(EarlyStopping(**asdict(cfg.early_stopping)))
     all_callbacks += callbacks or []
-    keys = {k: getattr(t, k) for k in t.__dataclass_fields__}
-    return Trainer(**keys, callbacks=all_callbacks, logger=logger, default_root_dir=run_dir, config=cfg)
+    return Trainer(**asdict(cfg.trainer), callbacks=all_callbacks, logger=logger, default_root_dir=run_dir, config=cfg)
 
 
 def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any] | None = None) -> int:

@@ -320,9 +320,7 @@ class ThroughputMonitor(Callback):
         self._mark = (t.wait, t.total, t.samples, t.batches)
         if total <= 0 or batches == 0:
             return
-        trainer.log_metrics(
-            {"throughput/samples_per_sec": samples / total, "throughput/data_wait_frac": wait / total}
-        )
+        trainer.log_metrics({"throughput/samples_per_sec": samples / total, "throughput/data_wait_frac": wait / total})
         if not self.warned and t.batches > self.warmup_steps and self._slow(wait, total, batches):
             self.warned = True
             trainer.print(f"warning: {self.advice(wait / total, trainer)}")

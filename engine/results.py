@@ -67,7 +67,7 @@ class Results:
             if not logger:
                 self.hidden.add(n)
 
-        if _is_metric(value):
+        if not isinstance(value, torch.Tensor) and _is_metric(value):  # (a tensor is never a metric: skip 3 hasattr)
             if on_step:
                 cache = getattr(value, "_forward_cache", None)
                 self.step[step_name] = _as_tensor(cache if cache is not None else value.compute())
@@ -80,7 +80,7 @@ class Results:
         tensor = _as_tensor(value)
         if tensor.numel() != 1:
             raise ValueError(f"self.log('{name}', ...) needs a scalar, got a tensor of shape {tuple(tensor.shape)}")
-        tensor = tensor.detach().reshape(())
+        tensor = tensor.detach() if tensor.ndim == 0 else tensor.detach().reshape(())
         if on_step:
             self.step[step_name] = self._all_reduce(tensor, "mean") if sync_dist else tensor
         if on_epoch:

@@ -85,7 +85,11 @@ def report(trainer: Trainer, run_dir: Path) -> None:
     print("final validation metrics: " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "none"))
     ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     if ckpt is not None:
-        score = f", {ckpt.monitor}={ckpt.best_model_score:.4f}" if ckpt.monitor and ckpt.best_model_score is not None else ""
+        score = (
+            f", {ckpt.monitor}={ckpt.best_model_score:.4f}"
+            if ckpt.monitor and ckpt.best_model_score is not None
+            else ""
+        )
         best = f" (best: {ckpt.best_model_path}{score})" if ckpt.best_model_path else ""
         print(f"checkpoints: {ckpt.dirpath}{best}")
     print(f"run folder: {run_dir} (summary.json, config.yaml)")

@@ -235,9 +235,7 @@ class Trainer:
         if self.is_global_zero:
             if getattr(self.logger, "needs_checkpoint_files", False):
                 self.checkpoint_io.wait()  # an artifact upload reads the file: let the write finish
-            self.logger.after_save_checkpoint(
-                checkpoint_callback, step=self.global_step, epoch=self.current_epoch
-            )
+            self.logger.after_save_checkpoint(checkpoint_callback, step=self.global_step, epoch=self.current_epoch)
 
     # -- the public verbs ------------------------------------------------------------------
     def fit(
@@ -292,14 +290,30 @@ class Trainer:
                 signal.signal(sig, handler)
             self._finish(status)
 
-    def validate(self, module: Module | None = None, datamodule: DataModule | None = None, dataloaders: Any = None,
-                 ckpt_path: str | Path | None = None, *, model: Module | None = None,
-                 verbose: bool = True) -> list[dict[str, float]]:
-        return self._evaluate_only("validate", module if module is not None else model, datamodule, dataloaders, ckpt_path)
+    def validate(
+        self,
+        module: Module | None = None,
+        datamodule: DataModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | Path | None = None,
+        *,
+        model: Module | None = None,
+        verbose: bool = True,
+    ) -> list[dict[str, float]]:
+        return self._evaluate_only(
+            "validate", module if module is not None else model, datamodule, dataloaders, ckpt_path
+        )
 
-    def test(self, module: Module | None = None, datamodule: DataModule | None = None, dataloaders: Any = None,
-             ckpt_path: str | Path | None = None, *, model: Module | None = None,
-             verbose: bool = True) -> list[dict[str, float]]:
+    def test(
+        self,
+        module: Module | None = None,
+        datamodule: DataModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | Path | None = None,
+        *,
+        model: Module | None = None,
+        verbose: bool = True,
+    ) -> list[dict[str, float]]:
         return self._evaluate_only("test", module if module is not None else model, datamodule, dataloaders, ckpt_path)
 
     def save_checkpoint(self, path: str | Path) -> None:
@@ -316,7 +330,11 @@ class Trainer:
         self._call("on_fit_start")
         if self.resumed_from is None and self.has_validation and self.num_sanity_val_steps > 0:
             self.sanity_checking = True
-            self._run_eval("val", self.val_loader, min(self.num_sanity_val_steps, self._limit(self.val_loader, self.limit_val_batches)))
+            self._run_eval(
+                "val",
+                self.val_loader,
+                min(self.num_sanity_val_steps, self._limit(self.val_loader, self.limit_val_batches)),
+            )
             self.sanity_checking = False
         self._call("on_train_start")
         while not self.should_stop:
@@ -481,8 +499,9 @@ class Trainer:
         self._call(f"on_{hook}_end")
         return metrics
 
-    def _evaluate_only(self, stage: str, module: Module, datamodule: DataModule | None, loaders: Any,
-                       ckpt_path: str | Path | None) -> list[dict[str, float]]:
+    def _evaluate_only(
+        self, stage: str, module: Module, datamodule: DataModule | None, loaders: Any, ckpt_path: str | Path | None
+    ) -> list[dict[str, float]]:
         if datamodule is not None and not _is_datamodule(datamodule):
             datamodule, loaders = None, datamodule  # Lightning's positional order: test(model, dataloaders)
         elif datamodule is None and _is_datamodule(loaders):
@@ -501,8 +520,9 @@ class Trainer:
                     check_model_state(module, ckpt["model"], path)
                     module.load_state_dict(ckpt["model"])
             self._wrap(module)
-            metrics = self._run_eval("val" if stage == "validate" else "test", loader,
-                                     self._limit(loader, self.limit_val_batches))
+            metrics = self._run_eval(
+                "val" if stage == "validate" else "test", loader, self._limit(loader, self.limit_val_batches)
+            )
             self._flush_log()
             self.print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             return [metrics]
@@ -690,7 +710,11 @@ class Trainer:
                 "batch_size": getattr(self.train_loader, "batch_size", None),
                 "world_size": self.world_size,
             },
-            "callbacks": {c.state_key: c.state_dict() for c in self.callbacks if hasattr(c, "state_dict") and hasattr(c, "state_key")},
+            "callbacks": {
+                c.state_key: c.state_dict()
+                for c in self.callbacks
+                if hasattr(c, "state_dict") and hasattr(c, "state_key")
+            },
             "logger": self.logger.state_dict(),
             "results": self._train_results.state_dict(),
             "config": _plain(self.config),
@@ -743,7 +767,9 @@ class Trainer:
             )
         self.module.load_state_dict(ckpt["model"])
         if len(ckpt["optimizers"]) != len(self.optimizers):
-            raise CheckpointError(f"{path} holds {len(ckpt['optimizers'])} optimizer states; configure_optimizers returned {len(self.optimizers)}")
+            raise CheckpointError(
+                f"{path} holds {len(ckpt['optimizers'])} optimizer states; configure_optimizers returned {len(self.optimizers)}"
+            )
         for opt, s in zip(self.optimizers, ckpt["optimizers"], strict=True):
             opt.load_state_dict(s)
         for sched, s in zip(self.lr_schedulers, ckpt.get("lr_schedulers", []), strict=False):
@@ -812,7 +838,9 @@ def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Sch
         if isinstance(s, Mapping):
             unknown = set(s) - {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
             if unknown or "scheduler" not in s:
-                raise ValueError(f"lr_scheduler dict needs 'scheduler' and may have interval/frequency/monitor; got {sorted(s)}")
+                raise ValueError(
+                    f"lr_scheduler dict needs 'scheduler' and may have interval/frequency/monitor; got {sorted(s)}"
+                )
             cfg = _Scheduler(**{k: v for k, v in s.items() if k != "name"})
         else:
             cfg = _Scheduler(s)
@@ -846,7 +874,9 @@ def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Sch
             else:
                 optimizers.append(item)
     else:
-        raise TypeError(f"configure_optimizers returned {type(value).__name__}; return an optimizer, or a dict with 'optimizer'")
+        raise TypeError(
+            f"configure_optimizers returned {type(value).__name__}; return an optimizer, or a dict with 'optimizer'"
+        )
     if len(optimizers) != 1:
         raise ValueError(
             f"configure_optimizers returned {len(optimizers)} optimizers; this engine steps exactly one "

@@ -64,7 +64,9 @@ def test_uninterrupted_run_records_everything(baseline: Path) -> None:
     assert s["global_step"] == TOTAL_STEPS and s["epoch"] == 3 and s["stop_reason"] == "max_epochs"
     ckpt = torch.load(baseline / "r" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["loop"]["global_step"] == TOTAL_STEPS
-    assert {"model", "optimizers", "lr_schedulers", "scaler", "rng", "callbacks", "config", "engine_version"} <= set(ckpt)
+    assert {"model", "optimizers", "lr_schedulers", "scaler", "rng", "callbacks", "config", "engine_version"} <= set(
+        ckpt
+    )
     assert {"python", "torch"} <= set(ckpt["rng"][0])
     assert ckpt["config"]["trainer"]["max_epochs"] == 3
     top = sorted(p.name for p in (baseline / "r" / "checkpoints").glob("epoch=*.ckpt"))
@@ -104,7 +106,9 @@ def test_preemption_signal_saves_and_exits_75(baseline: Path, tmp_path: Path, si
     env = {**os.environ, "PYTHONPATH": str(TESTS), "STEP_FILE": str(step_file), "SLOW": "0.05"}
     proc = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not (step_file.exists() and step_file.read_text() and int(step_file.read_text()) >= 4):
+    while time.time() < deadline and not (
+        step_file.exists() and step_file.read_text() and int(step_file.read_text()) >= 4
+    ):
         time.sleep(0.05)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)

@@ -132,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     module = Net(cfg.model)
     code = engine.run(cfg, module, Data(cfg.data), callbacks=[Chaos()])
     if os.environ.get("WEIGHTS_OUT"):
-        torch.save({"model": module.state_dict(), "optimizer": module.trainer.optimizers[0].state_dict()},
-                   os.environ["WEIGHTS_OUT"])
+        torch.save(
+            {"model": module.state_dict(), "optimizer": module.trainer.optimizers[0].state_dict()},
+            os.environ["WEIGHTS_OUT"],
+        )
     return code
 
 

@@ -39,6 +39,7 @@ class TrainerConfig:
     fast_dev_run: bool | int = False
     seed: int = 42
     deterministic: bool = False
+    num_threads: int | None = None  # CPU threads for torch ops (torch.set_num_threads); null: torch's default
     compile: bool = False  # torch.compile the module's forward
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
@@ -276,6 +277,8 @@ def validate(cfg: Config) -> list[str]:
         problems.append("trainer.max_epochs must be >= 1 (or set trainer.max_steps)")
     if t.max_epochs is None and t.max_steps < 1 and not t.fast_dev_run:
         problems.append("trainer.max_epochs is null: set trainer.max_steps to bound the run")
+    if t.num_threads is not None and t.num_threads < 1:
+        problems.append(f"trainer.num_threads must be >= 1 (or null for torch's default), got {t.num_threads}")
     for name in ("accumulate_grad_batches", "log_every_n_steps", "devices", "num_nodes", "check_val_every_n_epoch"):
         if getattr(t, name) < 1:
             problems.append(f"trainer.{name} must be >= 1, got {getattr(t, name)}")

@@ -105,6 +105,7 @@ class Trainer:
         fast_dev_run: bool | int = False,
         seed: int | None = None,
         deterministic: bool = False,
+        num_threads: int | None = None,
         compile: bool = False,
         sync_batchnorm: bool = False,
         find_unused_parameters: bool = False,
@@ -133,6 +134,7 @@ class Trainer:
         self.val_check_interval, self.check_val_every_n_epoch = val_check_interval, check_val_every_n_epoch
         self.num_sanity_val_steps, self.log_every_n_steps = num_sanity_val_steps, log_every_n_steps
         self.seed, self.deterministic, self.compile = seed, deterministic, compile
+        self.num_threads = num_threads
         self.sync_batchnorm, self.find_unused_parameters = sync_batchnorm, find_unused_parameters
         self.on_nonfinite_loss = on_nonfinite_loss
         self.default_root_dir = Path(default_root_dir) if default_root_dir is not None else Path.cwd()
@@ -646,6 +648,9 @@ class Trainer:
         if self.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if self.num_threads is not None:
+            # Small models gain nothing from more threads, and lose badly when cores are shared.
+            torch.set_num_threads(self.num_threads)
         self.env = D.setup(self.accelerator)
         D.seed_rank(self.env, self.seed if self.seed is not None else torch.initial_seed())
         self.precision = Precision(self.precision_name, self.device)

@@ -1,35 +1,48 @@
-"""Per-step overhead: one tiny MLP, the same batches and optimizer, CPU, one thread.
+"""Per-step overhead: the same MLP, batches and optimizer, CPU, one thread.
 
 Hand-written loop vs the engine's Trainer vs Lightning, with progress output, logger and
 checkpointing off in both frameworks. Runs alternate in this process; the first round and
-the first steps of every run are dropped; the table shows medians over rounds.
+the first steps of every run are dropped; the table shows medians over rounds and their
+ratios. Two sizes: a tiny MLP, where a step is almost
+all framework overhead, and an MNIST-size one, so the fixed overhead can be read both ways.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
+import os
+import re
+import shutil
+import subprocess
+import sys
 import warnings
 from typing import Any
 
 import torch
-from benchlib import Row, TimedBatches, fmt_time, import_package, main, median, rounds
+from benchlib import CLOCK_NOTE, Row, TimedBatches, fmt_time, import_package, main, median, ratio, rounds, tmpdir
 from torch import nn
 from torch.nn import functional as F
 
-BENCH = "Per-step overhead (tiny MLP, CPU, 1 thread)"
-BATCH, IN, HIDDEN, OUT = 32, 32, 64, 10
+INSTRUCTIONS = "Per-step overhead (tiny MLP, instructions)"
+# label -> (batch, in, hidden, out, steps per run)
+SIZES = {
+    "tiny MLP 32-64-10, batch 32": (32, 32, 64, 10, 1000),
+    "MNIST-size MLP 784-256-10, batch 64": (64, 784, 256, 10, 400),
+}
+SIZE = SIZES["tiny MLP 32-64-10, batch 32"]
 
 
 def make_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, OUT))
+    _, n_in, hidden, n_out, _ = SIZE
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
 
 
 def make_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
-    return [(torch.randn(BATCH, IN, generator=g), torch.randint(0, OUT, (BATCH,), generator=g)) for _ in range(64)]
+    batch, n_in, _, n_out, _ = SIZE
+    return [(torch.randn(batch, n_in, generator=g), torch.randint(0, n_out, (batch,), generator=g)) for _ in range(64)]
 
 
 def optimizer(params: Any) -> torch.optim.Optimizer:
@@ -115,47 +128,105 @@ def lightning_run(root: str, log: bool) -> Any:
     return fit
 
 
-def bench(args: argparse.Namespace) -> list[Row]:
+def count_child(kind: str, steps: int) -> None:
+    """Under callgrind: train `steps` steps with instruction counting on (after a warm-up)."""
     torch.set_num_threads(1)
-    steps, n_rounds, skip = (300, 3, 30) if args.quick else (args.steps, args.rounds, 50)
-    pkg = import_package()
-    root = tempfile.mkdtemp(prefix="scaffold-bench-step-")
+    fit = hand_written if kind == "hand-written" else engine_run(import_package(), tmpdir("run"), log=False)
     batches = make_batches()
+    fit(TimedBatches(batches, 50))
+    toggle = ["callgrind_control", "-i"]
+    subprocess.run([*toggle, "on", str(os.getpid())], check=True, capture_output=True)
+    fit(TimedBatches(batches, steps))
+    subprocess.run([*toggle, "off", str(os.getpid())], check=True, capture_output=True)
 
-    def timed(fn: Any) -> Any:
-        def once() -> float:
-            data = TimedBatches(batches, steps)
-            fn(data)
-            return data.step_time(skip)
 
-        return once
+def instruction_rows() -> list[Row]:
+    """Instructions per step (callgrind): the difference of a 300- and a 100-step run, so setup
+    cancels out. Deterministic, unlike times on a shared machine; takes a few minutes."""
+    if shutil.which("valgrind") is None:
+        return [Row(INSTRUCTIONS, "engine", "n/a", note="valgrind is not installed")]
+    counts: dict[str, float] = {}
+    out = tmpdir("cg")
+    for kind in ("hand-written", "engine"):
+        collected = []
+        for steps in (100, 300):
+            cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p"]
+            cmd += [sys.executable, __file__, "--count-child", kind, str(steps)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            found = re.search(r"Collected : (\d+)", proc.stderr)
+            if proc.returncode != 0 or not found:
+                return [Row(INSTRUCTIONS, kind, "n/a", note=f"callgrind failed (exit {proc.returncode})")]
+            collected.append(int(found.group(1)))
+        counts[kind] = (collected[1] - collected[0]) / 200
+    shutil.rmtree(out, ignore_errors=True)
+    base = counts["hand-written"]
+    return [
+        Row(
+            INSTRUCTIONS,
+            kind,
+            f"{n / 1e3:.0f}k instr/step",
+            n / base,
+            "<= 1.05x" if kind == "engine" else "",
+            "callgrind, 300 - 100 steps" if kind == "hand-written" else f"+{(n - base) / 1e3:.0f}k instr/step",
+        )
+        for kind, n in counts.items()
+    ]
 
-    variants = {"hand-written": timed(hand_written), "engine": timed(engine_run(pkg, root, log=False))}
-    lightning = lightning_run(root, log=False)
-    if lightning is not None:
-        variants["Lightning"] = timed(lightning)
-    if args.with_log:
-        variants["engine, self.log each step"] = timed(engine_run(pkg, root, log=True))
-        if lightning is not None:
-            variants["Lightning, self.log each step"] = timed(lightning_run(root, log=True))
-    times = rounds(variants, n_rounds)
-    base = times["hand-written"]
+
+def bench(args: argparse.Namespace) -> list[Row]:
+    global SIZE
+    if args.count_child:
+        count_child(args.count_child[0], int(args.count_child[1]))
+        return []
+    torch.set_num_threads(1)
+    pkg = import_package()
+    root = tmpdir("step")
     rows = []
-    for name, values in times.items():
-        # Ratios pair each run with the hand-written run of the same round (drift cancels).
-        ratio = median([v / b for v, b in zip(values, base, strict=True)])
-        target = "<= 1.05x" if name == "engine" else ""
-        note = "" if name != "hand-written" else f"median of {n_rounds} runs x {steps} steps"
-        rows.append(Row(BENCH, name, f"{fmt_time(median(values))}/step", ratio, target, note))
-    if lightning is None:
-        rows.append(Row(BENCH, "Lightning", "n/a", note="pytorch_lightning not installed (ci/bench installs it)"))
-    return rows
+    for label, size in SIZES.items():
+        SIZE = size
+        steps = 300 if args.quick else size[-1]
+        n_rounds, skip = (3, 30) if args.quick else (args.rounds, 50)
+        batches = make_batches()
+
+        def timed(fn: Any, steps: int = steps, batches: list[Any] = batches, skip: int = skip) -> Any:
+            def once() -> float:
+                data = TimedBatches(batches, steps)
+                fn(data)
+                return data.step_time(skip)
+
+            return once
+
+        variants = {"hand-written": timed(hand_written), "engine": timed(engine_run(pkg, root, log=False))}
+        lightning = lightning_run(root, log=False)
+        if lightning is not None:
+            variants["Lightning"] = timed(lightning)
+        if args.with_log:
+            variants["engine, self.log each step"] = timed(engine_run(pkg, root, log=True))
+            if lightning is not None:
+                variants["Lightning, self.log each step"] = timed(lightning_run(root, log=True))
+        times = rounds(variants, n_rounds)
+        base = times["hand-written"]
+        bench_name = f"Per-step overhead ({label}, CPU, 1 thread)"
+        for name, values in times.items():
+            if name == "hand-written":
+                note = f"median of {n_rounds} runs x {steps} steps, {CLOCK_NOTE}"
+            else:
+                extra = median(values) - median(base)
+                note = f"{'+' if extra >= 0 else '-'}{fmt_time(abs(extra))}/step"
+            target = "<= 1.05x" if name == "engine" else ""
+            rows.append(Row(bench_name, name, f"{fmt_time(median(values))}/step", ratio(values, base), target, note))
+        if lightning is None:
+            rows.append(
+                Row(bench_name, "Lightning", "n/a", note="pytorch_lightning not installed (ci/bench installs it)")
+            )
+    return rows + (instruction_rows() if args.instructions else [])
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--with-log", action="store_true", help="also time runs that self.log the loss each step")
+    p.add_argument("--instructions", action="store_true", help="also count instructions per step (valgrind)")
+    p.add_argument("--count-child", nargs=2, metavar=("KIND", "STEPS"), help=argparse.SUPPRESS)
 
 
 if __name__ == "__main__":

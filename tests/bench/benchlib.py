@@ -7,6 +7,7 @@ run_all.py runs every script in its own process and prints the markdown table.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
 import os
@@ -25,6 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "engine"
 TEMPLATE_SRC = ROOT / "template" / "project" / "src" / "{{package_name}}"
 PACKAGE = "benchpkg"  # the parent package the engine is imported under, as in a generated project
+
+# In-process comparisons time the training thread's CPU time by default: on a shared machine,
+# time spent descheduled is noise, not overhead (each run is one thread). BENCH_CLOCK=wall
+# times wall clock instead.
+CLOCK_NAME = os.environ.get("BENCH_CLOCK", "cpu")
+clock: Callable[[], float] = time.thread_time if CLOCK_NAME == "cpu" else time.perf_counter
+CLOCK_NOTE = "thread CPU time" if CLOCK_NAME == "cpu" else "wall clock"
 
 
 @dataclass
@@ -51,6 +59,11 @@ class Row:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def ratio(values: Sequence[float], baseline: Sequence[float]) -> float:
+    """Median over median: the table's ratios (runs alternate, so drift hits both alike)."""
+    return median(values) / median(baseline)
 
 
 def fmt_time(seconds: float) -> str:
@@ -82,11 +95,19 @@ def make_package(dest: Path, name: str = PACKAGE, research: bool = True) -> Path
     return dest
 
 
+def tmpdir(label: str) -> str:
+    """A fresh temporary folder (under BENCH_TMP if set), removed when this process exits."""
+    path = tempfile.mkdtemp(prefix=f"scaffold-bench-{label}-", dir=os.environ.get("BENCH_TMP"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def import_package(name: str = PACKAGE) -> Any:
-    """Import ``<name>`` from a fresh temporary layout (see `make_package`)."""
-    base = Path(tempfile.mkdtemp(prefix="scaffold-bench-"))
+    """Import ``<name>`` and ``<name>.engine`` from a fresh temporary layout (see `make_package`)."""
+    base = Path(tmpdir("pkg"))
     sys.path.insert(0, str(make_package(base, name)))
-    return importlib.import_module(f"{name}.engine") and importlib.import_module(name)
+    importlib.import_module(f"{name}.engine")
+    return importlib.import_module(name)
 
 
 def has_digits(pkg_dir: Path) -> bool:
@@ -106,9 +127,15 @@ def rounds(variants: dict[str, Callable[[], Any]], n: int, warmup: int = 1) -> d
     return out
 
 
-def run_py(code_or_path: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> tuple[float, subprocess.CompletedProcess]:
+def run_py(
+    code_or_path: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> tuple[float, subprocess.CompletedProcess]:
     """Run python (a script path or ``-c`` code) in a fresh process; wall seconds and the result."""
-    cmd = [sys.executable, str(code_or_path), *args] if isinstance(code_or_path, Path) else [sys.executable, "-c", code_or_path, *args]
+    cmd = (
+        [sys.executable, str(code_or_path), *args]
+        if isinstance(code_or_path, Path)
+        else [sys.executable, "-c", code_or_path, *args]
+    )
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
     return time.perf_counter() - start, proc
@@ -129,13 +156,12 @@ class TimedBatches:
         return self.n
 
     def __iter__(self) -> Iterator[Any]:
-        stamps, batches, k = self.stamps, self.batches, len(self.batches)
+        stamps, batches, k, now = self.stamps, self.batches, len(self.batches), clock
         stamps.clear()
-        clock = time.perf_counter
         for i in range(self.n):
-            stamps.append(clock())
+            stamps.append(now())
             yield batches[i % k]
-        stamps.append(clock())
+        stamps.append(now())
 
     def step_time(self, skip: int) -> float:
         """Mean seconds per step after the first `skip` steps (periodic work included)."""
@@ -143,7 +169,9 @@ class TimedBatches:
         return (s[-2] - s[skip]) / (len(s) - 2 - skip)
 
 
-def main(bench: Callable[[argparse.Namespace], list[Row]], add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+def main(
+    bench: Callable[[argparse.Namespace], list[Row]], add_args: Callable[[argparse.ArgumentParser], None] | None = None
+) -> None:
     """Command line of a bench script: ``--json`` prints rows for run_all.py."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON line")

@@ -130,7 +130,12 @@ class Results:
     def state_dict(self) -> dict[str, Any]:
         """Partial epoch sums, so a mid-epoch resume reports the same epoch means."""
         return {
-            name: {"total": e.total.detach().cpu(), "weight": float(e.weight), "reduce_fx": e.reduce_fx, "sync": e.sync_dist}
+            name: {
+                "total": e.total.detach().cpu(),
+                "weight": float(e.weight),
+                "reduce_fx": e.reduce_fx,
+                "sync": e.sync_dist,
+            }
             for name, e in self.epoch.items()
         }
 

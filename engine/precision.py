@@ -41,6 +41,7 @@ class Precision:
         self.input_dtype = torch.bfloat16 if precision == "bf16-true" else None
         # GradScaler(enabled=False) is a pass-through, so the loop has one code path.
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+        self.scaling = self.scaler.is_enabled()  # read once: the per-step paths below branch on it
 
     def autocast(self) -> AbstractContextManager:
         if self._autocast_dtype is None:
@@ -51,16 +52,16 @@ class Precision:
         return module.to(torch.bfloat16) if self.precision == "bf16-true" else module
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
+        (self.scaler.scale(loss) if self.scaling else loss).backward()
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """Bring gradients to their true scale (before clipping or inspection)."""
-        if self.scaler.is_enabled():
+        if self.scaling:
             self.scaler.unscale_(optimizer)
 
     def step(self, optimizer: torch.optim.Optimizer) -> bool:
         """Step the optimizer; False when the scaler skipped it (inf/nan gradients)."""
-        if not self.scaler.is_enabled():
+        if not self.scaling:
             optimizer.step()
             return True
         scale = self.scaler.get_scale()

@@ -804,6 +804,8 @@ class Trainer:
     def _finish(self, status: str) -> None:
         try:
             self.checkpoint_io.wait()
+            for loader in (self.train_loader, self.val_loader):
+                _shutdown_workers(loader)
         finally:
             if self.is_global_zero:
                 summary = self.summary(status)
@@ -978,3 +980,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def _shutdown_workers(loader: Any) -> None:
+    """Stop a DataLoader's persistent workers now (else a later garbage collection waits on them)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None

@@ -555,6 +555,7 @@ class CpuScaler:
 
     def setup(self, trainer: Any, module: Any, stage: str) -> None:
         trainer.precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        trainer.precision.scaling = True
 
 
 class ScaledProbe(Regressor):

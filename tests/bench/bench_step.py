@@ -60,8 +60,10 @@ def hand_written(data: TimedBatches, log: bool = False) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def engine_run(pkg: Any, root: str, log: bool) -> Any:
-    class TinyMLP(pkg.engine.Module):
+def tiny_module(base: type, log: bool) -> type:
+    """The same module for the engine and for Lightning: only the base class differs."""
+
+    class TinyMLP(base):
         def __init__(self) -> None:
             super().__init__()
             self.net = make_net()
@@ -75,6 +77,12 @@ def engine_run(pkg: Any, root: str, log: bool) -> Any:
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return optimizer(self.parameters())
+
+    return TinyMLP
+
+
+def engine_run(pkg: Any, root: str, log: bool) -> Any:
+    TinyMLP = tiny_module(pkg.engine.Module, log)
 
     def fit(data: TimedBatches) -> None:
         trainer = pkg.engine.Trainer(
@@ -97,20 +105,7 @@ def lightning_run(root: str, log: bool) -> Any:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
-    class TinyMLP(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = make_net()
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            loss = F.cross_entropy(self.net(x), y)
-            if log:
-                self.log("train_loss", loss)
-            return loss
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return optimizer(self.parameters())
+    TinyMLP = tiny_module(pl.LightningModule, log)
 
     def fit(data: TimedBatches) -> None:
         trainer = pl.Trainer(

@@ -39,6 +39,21 @@ def net():
     return nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
 """
 
+# The same module for the engine and for Lightning: only the base class differs.
+MODULE = """
+class M({base}):
+    def __init__(self):
+        super().__init__()
+        self.net = net()
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+    def on_train_batch_end(self, *args):
+        os._exit(0)
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+"""
+
 FIRST_STEP = {
     "hand-written": COMMON
     + """
@@ -51,35 +66,13 @@ for x, y in data:
     os._exit(0)
 """,
     "engine": COMMON.replace("import os, torch", f"import os, torch\nfrom {PACKAGE}.engine import Module, Trainer")
-    + """
-class M(Module):
-    def __init__(self):
-        super().__init__()
-        self.net = net()
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
-    def on_train_batch_end(self, *args):
-        os._exit(0)
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-Trainer(max_epochs=1, accelerator="cpu", progress_bar=False, callbacks=[], logger=None,
+    + MODULE.format(base="Module")
+    + """Trainer(max_epochs=1, accelerator="cpu", progress_bar=False, callbacks=[], logger=None,
         default_root_dir=os.environ["BENCH_ROOT"]).fit(M(), train_dataloaders=data)
 """,
     "Lightning": COMMON.replace("import os, torch", "import os, torch\nimport pytorch_lightning as pl")
-    + """
-class M(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.net = net()
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
-    def on_train_batch_end(self, *args):
-        os._exit(0)
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    + MODULE.format(base="pl.LightningModule")
+    + """pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
            enable_progress_bar=False, enable_model_summary=False,
            default_root_dir=os.environ["BENCH_ROOT"]).fit(M(), train_dataloaders=data)
 """,

@@ -156,14 +156,13 @@ def _is_rank_zero() -> bool:
 
 
 # -- CSV -------------------------------------------------------------------------------------
-class CSVLogger:
+class CSVLogger(NullLogger):
     """``metrics.csv`` (one row per ``log_metrics`` call) and ``hparams.yaml`` in ``save_dir``.
 
     Columns grow as new metric names appear: the file is then rewritten with the wider header
     (through a temporary file and an atomic rename, so a crash never leaves half a file).
+    Checkpoints, watch, the summary and finalize are NullLogger's no-ops.
     """
-
-    run_id: str | None = None
 
     def __init__(self, save_dir: str | Path, metrics_file: str = "metrics.csv", hparams_file: str = "hparams.yaml"):
         self.save_dir = Path(save_dir)
@@ -223,26 +222,12 @@ class CSVLogger:
             writer.writerows(rows)
         os.replace(tmp, self.metrics_path)
 
-    def after_save_checkpoint(
-        self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
-    ) -> None:
-        pass
-
-    def watch(self, module: Any, log_freq: int | None = None) -> None:
-        pass
-
-    def log_summary(self, summary: Mapping[str, Any]) -> None:
-        pass  # the trainer writes summary.json itself
-
     def state_dict(self) -> dict[str, Any]:
         return {"step": self._step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._resume_step = state.get("step")
         self._columns = None
-
-    def finalize(self, status: str) -> None:
-        pass
 
 
 # -- Weights & Biases ------------------------------------------------------------------------

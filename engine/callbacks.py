@@ -4,6 +4,7 @@ Hooks (every one optional; `trainer` and `module` are passed to each):
     setup(trainer, module, stage)            on_fit_start(trainer, module)
     on_train_start(trainer, module)          on_train_epoch_start(trainer, module)
     on_train_batch_start(trainer, module, batch, batch_idx)
+    on_before_optimizer_step(trainer, module, optimizer)   true (unscaled), not yet clipped gradients
     on_train_batch_end(trainer, module, outputs, batch, batch_idx)   after the optimizer step
     on_validation_start(trainer, module)     on_validation_epoch_end(trainer, module)
     on_validation_end(trainer, module)       on_train_epoch_end(trainer, module)

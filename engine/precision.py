@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
+
+NULL_CONTEXT = nullcontext()  # reusable: entering it does nothing, and `is` tells the loop so
 
 # Lightning's spellings of the same settings, so Trainer(precision=16) ports unchanged.
 ALIASES = {
@@ -39,20 +42,25 @@ class Precision:
         self._autocast_dtype = dtype
         # bf16-true: floating-point inputs are cast to bf16 to match the weights (as Lightning does).
         self.input_dtype = torch.bfloat16 if precision == "bf16-true" else None
-        # GradScaler(enabled=False) is a pass-through, so the loop has one code path.
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
-        self.scaling = self.scaler.is_enabled()  # read once: the per-step paths below branch on it
+        self.use_scaler(torch.amp.GradScaler(device.type, enabled=precision == "16-mixed"))
+
+    def use_scaler(self, scaler: torch.amp.GradScaler) -> None:
+        """Install a GradScaler; a disabled one means no scaling (the per-step paths branch on it once)."""
+        self.scaler = scaler
+        self.scaling = scaler.is_enabled()
+        # Called every step: without scaling it is Tensor.backward itself, one call fewer.
+        self.backward: Callable[[torch.Tensor], None] = self._scaled_backward if self.scaling else torch.Tensor.backward
 
     def autocast(self) -> AbstractContextManager:
         if self._autocast_dtype is None:
-            return nullcontext()
+            return NULL_CONTEXT
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     def convert_module(self, module: nn.Module) -> nn.Module:
         return module.to(torch.bfloat16) if self.precision == "bf16-true" else module
 
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaling else loss).backward()
+    def _scaled_backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """Bring gradients to their true scale (before clipping or inspection)."""

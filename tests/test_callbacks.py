@@ -65,7 +65,7 @@ def test_duck_typed_callback_sees_hooks_in_the_documented_order(tmp_path: Path) 
         "module.on_validation_epoch_end",
         "on_validation_end",
     ]
-    batch = ["on_train_batch_start", "on_train_batch_end"]
+    batch = ["on_train_batch_start", "on_before_optimizer_step", "on_train_batch_end"]
     epoch = [
         "on_train_epoch_start",
         "module.on_train_epoch_start",

@@ -151,30 +151,36 @@ def test_accumulation_equals_one_big_batch_including_the_short_last_window(tmp_p
 
 
 class NormProbe(Regressor):
-    def __init__(self, lr: float = 0.1) -> None:
-        super().__init__(lr=lr)
-        self.norms: list[float] = []
-        self.maxabs: list[float] = []
+    """Records the gradient norm on_before_optimizer_step sees and each step's update (SGD, lr 1)."""
+
+    def __init__(self) -> None:
+        super().__init__(lr=1.0)
+        self.grad_norms: list[float] = []
+        self.update_norms: list[float] = []
+        self.update_maxabs: list[float] = []
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.parameters()]
-        self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
-        self.maxabs.append(max(float(g.abs().max()) for g in grads))
+        self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.parameters()]))))
+        self._before = [p.detach().clone() for p in self.parameters()]
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        update = torch.cat([(p.detach() - b).flatten() for p, b in zip(self.parameters(), self._before, strict=True)])
+        self.update_norms.append(float(update.norm()))
+        self.update_maxabs.append(float(update.abs().max()))
 
 
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
 def test_gradient_clipping(tmp_path: Path, algorithm: str) -> None:
-    data = loader(regression_data(12), batch_size=4)
-    free = NormProbe(lr=0.0)  # lr 0: every step sees the same weights, so the grads compare
-    make_trainer(tmp_path, max_epochs=1).fit(free, data)
-    clipped = NormProbe(lr=0.0)
-    make_trainer(tmp_path, max_epochs=1, gradient_clip_val=0.05, gradient_clip_algorithm=algorithm).fit(clipped, data)
-    assert len(clipped.norms) == 3 and min(free.norms) > 0.5  # clipping has work to do
-    if algorithm == "norm":
-        assert clipped.norms == pytest.approx([0.05] * 3, rel=1e-4)
+    probe = NormProbe()
+    trainer = make_trainer(tmp_path, max_epochs=1, gradient_clip_val=0.05, gradient_clip_algorithm=algorithm)
+    trainer.fit(probe, loader(regression_data(12), batch_size=4))
+    # The hook sees the gradients before clipping (as in Lightning), and clipping has work to do.
+    assert len(probe.grad_norms) == 3 and min(probe.grad_norms) > 0.5
+    if algorithm == "norm":  # SGD with lr 1 moves the weights by minus the clipped gradient
+        assert probe.update_norms == pytest.approx([0.05] * 3, rel=1e-4)
     else:
-        assert clipped.maxabs == pytest.approx([0.05] * 3)
-        assert max(clipped.norms) < min(free.norms)
+        assert probe.update_maxabs == pytest.approx([0.05] * 3)
+        assert max(probe.update_norms) < min(probe.grad_norms)
 
 
 class LRProbe(Regressor):
@@ -554,8 +560,7 @@ class CpuScaler:
     """Swaps an enabled GradScaler into the run, so the 16-mixed code path runs on CPU."""
 
     def setup(self, trainer: Any, module: Any, stage: str) -> None:
-        trainer.precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-        trainer.precision.scaling = True
+        trainer.precision.use_scaler(torch.amp.GradScaler("cpu", init_scale=2.0**16))
 
 
 class ScaledProbe(Regressor):
@@ -593,8 +598,9 @@ def test_grad_scaler_path_unscales_before_clipping_and_skipped_steps_keep_the_sc
     assert module.deltas[0] == 0.0  # inf gradients: the scaler skipped the step
     assert module.lrs == [1.0, 1.0, 0.5, 0.25]  # ... and the scheduler did not advance
     # Clipped on true (unscaled) gradients: SGD with lr 1 moves the weights by exactly the clip norm.
-    assert module.deltas[1] == pytest.approx(0.05, rel=1e-4)
-    assert module.norms[1:] == pytest.approx([0.05] * 3, rel=1e-4)
+    assert module.deltas[1:] == pytest.approx([0.05 * lr for lr in module.lrs[1:]], rel=1e-4)
+    # The hook saw true gradients: unscaled (the scale is 2**15) and not yet clipped.
+    assert all(0.05 < n < 100 for n in module.norms[1:])
     assert trainer.precision.scaler.get_scale() == 2.0**15
 
 

@@ -17,6 +17,7 @@ import random
 import signal
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -272,6 +273,25 @@ class ResumableSampler(Sampler[int]):
         return len(self._indices()) - self.start
 
 
+class WorkerInit:
+    """Runs first in each data-loading worker: batches travel by file name, then the user's init.
+
+    torch's default `file_descriptor` sharing sends every tensor's descriptor over a socket,
+    about 1 ms of the training process's time per batch; by shared-memory file name it is a
+    third of that. The sender picks the way, so this changes only how the workers' batches
+    travel; torch's shm manager removes the files if a process dies.
+    """
+
+    def __init__(self, user_fn: Callable[[int], None] | None) -> None:
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        if "file_system" in torch.multiprocessing.get_all_sharing_strategies():
+            torch.multiprocessing.set_sharing_strategy("file_system")
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
 def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     """Rebuild a DataLoader around a ResumableSampler; other iterables pass through.
 
@@ -315,7 +335,7 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
         pin_memory=loader.pin_memory,
         drop_last=loader.drop_last,
         timeout=loader.timeout,
-        worker_init_fn=loader.worker_init_fn,
+        worker_init_fn=WorkerInit(loader.worker_init_fn) if loader.num_workers > 0 else loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context,
         generator=torch.Generator().manual_seed(seed + 1_000_003 * env.rank),
         persistent_workers=loader.persistent_workers,

@@ -613,3 +613,41 @@ def test_16_mixed_on_cuda_autocasts_to_float16_with_a_grad_scaler(tmp_path: Path
     assert [s[:3] for s in module.seen] == [("train", False, torch.float16)] * 2  # cpu autocast off, cuda on
     assert module.layer.weight.device.type == "cuda" and module.layer.weight.dtype == torch.float32
     assert trainer.precision.scaler.is_enabled() and trainer.global_step == 2
+
+
+class WorkerProbe(TensorDataset):
+    """Records, per sample, the worker that loaded it and the way its batches travel."""
+
+    def __getitem__(self, i: int) -> Any:
+        info = torch.utils.data.get_worker_info()
+        strategy = torch.multiprocessing.get_sharing_strategy()
+        tag = torch.tensor([info.id if info else -1, strategy == "file_system", torch.initial_seed() % 1000])
+        return (*super().__getitem__(i), tag)
+
+
+class TagRecorder(Regressor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[torch.Tensor] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, tag = batch
+        self.tags.append(tag)
+        return super().training_step((x, y), batch_idx)
+
+
+def test_loader_workers_send_batches_by_file_name_and_run_the_users_init(tmp_path: Path) -> None:
+    def user_init(worker_id: int) -> None:
+        torch.manual_seed(500 + worker_id)  # visible in the samples' tags: the user's init ran
+
+    data = DataLoader(
+        WorkerProbe(*regression_data(32).tensors), batch_size=4, shuffle=True, num_workers=2, worker_init_fn=user_init
+    )
+    module = TagRecorder()
+    make_trainer(tmp_path, max_epochs=1).fit(module, data)
+    tags = torch.cat(module.tags)
+    assert set(tags[:, 0].tolist()) == {0, 1}  # both workers loaded batches
+    assert tags[:, 1].all()  # ... sent by file name
+    assert set(tags[:, 2].tolist()) == {500, 501}  # ... after the user's worker_init_fn
+    assert torch.multiprocessing.get_sharing_strategy() == "file_descriptor"  # this process is untouched
+    assert torch.isfinite(module.layer.weight).all() and data.worker_init_fn is user_init

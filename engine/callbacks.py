@@ -223,7 +223,7 @@ class ModelCheckpoint(Callback):
 
     def save(self, trainer: Trainer) -> None:
         """A save point: maybe a top-k checkpoint, then `last.ckpt`."""
-        if trainer.global_step == self._last_saved_step:
+        if trainer.global_step == self._last_saved_step or not trainer.check_finite():
             return
         metrics = trainer.callback_metrics
         self.current_score = metrics.get(self.monitor) if self.monitor else None
@@ -269,6 +269,8 @@ class ModelCheckpoint(Callback):
         self.best_model_score = None if self.monitor is None else self.best_k_models[best]
 
     def _save_last(self, trainer: Trainer) -> None:
+        if not trainer.check_finite():
+            return  # last.ckpt keeps the last good weights
         path = self.dirpath / "last.ckpt"
         self.last_model_path = str(path)
         trainer.save_checkpoint(path)

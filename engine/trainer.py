@@ -181,6 +181,11 @@ class Trainer:
         self._hooks: dict[str, list[Callable[..., Any]]] = {}
         self._step_fn: Callable[[Any, int], Any] | None = None
         self._ddp: nn.Module | None = None
+        # On an accelerator with on_nonfinite_loss=stop, the loss flag is read where the loop syncs
+        # anyway (logging steps, validation, saves), not every step: see `check_finite`.
+        self._unchecked: torch.Tensor | None = None  # finiteness of the losses since the last read
+        self._checked_at = 0  # global_step of the last read
+        self._nonfinite_seen = False
 
     # -- read-only views -------------------------------------------------------------------
     @property
@@ -321,6 +326,9 @@ class Trainer:
         """Write everything needed to resume; global rank 0 writes, all ranks wait."""
         if self.fast_dev_run:
             return  # a smoke test of the code path: nothing is written (as Lightning)
+        if not self.check_finite():
+            self.print(f"not saving {path}: a non-finite loss has changed the weights since the last checkpoint")
+            return
         state = self._checkpoint_state()
         if self.is_global_zero:
             self.checkpoint_io.save(state, Path(path))
@@ -349,6 +357,7 @@ class Trainer:
             if self._epoch_done:
                 self.current_epoch += 1
                 self._batches_done, self._epoch_done = 0, False
+        self.check_finite()  # the last steps' losses, before the end hooks save anything
         if self.fast_dev_run:
             self.stop_reason = "fast_dev_run"
         self._call("on_train_end")
@@ -371,6 +380,9 @@ class Trainer:
         batch_idx, data = self._batches_done, iter(self.train_loader)
         val_every = self._val_every(n)
         distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
+        # A stop can wait for the next sync point; a skip must know before the optimizer step.
+        defer = self.on_nonfinite_loss == "stop"
+        agree_each_step = distributed and not (defer and device.type != "cpu")  # the same on every rank
         autocast = self.precision.autocast()  # one context, entered every step
         plain = autocast is NULL_CONTEXT and self._ddp is None  # no context to enter around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
@@ -378,7 +390,7 @@ class Trainer:
         start_hooks, end_hooks = self._hooks_for("on_train_batch_start"), self._hooks_for("on_train_batch_end")
         step_hooks = self._hooks_for("on_before_optimizer_step")
         now = time.perf_counter
-        finite: Any = True  # a bool, or a device tensor read once per optimizer step
+        finite: Any = True  # a bool, or a device tensor read once per optimizer step (skip)
         while batch_idx < n and not self._stop_agreed:
             start = now()
             try:
@@ -404,13 +416,19 @@ class Trainer:
                     outputs = step_fn(batch, batch_idx)
             loss = outputs if isinstance(outputs, torch.Tensor) else _loss_of(outputs)
             if loss is not None:
-                ok = math.isfinite(loss.item()) if loss.is_cpu else torch.isfinite(loss.detach())
-                finite = ok if finite is True else finite & ok
+                if loss.is_cpu:  # .item() waits for nothing on the CPU: check every step, exactly
+                    finite = finite is True and math.isfinite(loss.item())
+                else:  # reading a device value now would stall the accelerator's queue
+                    ok = torch.isfinite(loss.detach())
+                    if defer:
+                        self._unchecked = ok if self._unchecked is None else self._unchecked & ok
+                    else:
+                        finite = ok if finite is True else finite & ok
                 backward(loss / window if window > 1 else loss)  # x / 1 is x: skip the op
             batch_idx = self._batches_done = batch_idx + 1
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
             if step_now:
-                if distributed:  # every rank skips/stops alike
+                if agree_each_step:  # every rank skips/stops alike
                     finite = self.env.all_reduce(torch.as_tensor(finite, device=device).float(), "min") > 0
                 if not (self._optimizer_step(step_hooks) if finite is True or finite else self._nonfinite_step()):
                     break  # stop before counting a step that was not taken
@@ -418,6 +436,8 @@ class Trainer:
                 self.global_step = step = self.global_step + 1
                 self.should_log = step % self.log_every_n_steps == 0
                 if self.should_log:
+                    if not self.check_finite():
+                        break  # stop before anything reads or saves these weights
                     self._log_step()
             t.total += now() - start
             if val_every and batch_idx % val_every == 0 and batch_idx < n:
@@ -431,7 +451,7 @@ class Trainer:
                     self.request_stop("max_steps")
                 if distributed or self._signal is not None or self.should_stop != self._stop_agreed:
                     self._agree_stop()  # (in one process without a signal it only copies should_stop)
-        if batch_idx < n:
+        if batch_idx < n or not self.check_finite():
             return  # stopped mid-epoch: the epoch-end work belongs to the resumed run
         self._epoch_done, self.at_epoch_end = True, True
         epoch_val = (self.current_epoch + 1) % self.check_val_every_n_epoch == 0
@@ -474,6 +494,36 @@ class Trainer:
             self._step_schedulers("step")
         return True
 
+    def check_finite(self) -> bool:
+        """Whether every training loss so far was finite; callbacks that save weights ask first.
+
+        On an accelerator (with on_nonfinite_loss=stop) this reads the loss flag gathered
+        since the last read, one sync, instead of a sync every step. On a non-finite loss it
+        requests the stop, and the loop stops before the weights are logged, validated or
+        saved. Every rank calls it at the same points, so the all-reduce lines up under DDP.
+        """
+        if self._nonfinite_seen:
+            return False
+        deferred = self.on_nonfinite_loss == "stop" and self.device.type != "cpu"
+        if self._unchecked is None and not (deferred and self.env.active):
+            return True  # nothing to read (and, in one process, nothing to agree on)
+        flag, self._unchecked = self._unchecked, None
+        if self.env.active:
+            flag = self.env.all_reduce(
+                torch.as_tensor(True if flag is None else flag, device=self.device).float(), "min"
+            )
+        if flag is None or bool(flag):
+            self._checked_at = self.global_step
+            return True
+        self._nonfinite_seen = True
+        first, last = self._checked_at + 1, self.global_step
+        where = f"step {last}" if first == last else f"a step between {first} and {last}"
+        self.request_stop(
+            "nonfinite_loss",
+            f"the training loss was not finite at {where}; the last checkpoint holds the last good weights",
+        )
+        return False
+
     def _nonfinite_step(self) -> bool:
         """Drop this step's gradients; False when the loop must stop (on_nonfinite_loss=stop)."""
         self.optimizers[0].zero_grad(set_to_none=True)  # never apply a non-finite update
@@ -486,6 +536,8 @@ class Trainer:
 
     # -- pieces of the loop ------------------------------------------------------------------
     def _validate_now(self) -> None:
+        if not self.check_finite():
+            return
         self._run_eval("val", self.val_loader, self._limit(self.val_loader, self.limit_val_batches))
         self._flush_log()
         self.results = self._train_results
@@ -677,6 +729,7 @@ class Trainer:
         self.env = D.setup(self.accelerator)
         D.seed_rank(self.env, self.seed if self.seed is not None else torch.initial_seed())
         self.precision = Precision(self.precision_name, self.device)
+        self._unchecked, self._checked_at, self._nonfinite_seen = None, 0, False
         if not self.is_global_zero:
             self.logger = NullLogger()  # one W&B run per job: only global rank 0 logs
         self.module, self.datamodule = module, datamodule

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine import DataModule, LearningRateMonitor, ModelCheckpoint, Module, seed_everything
+from engine.checkpoint import load_checkpoint
 from engine.trainer import move_to_device
 
 
@@ -651,3 +652,39 @@ def test_loader_workers_send_batches_by_file_name_and_run_the_users_init(tmp_pat
     assert set(tags[:, 2].tolist()) == {500, 501}  # ... after the user's worker_init_fn
     assert torch.multiprocessing.get_sharing_strategy() == "file_descriptor"  # this process is untouched
     assert torch.isfinite(module.layer.weight).all() and data.worker_init_fn is user_init
+
+
+class OffCpu(torch.Tensor):
+    """A CPU tensor that says it is elsewhere: the loop takes its accelerator path for the loss."""
+
+    @property
+    def is_cpu(self) -> bool:  # type: ignore[override]
+        return False
+
+
+@pytest.mark.parametrize("sync_point", ["save", "log"])
+def test_on_an_accelerator_the_nonfinite_check_waits_for_a_sync_point_and_saves_no_bad_weights(
+    tmp_path: Path, sync_point: str
+) -> None:
+    class LateNaN(Regressor):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            return (loss * float("nan") if self.global_step == 2 else loss).as_subclass(OffCpu)
+
+    module = LateNaN()
+    every_step = sync_point == "save"
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1 if every_step else None)
+    trainer = make_trainer(tmp_path, max_epochs=4, log_every_n_steps=50 if every_step else 4, callbacks=[checkpoints])
+    trainer.fit(module, loader(regression_data(20)))  # 5 steps an epoch; the 3rd step's loss is NaN
+    # No read per step: the NaN is found at the next save (after step 3) or logging step (4).
+    stop = 3 if every_step else 4
+    assert trainer.stop_reason == "nonfinite_loss" and trainer.global_step == stop
+    assert ("at step 3;" if every_step else "at a step between 1 and 4;") in trainer.stop_message
+    assert not torch.isfinite(module.layer.weight).all()  # the bad update was applied ...
+    # ... but never saved: the save after step 3 (and the one at the end) read the flag and refused.
+    saved = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert saved == (["epoch=0-step=2.ckpt", "last.ckpt"] if every_step else [])
+    if every_step:
+        last = load_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+        assert last["loop"]["global_step"] == 2
+        assert all(torch.isfinite(v).all() for v in last["model"].values())

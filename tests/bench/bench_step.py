@@ -1,10 +1,13 @@
 """Per-step overhead: the same MLP, batches and optimizer, CPU, one thread.
 
 Hand-written loop vs the engine's Trainer vs Lightning, with progress output, logger and
-checkpointing off in both frameworks. Runs alternate in this process; the first round and
-the first steps of every run are dropped; the table shows medians over rounds and their
-ratios. Two sizes: a tiny MLP, where a step is almost
-all framework overhead, and an MNIST-size one, so the fixed overhead can be read both ways.
+checkpointing off in both frameworks. The runs go in lockstep (`benchlib.lockstep`): each
+in its own thread, taking turns every block of a few milliseconds of steps, so that compared
+steps run side by side on a machine whose speed drifts within seconds. Each round rotates
+the order; the first block of every run is dropped. The table shows the median time per
+step over all blocks and the median of the per-block ratios to the hand-written block run
+just before or after. Two sizes: a tiny MLP, where a step is almost all framework overhead,
+and an MNIST-size one, so the fixed overhead can be read both ways.
 """
 
 from __future__ import annotations
@@ -20,28 +23,28 @@ import warnings
 from typing import Any
 
 import torch
-from benchlib import CLOCK_NOTE, Row, TimedBatches, fmt_time, import_package, main, median, ratio, rounds, tmpdir
+from benchlib import CLOCK_NOTE, Row, TimedBatches, fmt_time, import_package, lockstep, main, median, tmpdir
 from torch import nn
 from torch.nn import functional as F
 
 INSTRUCTIONS = "Per-step overhead (tiny MLP, instructions)"
-# label -> (batch, in, hidden, out, steps per run)
+# label -> (batch, in, hidden, out, steps per run, steps per block)
 SIZES = {
-    "tiny MLP 32-64-10, batch 32": (32, 32, 64, 10, 1000),
-    "MNIST-size MLP 784-256-10, batch 64": (64, 784, 256, 10, 400),
+    "tiny MLP 32-64-10, batch 32": (32, 32, 64, 10, 2000, 50),
+    "MNIST-size MLP 784-256-10, batch 64": (64, 784, 256, 10, 600, 20),
 }
 SIZE = SIZES["tiny MLP 32-64-10, batch 32"]
 
 
 def make_net() -> nn.Module:
     torch.manual_seed(0)
-    _, n_in, hidden, n_out, _ = SIZE
+    _, n_in, hidden, n_out, _, _ = SIZE
     return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
 
 
 def make_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
-    batch, n_in, _, n_out, _ = SIZE
+    batch, n_in, _, n_out, _, _ = SIZE
     return [(torch.randn(batch, n_in, generator=g), torch.randint(0, n_out, (batch,), generator=g)) for _ in range(64)]
 
 
@@ -179,37 +182,39 @@ def bench(args: argparse.Namespace) -> list[Row]:
     rows = []
     for label, size in SIZES.items():
         SIZE = size
-        steps = 300 if args.quick else size[-1]
-        n_rounds, skip = (3, 30) if args.quick else (args.rounds, 50)
+        steps, block = size[-2:]
+        steps, n_rounds = (steps // 4, 2) if args.quick else (steps, args.rounds)
         batches = make_batches()
-
-        def timed(fn: Any, steps: int = steps, batches: list[Any] = batches, skip: int = skip) -> Any:
-            def once() -> float:
-                data = TimedBatches(batches, steps)
-                fn(data)
-                return data.step_time(skip)
-
-            return once
-
-        variants = {"hand-written": timed(hand_written), "engine": timed(engine_run(pkg, root, log=False))}
+        fits = {"hand-written": hand_written, "engine": engine_run(pkg, root, log=False)}
         lightning = lightning_run(root, log=False)
         if lightning is not None:
-            variants["Lightning"] = timed(lightning)
+            fits["Lightning"] = lightning
         if args.with_log:
-            variants["engine, self.log each step"] = timed(engine_run(pkg, root, log=True))
+            fits["engine, self.log each step"] = engine_run(pkg, root, log=True)
             if lightning is not None:
-                variants["Lightning, self.log each step"] = timed(lightning_run(root, log=True))
-        times = rounds(variants, n_rounds)
-        base = times["hand-written"]
+                fits["Lightning, self.log each step"] = lightning_run(root, log=True)
+        per_step: dict[str, list[float]] = {name: [] for name in fits}
+        ratios: dict[str, list[float]] = {name: [] for name in fits}
+        names = list(fits)
+        for r in range(n_rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            times = lockstep({name: fits[name] for name in order}, batches, steps, block)
+            n = min(len(v) for v in times.values())  # a loop may stop before its last block ends
+            base = times["hand-written"][1:n]  # the first block (warm-up) dropped
+            for name, values in times.items():
+                per_step[name] += values[1:n]
+                ratios[name] += [v / b for v, b in zip(values[1:n], base, strict=True)]
         bench_name = f"Per-step overhead ({label}, CPU, 1 thread)"
-        for name, values in times.items():
+        base_time = median(per_step["hand-written"])
+        for name in names:
+            step_time, rel = median(per_step[name]), median(ratios[name])
             if name == "hand-written":
-                note = f"median of {n_rounds} runs x {steps} steps, {CLOCK_NOTE}"
+                note = f"lockstep, {n_rounds} rounds x {steps} steps in blocks of {block}, {CLOCK_NOTE}"
             else:
-                extra = median(values) - median(base)
+                extra = step_time - base_time
                 note = f"{'+' if extra >= 0 else '-'}{fmt_time(abs(extra))}/step"
             target = "<= 1.05x" if name == "engine" else ""
-            rows.append(Row(bench_name, name, f"{fmt_time(median(values))}/step", ratio(values, base), target, note))
+            rows.append(Row(bench_name, name, f"{fmt_time(step_time)}/step", rel, target, note))
         if lightning is None:
             rows.append(
                 Row(bench_name, "Lightning", "n/a", note="pytorch_lightning not installed (ci/bench installs it)")
@@ -218,7 +223,7 @@ def bench(args: argparse.Namespace) -> list[Row]:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--with-log", action="store_true", help="also time runs that self.log the loss each step")
     p.add_argument("--instructions", action="store_true", help="also count instructions per step (valgrind)")
     p.add_argument("--count-child", nargs=2, metavar=("KIND", "STEPS"), help=argparse.SUPPRESS)

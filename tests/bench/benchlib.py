@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -167,6 +168,85 @@ class TimedBatches:
         """Mean seconds per step after the first `skip` steps (periodic work included)."""
         s = self.stamps
         return (s[-2] - s[skip]) / (len(s) - 2 - skip)
+
+
+class Baton:
+    """Lets one of several threads run at a time, passed on in a fixed rotation."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names, self.turn, self.done = names, 0, set[str]()
+        self.cond = threading.Condition()
+
+    def wait(self, name: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.names[self.turn] == name)
+
+    def pass_on(self, finished: str | None = None) -> None:
+        with self.cond:
+            if finished:
+                self.done.add(finished)
+            for _ in self.names:  # the next run that has not finished
+                self.turn = (self.turn + 1) % len(self.names)
+                if self.names[self.turn] not in self.done:
+                    break
+            self.cond.notify_all()
+
+
+class LockstepBatches(TimedBatches):
+    """Batches for one of several runs that take turns every `block` steps (see `lockstep`).
+
+    Records the CPU time of each whole block of steps it ran (the waits are not CPU time).
+    """
+
+    def __init__(self, batches: list[Any], n: int, name: str, baton: Baton, block: int) -> None:
+        super().__init__(batches, n)
+        self.name, self.baton, self.block = name, baton, block
+        self.blocks: list[float] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        self.blocks.clear()
+        batches, k, start = self.batches, len(self.batches), clock()
+        for i in range(self.n):
+            if i and i % self.block == 0:
+                self.blocks.append(clock() - start)
+                self.baton.pass_on()
+                self.baton.wait(self.name)
+                start = clock()
+            yield batches[i % k]
+        self.blocks.append(clock() - start)  # (not reached by a loop that stops before the end)
+
+
+def lockstep(
+    fits: dict[str, Callable[[Any], None]], batches: list[Any], steps: int, block: int
+) -> dict[str, list[float]]:
+    """Run the `fits` in threads that take turns every `block` steps; per-step time of each block.
+
+    Alternating whole runs compares moments seconds apart, and a shared machine changes its
+    speed within seconds; blocks of a few milliseconds put the compared steps side by side.
+    Each thread runs only while it holds the baton (set-up included), so nothing overlaps.
+    """
+    names = list(fits)
+    baton = Baton(names)
+    data = {name: LockstepBatches(batches, steps, name, baton, block) for name in names}
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        baton.wait(name)
+        try:
+            fits[name](data[name])
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller)
+            errors.append(e)
+        finally:
+            baton.pass_on(finished=name)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return {name: [b / block for b in data[name].blocks] for name in names}
 
 
 def main(

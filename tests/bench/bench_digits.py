@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,7 @@ from benchlib import (
     main,
     make_package,
     median,
-    ratio,
-    rounds,
+    take_turns,
     tmpdir,
 )
 from torch.nn import functional as F
@@ -132,25 +132,31 @@ def research(pkg: str) -> tuple[Any, Any, Any, Any]:
     return model.DigitsClassifier, model.ModelConfig, data.DigitsDataModule, data.DataConfig
 
 
-def timed_classifier(cls: Any, stamps: list[float]) -> Any:
-    """The research module, stamping the clock at each epoch start and at the end of training."""
+def no_tick() -> None:
+    pass
+
+
+def timed_classifier(cls: Any, stamps: list[float], tick: Callable[[], None]) -> Any:
+    """The research module, stamping the clock (and ticking) at each epoch start and at the end."""
 
     class Timed(cls):
         def on_train_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+            tick()
             stamps.append(clock())
 
         def on_train_end(self, *args: Any, **kwargs: Any) -> None:
             stamps.append(clock())
+            tick()
 
     return Timed
 
 
-def run_engine(epochs: int, root: str) -> list[float]:
+def run_engine(epochs: int, root: str, tick: Callable[[], None] = no_tick) -> list[float]:
     engine = __import__(f"{PACKAGE}.engine", fromlist=["x"])
     classifier, model_cfg, datamodule, data_cfg = research(PACKAGE)
     stamps: list[float] = []
     torch.manual_seed(0)
-    model = timed_classifier(classifier, stamps)(model_cfg())
+    model = timed_classifier(classifier, stamps, tick)(model_cfg())
     dm = datamodule(data_cfg(batch_size=BATCH, num_workers=0))
     trainer = engine.Trainer(
         max_epochs=epochs,
@@ -165,7 +171,7 @@ def run_engine(epochs: int, root: str) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
-def run_lightning(epochs: int, root: str) -> list[float]:
+def run_lightning(epochs: int, root: str, tick: Callable[[], None] = no_tick) -> list[float]:
     import pytorch_lightning as pl
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -174,7 +180,7 @@ def run_lightning(epochs: int, root: str) -> list[float]:
     classifier, model_cfg, datamodule, data_cfg = research("plpkg")
     stamps: list[float] = []
     torch.manual_seed(0)
-    model = timed_classifier(classifier, stamps)(model_cfg())
+    model = timed_classifier(classifier, stamps, tick)(model_cfg())
     dm = datamodule(data_cfg(batch_size=BATCH, num_workers=0))
     trainer = pl.Trainer(
         max_epochs=epochs,
@@ -191,7 +197,7 @@ def run_lightning(epochs: int, root: str) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
-def run_hand(epochs: int, root: str) -> list[float]:
+def run_hand(epochs: int, root: str, tick: Callable[[], None] = no_tick) -> list[float]:
     """What a researcher writes without a framework, doing the engine's work and no more."""
     classifier, model_cfg, datamodule, data_cfg = research("handpkg")
     torch.manual_seed(0)
@@ -205,6 +211,7 @@ def run_hand(epochs: int, root: str) -> list[float]:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=epochs * len(train))
     stamps, step, history = [], 0, []
     for _ in range(epochs):
+        tick()
         stamps.append(clock())
         model.train()
         for x, y in train:
@@ -231,6 +238,7 @@ def run_hand(epochs: int, root: str) -> list[float]:
         history.append((train_acc, (total / count).item(), model.val_acc.compute().item()))
         model.val_acc.reset()
     stamps.append(clock())
+    tick()
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
@@ -318,23 +326,31 @@ def bench(args: argparse.Namespace) -> list[Row]:
     root = tmpdir("run")
     epochs, n_rounds = (3, 2) if args.quick else (args.epochs, args.rounds)
 
-    def once(kind: str) -> Any:
-        # Per run: the median epoch, the first epoch (warm-up) dropped.
-        return lambda: median(RUNNERS[kind](epochs, root)[1:])
-
-    variants = {"hand-written": once("hand"), "engine": once("engine")}
+    kinds = {"hand-written": "hand", "engine": "engine"}
     if pl_pkg is not None:
-        variants["Lightning"] = once("lightning")
-    times = rounds(variants, n_rounds)
-    base_times = times["hand-written"]
+        kinds["Lightning"] = "lightning"
+    names = list(kinds)
+    epoch_times: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(n_rounds):  # the runs take turns epoch by epoch; each round rotates the order
+        order = names[r % len(names) :] + names[: r % len(names)]
+        blocks = take_turns(
+            {name: (lambda tick, kind=kinds[name]: RUNNERS[kind](epochs, root, tick)) for name in order}
+        )
+        # Blocks: set-up, then one per epoch; the set-up and the first epoch (warm-up) dropped.
+        base = blocks["hand-written"][2:]
+        for name in names:
+            epoch_times[name] += blocks[name][2:]
+            ratios[name] += [v / b for v, b in zip(blocks[name][2:], base, strict=True)]
+    base_time = median(epoch_times["hand-written"])
     rows = []
-    for name, values in times.items():
-        extra = median(values) - median(base_times)
-        note = f"median of {n_rounds} runs x {epochs - 1} epochs, 1 thread, {CLOCK_NOTE}"
+    for name in names:
+        value = median(epoch_times[name])
+        note = f"lockstep by epoch, {n_rounds} rounds x {epochs - 1} epochs, 1 thread, {CLOCK_NOTE}"
         if name != "hand-written":
-            note = f"{'+' if extra >= 0 else '-'}{fmt_time(abs(extra))}/epoch"
+            note = f"{'+' if value >= base_time else '-'}{fmt_time(abs(value - base_time))}/epoch"
         target = "<= 1.02x" if name == "engine" else ""
-        rows.append(Row(BENCH, name, f"{fmt_time(median(values))}/epoch", ratio(values, base_times), target, note))
+        rows.append(Row(BENCH, name, f"{fmt_time(value)}/epoch", median(ratios[name]), target, note))
     return rows + (instruction_rows() if args.instructions else [])
 
 

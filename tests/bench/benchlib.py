@@ -192,48 +192,40 @@ class Baton:
             self.cond.notify_all()
 
 
-class LockstepBatches(TimedBatches):
-    """Batches for one of several runs that take turns every `block` steps (see `lockstep`).
+class Ticker:
+    """A run's turn marks: each call ends a block (its CPU time is kept) and waits for the next turn."""
 
-    Records the CPU time of each whole block of steps it ran (the waits are not CPU time).
-    """
-
-    def __init__(self, batches: list[Any], n: int, name: str, baton: Baton, block: int) -> None:
-        super().__init__(batches, n)
-        self.name, self.baton, self.block = name, baton, block
+    def __init__(self, name: str, baton: Baton) -> None:
+        self.name, self.baton = name, baton
         self.blocks: list[float] = []
+        self.start: float | None = None
 
-    def __iter__(self) -> Iterator[Any]:
-        self.blocks.clear()
-        batches, k, start = self.batches, len(self.batches), clock()
-        for i in range(self.n):
-            if i and i % self.block == 0:
-                self.blocks.append(clock() - start)
-                self.baton.pass_on()
-                self.baton.wait(self.name)
-                start = clock()
-            yield batches[i % k]
-        self.blocks.append(clock() - start)  # (not reached by a loop that stops before the end)
+    def __call__(self) -> None:
+        if self.start is not None:
+            self.blocks.append(clock() - self.start)
+        self.baton.pass_on()
+        self.baton.wait(self.name)
+        self.start = clock()
 
 
-def lockstep(
-    fits: dict[str, Callable[[Any], None]], batches: list[Any], steps: int, block: int
-) -> dict[str, list[float]]:
-    """Run the `fits` in threads that take turns every `block` steps; per-step time of each block.
+def take_turns(runs: dict[str, Callable[[Ticker], Any]]) -> dict[str, list[float]]:
+    """Run each of `runs` in its own thread, one at a time, passing the turn at each tick.
 
-    Alternating whole runs compares moments seconds apart, and a shared machine changes its
-    speed within seconds; blocks of a few milliseconds put the compared steps side by side.
-    Each thread runs only while it holds the baton (set-up included), so nothing overlaps.
+    A run calls its ticker at every block boundary (every few ms of steps, every epoch);
+    returns the CPU seconds of each run's blocks. Alternating whole runs compares moments
+    seconds apart, and a shared machine changes its speed within seconds; blocks put the
+    compared work side by side. A thread runs only in its turn (set-up included).
     """
-    names = list(fits)
+    names = list(runs)
     baton = Baton(names)
-    data = {name: LockstepBatches(batches, steps, name, baton, block) for name in names}
+    tickers = {name: Ticker(name, baton) for name in names}
     errors: list[BaseException] = []
 
     def run(name: str) -> None:
         baton.wait(name)
+        tickers[name].start = clock()
         try:
-            fits[name](data[name])
+            runs[name](tickers[name])
         except BaseException as e:  # noqa: BLE001 (re-raised in the caller)
             errors.append(e)
         finally:
@@ -246,7 +238,36 @@ def lockstep(
         t.join()
     if errors:
         raise errors[0]
-    return {name: [b / block for b in data[name].blocks] for name in names}
+    return {name: tickers[name].blocks for name in names}
+
+
+class LockstepBatches(TimedBatches):
+    """`n` batches that tick every `block` steps (see `take_turns`)."""
+
+    def __init__(self, batches: list[Any], n: int, tick: Ticker, block: int) -> None:
+        super().__init__(batches, n)
+        self.tick, self.block = tick, block
+
+    def __iter__(self) -> Iterator[Any]:
+        batches, k = self.batches, len(self.batches)
+        self.tick()  # the first block starts with the first batch
+        for i in range(self.n):
+            if i and i % self.block == 0:
+                self.tick()
+            yield batches[i % k]
+        self.tick()  # (not reached by a loop that stops before the end)
+
+
+def lockstep(
+    fits: dict[str, Callable[[Any], None]], batches: list[Any], steps: int, block: int
+) -> dict[str, list[float]]:
+    """The `fits` trained on `steps` batches in turns of `block` steps; seconds per step of each block."""
+    runs = {
+        name: (lambda tick, fit=fit: fit(LockstepBatches(batches, steps, tick, block))) for name, fit in fits.items()
+    }
+    blocks = take_turns(runs)
+    # The block before the first batch (set-up) is not a block of steps.
+    return {name: [b / block for b in values[1:]] for name, values in blocks.items()}
 
 
 def main(

@@ -107,7 +107,8 @@ def main() -> int:
         rows += run(name, extra + more, timeout=900)
     text = (
         f"Machine: {machine()}.\n"
-        f"In-process timings are {CLOCK_NOTE} of the training thread; runs alternate; ratios are median / median.\n\n"
+        f"In-process timings are {CLOCK_NOTE} of the training thread. The per-step and digits runs take turns "
+        "in lockstep (ratios: median of paired blocks); the others alternate (ratios: median / median).\n\n"
         + table(rows)
         + "\n"
     )

@@ -323,7 +323,8 @@ class ThroughputMonitor(Callback):
         self._mark = (t.wait, t.total, t.samples, t.batches)
         if total <= 0 or batches == 0:
             return
-        trainer.log_metrics({"throughput/samples_per_sec": samples / total, "throughput/data_wait_frac": wait / total})
+        rate = samples * trainer.world_size / total  # the job's: every process trains as many samples
+        trainer.log_metrics({"throughput/samples_per_sec": rate, "throughput/data_wait_frac": wait / total})
         if not self.warned and t.batches > self.warmup_steps and self._slow(wait, total, batches):
             self.warned = True
             trainer.print(f"warning: {self.advice(wait / total, trainer)}")
@@ -351,7 +352,7 @@ class ThroughputMonitor(Callback):
             return "bottleneck report: no training steps ran"
         frac = t.wait / t.total
         lines = [
-            f"bottleneck report: {t.batches} batches, {t.samples / t.total:.1f} samples/s, "
+            f"bottleneck report: {t.batches} batches, {t.samples_per_sec(trainer.world_size):.1f} samples/s, "
             f"{1000 * t.total / t.batches:.2f} ms/batch, waiting for data {frac:.0%} "
             f"({1000 * t.wait / t.batches:.2f} ms/batch), compute {1 - frac:.0%}",
         ]
@@ -385,7 +386,7 @@ class ProgressBar(Callback):
         parts += [f"{k}={v:.4g}" for k, v in shown.items()]
         t = trainer.timer
         if t.total > 0:
-            parts.append(f"{t.samples / t.total:.0f} samples/s, data wait {t.wait / t.total:.0%}")
+            parts.append(f"{t.samples_per_sec(trainer.world_size):.0f} samples/s, data wait {t.wait / t.total:.0%}")
         self._write(" | ".join(parts))
 
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:

@@ -59,6 +59,10 @@ class Timer:
     samples: int = 0
     batches: int = 0
 
+    def samples_per_sec(self, world_size: int) -> float | None:
+        """The whole job's rate: under DDP every process trains as many samples (the sampler pads)."""
+        return self.samples * world_size / self.total if self.total > 0 else None
+
 
 @dataclass
 class _Scheduler:
@@ -906,7 +910,7 @@ class Trainer:
             "wandb_run_id": getattr(self.logger, "run_id", None),
             "world_size": self.world_size,
             "resumed_from": self.resumed_from,
-            "samples_per_sec": t.samples / t.total if t.total else None,
+            "samples_per_sec": t.samples_per_sec(self.world_size),
             "data_wait_frac": t.wait / t.total if t.total else None,
             "engine_version": __version__,
         }

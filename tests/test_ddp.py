@@ -215,6 +215,9 @@ def test_one_checkpoint_writer_and_rank_zero_output(two: tuple) -> None:
     assert ckpt["loop"]["world_size"] == 2 and len(ckpt["rng"]) == 2  # every rank's RNG state
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == FINAL_STEP
+    assert r0["timer"]["samples"] == r1["timer"]["samples"] > 0  # the padded sampler: equal shares
+    # The job's rate: both processes' samples over rank 0's training time.
+    assert summary["samples_per_sec"] == pytest.approx(2 * r0["timer"]["samples"] / r0["timer"]["total"])
     assert summary["stop_reason"] == "rank_stop" and summary["stop_message"] == "stop requested on rank 1 only"
     assert output.count("final validation metrics:") == 1  # console output from rank 0 only
     assert output.count("bottleneck report:") == 1

@@ -7,6 +7,7 @@ report which samples each rank trained on. `Probe` writes what the tests assert 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -188,5 +189,6 @@ class Probe:
             "rank_seed": self.rank_seed,
             "resumed_from": trainer.resumed_from,
             "seen": {str(k): v for k, v in module.seen.items()},
+            "timer": dataclasses.asdict(trainer.timer),
         }
         (out / f"rank{rank}.json").write_text(json.dumps(record, indent=1))

@@ -434,7 +434,9 @@ class Trainer:
             if step_now:
                 if agree_each_step:  # every rank skips/stops alike
                     finite = self.env.all_reduce(torch.as_tensor(finite, device=device).float(), "min") > 0
-                if not (self._optimizer_step(step_hooks) if finite is True or finite else self._nonfinite_step()):
+                if finite is True or finite:
+                    self._optimizer_step(step_hooks)
+                elif not self._nonfinite_step():
                     break  # stop before counting a step that was not taken
                 finite = True
                 self.global_step = step = self.global_step + 1
@@ -475,7 +477,7 @@ class Trainer:
         self._agree_stop()
         self.at_epoch_end = False
 
-    def _optimizer_step(self, hooks: list[Callable[..., Any]]) -> bool:
+    def _optimizer_step(self, hooks: list[Callable[..., Any]]) -> None:
         """Unscale, run on_before_optimizer_step `hooks`, clip, step, zero the gradients, step schedulers."""
         optimizer, precision = self.optimizers[0], self.precision
         if hooks or self.gradient_clip_val is not None:
@@ -496,7 +498,6 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         if stepped and self.lr_schedulers:
             self._step_schedulers("step")
-        return True
 
     def check_finite(self) -> bool:
         """Whether every training loss so far was finite; callbacks that save weights ask first.

@@ -48,6 +48,10 @@ class Net(engine.Module):
             nn.Linear(32, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 4)
         )
         self.losses: list[torch.Tensor] = []  # kept on the device: no sync per step
+        self.ddp_wrapped = False
+
+    def on_train_start(self):
+        self.ddp_wrapped = self.trainer._ddp is not None  # (the trainer lets go of DDP when fit ends)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -133,7 +137,7 @@ def check_ddp(device: str, root: Path) -> str:
     trainer, module = fit(device, "bf16-mixed", 10, root / "ddp")
     backend = dist.get_backend()
     assert backend == ("nccl" if device == "cuda" else "gloo"), f"backend {backend}"
-    assert trainer._ddp is not None, "the module was not wrapped in DistributedDataParallel"
+    assert module.ddp_wrapped, "the module was not wrapped in DistributedDataParallel"
     env = trainer.env
     total = env.all_reduce(torch.ones((), device=env.device), "sum").item()
     assert total == env.world_size, f"all_reduce gave {total}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -606,6 +607,7 @@ class Trainer:
             self.print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             return [metrics]
         finally:
+            self._release_ddp()
             self.checkpoint_io.wait()
 
     def _log_step(self) -> None:
@@ -778,6 +780,14 @@ class Trainer:
             )
             self._step_fn = self._ddp
 
+    def _release_ddp(self) -> None:
+        """Free the DDP wrapper now: its reducer holds the process group, and left to the garbage
+        collector at interpreter exit (DDP sits in reference cycles), gloo's threads abort the
+        process ("terminate called without an active exception")."""
+        if self._ddp is not None:
+            self._ddp, self._step_fn = None, None
+            gc.collect()
+
     def _checkpoint_state(self) -> dict[str, Any]:
         module = self.module
         rng = capture_rng_state()
@@ -883,6 +893,7 @@ class Trainer:
         self.print(f"resumed from {path} at epoch {self.current_epoch}, step {self.global_step}")
 
     def _finish(self, status: str) -> None:
+        self._release_ddp()
         try:
             self.checkpoint_io.wait()
             for loader in (self.train_loader, self.val_loader):

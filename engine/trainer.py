@@ -202,6 +202,11 @@ class Trainer:
         return self.env.world_size
 
     @property
+    def _reads_loss_late(self) -> bool:
+        """On an accelerator with on_nonfinite_loss=stop, the loss flag waits for `check_finite`."""
+        return self.on_nonfinite_loss == "stop" and self.device.type != "cpu"
+
+    @property
     def device(self) -> torch.device:
         return self.env.device
 
@@ -387,7 +392,7 @@ class Trainer:
         distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
         # A stop can wait for the next sync point; a skip must know before the optimizer step.
         defer = self.on_nonfinite_loss == "stop"
-        agree_each_step = distributed and not (defer and device.type != "cpu")  # the same on every rank
+        agree_each_step = distributed and not self._reads_loss_late  # the same on every rank
         autocast = self.precision.autocast()  # one context, entered every step
         plain = autocast is NULL_CONTEXT and self._ddp is None  # no context to enter around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
@@ -510,8 +515,7 @@ class Trainer:
         """
         if self._nonfinite_seen:
             return False
-        deferred = self.on_nonfinite_loss == "stop" and self.device.type != "cpu"
-        if self._unchecked is None and not (deferred and self.env.active):
+        if self._unchecked is None and not (self._reads_loss_late and self.env.active):
             return True  # nothing to read (and, in one process, nothing to agree on)
         flag, self._unchecked = self._unchecked, None
         if self.env.active:

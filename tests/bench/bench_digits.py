@@ -14,14 +14,12 @@ bench_memory.py).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import resource
 import shutil
 import subprocess
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,8 @@ from benchlib import (
     clock,
     fmt_time,
     has_digits,
+    import_lightning,
+    lightning_trainer,
     main,
     make_package,
     median,
@@ -151,13 +151,19 @@ def timed_classifier(cls: Any, stamps: list[float], tick: Callable[[], None]) ->
     return Timed
 
 
+def timed_digits(pkg: str, stamps: list[float], tick: Callable[[], None]) -> tuple[Any, Any]:
+    """The research code of package `pkg`: the timed classifier (seeded) and its datamodule."""
+    classifier, model_cfg, datamodule, data_cfg = research(pkg)
+    torch.manual_seed(0)
+    return timed_classifier(classifier, stamps, tick)(model_cfg()), datamodule(
+        data_cfg(batch_size=BATCH, num_workers=0)
+    )
+
+
 def run_engine(epochs: int, root: str, tick: Callable[[], None] = no_tick) -> list[float]:
     engine = __import__(f"{PACKAGE}.engine", fromlist=["x"])
-    classifier, model_cfg, datamodule, data_cfg = research(PACKAGE)
     stamps: list[float] = []
-    torch.manual_seed(0)
-    model = timed_classifier(classifier, stamps, tick)(model_cfg())
-    dm = datamodule(data_cfg(batch_size=BATCH, num_workers=0))
+    model, dm = timed_digits(PACKAGE, stamps, tick)
     trainer = engine.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -172,28 +178,10 @@ def run_engine(epochs: int, root: str, tick: Callable[[], None] = no_tick) -> li
 
 
 def run_lightning(epochs: int, root: str, tick: Callable[[], None] = no_tick) -> list[float]:
-    import pytorch_lightning as pl
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    classifier, model_cfg, datamodule, data_cfg = research("plpkg")
+    pl = import_lightning()
     stamps: list[float] = []
-    torch.manual_seed(0)
-    model = timed_classifier(classifier, stamps, tick)(model_cfg())
-    dm = datamodule(data_cfg(batch_size=BATCH, num_workers=0))
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-    )
-    trainer.fit(model, datamodule=dm)
+    model, dm = timed_digits("plpkg", stamps, tick)
+    lightning_trainer(pl, root, max_epochs=epochs, num_sanity_val_steps=0).fit(model, datamodule=dm)
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 

@@ -13,17 +13,27 @@ and an MNIST-size one, so the fixed overhead can be read both ways.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
-import warnings
 from typing import Any
 
 import torch
-from benchlib import CLOCK_NOTE, Row, TimedBatches, fmt_time, import_package, lockstep, main, median, tmpdir
+from benchlib import (
+    CLOCK_NOTE,
+    Row,
+    TimedBatches,
+    fmt_time,
+    import_lightning,
+    import_package,
+    lightning_trainer,
+    lockstep,
+    main,
+    median,
+    tmpdir,
+)
 from torch import nn
 from torch.nn import functional as F
 
@@ -97,31 +107,13 @@ def engine_run(pkg: Any, root: str, log: bool) -> Any:
 
 
 def lightning_run(root: str, log: bool) -> Any:
-    try:
-        import pytorch_lightning as pl
-    except ImportError:
-        try:
-            import lightning.pytorch as pl
-        except ImportError:
-            return None
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-
+    pl = import_lightning()
+    if pl is None:
+        return None
     TinyMLP = tiny_module(pl.LightningModule, log)
 
     def fit(data: TimedBatches) -> None:
-        trainer = pl.Trainer(
-            max_epochs=1,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=root,
-        )
-        trainer.fit(TinyMLP(), train_dataloaders=data)
+        lightning_trainer(pl, root, max_epochs=1).fit(TinyMLP(), train_dataloaders=data)
 
     return fit
 

@@ -111,6 +111,39 @@ def import_package(name: str = PACKAGE) -> Any:
     return importlib.import_module(name)
 
 
+def import_lightning() -> Any:
+    """`pytorch_lightning` (or `lightning.pytorch`) with its logs and warnings silenced; None if absent."""
+    try:
+        import pytorch_lightning as pl
+    except ImportError:
+        try:
+            import lightning.pytorch as pl
+        except ImportError:
+            return None
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    return pl
+
+
+def lightning_trainer(pl: Any, root: str, **kwargs: Any) -> Any:
+    """A Lightning Trainer on one CPU with what the engine runs without turned off (logger,
+    checkpoints, progress bar, model summary)."""
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
+    )
+
+
 def has_digits(pkg_dir: Path) -> bool:
     return (pkg_dir / "model.py").is_file() and (pkg_dir / "data.py").is_file()
 

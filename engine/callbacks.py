@@ -159,6 +159,7 @@ class ModelCheckpoint(Callback):
         self.every_n_train_steps = every_n_train_steps or None
         self.every_n_epochs = every_n_epochs or None
         self.best_k_models: dict[str, float] = {}
+        self.restored_best_k_models: dict[str, float] = {}  # as saved, possibly another folder's
         self.best_model_path = ""
         self.best_model_score: float | None = None
         self.last_model_path = ""
@@ -180,13 +181,27 @@ class ModelCheckpoint(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # Files that vanished since (deleted by hand, another machine) are forgotten.
-        self.best_k_models = {p: s for p, s in state["best_k_models"].items() if Path(p).exists()}
-        self.best_model_path = state["best_model_path"] if Path(state["best_model_path"] or "/-").exists() else ""
-        self.best_model_score = state["best_model_score"] if self.best_model_path else None
-        self.last_model_path = state["last_model_path"]
-        if self.best_k_models and not self.best_model_path:
+        """Restore the ranking of this callback's own files only.
+
+        A checkpoint written in another folder (resuming from another run, or from a copied
+        run folder) names files this callback does not own: ranking them would let top-k
+        pruning delete them, and the summary would report them. Their scores stay readable in
+        `restored_best_k_models`, for information; nothing outside `dirpath` is touched.
+        """
+        self.restored_best_k_models = dict(state["best_k_models"])
+        # Files that vanished since (deleted by hand, another machine) are forgotten too.
+        self.best_k_models = {p: s for p, s in state["best_k_models"].items() if self._owns(p) and Path(p).exists()}
+        self.best_model_path = ""
+        self.best_model_score = None
+        self.last_model_path = state["last_model_path"] if self._owns(state["last_model_path"]) else ""
+        if self.best_k_models:
             self._update_best()
+
+    def _owns(self, path: str) -> bool:
+        """Whether `path` is a file directly inside this callback's dirpath."""
+        if not path or self.dirpath is None:
+            return False
+        return Path(path).resolve().parent == self.dirpath.resolve()
 
     def setup(self, trainer: Trainer, module: Module, stage: str) -> None:
         if self.dirpath is None:

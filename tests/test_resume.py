@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,3 +210,33 @@ def test_mid_epoch_checkpoint_with_other_batch_size_is_refused(tmp_path: Path) -
     job(tmp_path, env={"KILL_AT_STEP": "5"}, check=False)  # last save at step 3: mid-epoch
     with pytest.raises(engine.CheckpointError, match="batch_size=8.*batch_size=4"):
         _run_inline(tmp_path, "resume=last", "data.batch_size=4")
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under `folder` with its modification time and contents."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_resuming_from_another_run_leaves_that_run_untouched(baseline: Path, tmp_path: Path) -> None:
+    """Top-k pruning after resuming from another run's checkpoint must never delete its files."""
+    before = _snapshot(baseline / "r")
+    other = baseline / "r" / "checkpoints" / "last.ckpt"
+    job(tmp_path, "trainer.max_epochs=6", f"resume={other}")
+    assert _snapshot(baseline / "r") == before
+    s = summary(tmp_path)
+    assert s["global_step"] == 2 * TOTAL_STEPS and s["resumed_from"] == str(other)
+    own = tmp_path / "r" / "checkpoints"
+    assert Path(s["best_model_path"]).parent == own  # reports only its own files
+    assert len(list(own.glob("epoch=*.ckpt"))) == 2  # and ranks them among themselves
+
+
+def test_resuming_a_copied_run_leaves_the_original_untouched(baseline: Path, tmp_path: Path) -> None:
+    before = _snapshot(baseline / "r")
+    shutil.copytree(baseline / "r", tmp_path / "r")
+    job(tmp_path, "trainer.max_epochs=6", "resume=last")
+    assert _snapshot(baseline / "r") == before
+    s = summary(tmp_path)
+    assert s["global_step"] == 2 * TOTAL_STEPS
+    assert Path(s["best_model_path"]).parent == tmp_path / "r" / "checkpoints"

@@ -10,7 +10,7 @@ from .checkpoint import CheckpointError
 from .config import Config, ConfigError, DataConfig, load_config
 from .loggers import CSVLogger, NullLogger, WandbLogger
 from .module import DataModule, Module
-from .run import run
+from .run import run, run_main
 from .trainer import PREEMPTED_EXIT_CODE, Trainer, seed_everything
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "WandbLogger",
     "load_config",
     "run",
+    "run_main",
     "seed_everything",
 ]

@@ -17,6 +17,7 @@ Hooks (every one optional; `trainer` and `module` are passed to each):
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -25,6 +26,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .config import ConfigError
 
 if TYPE_CHECKING:
     from .module import Module
@@ -47,6 +50,26 @@ class Callback:
 
 def _better(mode: str, a: float, b: float) -> bool:
     return a < b if mode == "min" else a > b
+
+
+def check_monitor(trainer: Trainer, monitor: str, key: str, sanity: bool = False) -> None:
+    """Raise ConfigError, with the closest logged name, when `monitor` was never logged.
+
+    After the sanity check only validation metrics are known, so only a near miss of one of
+    them fails there (``val_los`` for ``val_loss``): a monitor on a training metric may be
+    logged later. Afterwards any name never logged is an error.
+    """
+    names = sorted(trainer.logged_names())
+    if monitor in names:
+        return
+    close = difflib.get_close_matches(monitor, names, n=1, cutoff=0.8 if sanity else 0.6)
+    if sanity and not close:
+        return
+    hint = f"did you mean {key}={close[0]}? Or " if close else ""
+    raise ConfigError(
+        f"{key}={monitor!r} was never logged (logged: {', '.join(names) or 'none'}); "
+        f"{hint}log it with self.log, or set {key}=null"
+    )
 
 
 class EarlyStopping(Callback):
@@ -87,7 +110,9 @@ class EarlyStopping(Callback):
         self.stopped_epoch = state["stopped_epoch"]
 
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
-        if not trainer.sanity_checking:
+        if trainer.sanity_checking:
+            check_monitor(trainer, self.monitor, "early_stopping.monitor", sanity=True)  # fail before training
+        else:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, module: Module) -> None:
@@ -96,11 +121,8 @@ class EarlyStopping(Callback):
 
     def _check(self, trainer: Trainer) -> None:
         if self.monitor not in trainer.callback_metrics:
-            available = ", ".join(sorted(trainer.callback_metrics)) or "none yet"
-            raise KeyError(
-                f"early_stopping.monitor={self.monitor!r} was never logged (logged: {available}); "
-                "log it with self.log or set early_stopping.monitor=null"
-            )
+            check_monitor(trainer, self.monitor, "early_stopping.monitor")
+            return  # logged, but its first value comes later (a training epoch metric)
         current = float(trainer.callback_metrics[self.monitor])
         reason = self.evaluate(current)
         if reason is not None:
@@ -213,6 +235,8 @@ class ModelCheckpoint(Callback):
             self.save(trainer)
 
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
+        if trainer.sanity_checking and self.monitor:
+            check_monitor(trainer, self.monitor, "checkpoint.monitor", sanity=True)  # fail before training
         # A validation in the middle of an epoch (val_check_interval) is a save point too.
         if not trainer.sanity_checking and not trainer.at_epoch_end and self.every_n_train_steps is None:
             self.save(trainer)
@@ -248,6 +272,8 @@ class ModelCheckpoint(Callback):
                 self._keep(trainer, str(path), float(trainer.global_step), "max")
             elif self.monitor in metrics:
                 self._keep(trainer, str(path), float(metrics[self.monitor]), self.mode)
+            elif trainer.at_epoch_end or trainer.last_eval_metrics:
+                check_monitor(trainer, self.monitor, "checkpoint.monitor")  # logged by now, if ever
             elif not self._warned_missing:
                 self._warned_missing = True
                 warnings.warn(

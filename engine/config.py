@@ -1,20 +1,25 @@
 """Typed configuration: dataclasses with defaults, a YAML file, and dotted command-line overrides.
 
-`load_config` reads ``configs/default.yaml`` (or ``--config PATH``), applies ``key=value`` and
-``--key=value`` overrides (the W&B sweep agent passes the latter), validates every value and
-reports all problems at once. Unknown keys are errors that name the closest valid key.
+`load_config` reads the project's ``configs/default.yaml`` (or ``--config PATH``), applies
+``key=value`` and ``--key=value`` overrides (the W&B sweep agent passes the latter), validates
+every value and reports all problems at once. Unknown keys are errors that name the closest
+valid key; a problem in the file names its line. The project root (where ``configs/`` and a
+relative ``output_dir`` live) is the folder of the package that vendors this engine, so a run
+behaves the same from any working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import re
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed", "bf16-true")
 
@@ -101,8 +106,11 @@ class Config:
     data: Any = field(default_factory=DataConfig)
     model: Any = None
     run_name: str | None = None  # default: slurm-<job id> under SLURM, else a timestamp
-    output_dir: str = "runs"
+    output_dir: str = "runs"  # a relative path is relative to the project root
     resume: str | None = None  # null | last | auto | a checkpoint path
+
+    # Not a config key: the folder that relative paths resolve against (set by load_config).
+    project_root: ClassVar[Path | None] = None
 
 
 class ConfigError(ValueError):
@@ -208,8 +216,13 @@ def _closest(name: str, options: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(options)}"
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str]) -> Any:
-    """Instantiate dataclass `cls` from nested `values`, collecting every problem."""
+def _build(
+    cls: type, values: dict[str, Any], prefix: str, problems: list[str], where: Any = lambda key: ""
+) -> Any:
+    """Instantiate dataclass `cls` from nested `values`, collecting every problem.
+
+    `where(dotted_key)` prefixes a problem with its origin (``configs/default.yaml: line 7: ``).
+    """
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -217,16 +230,18 @@ def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str]) 
         key = f"{prefix}{name}"
         if name not in fields:
             dotted = [f"{prefix}{n}" for n in fields]
-            problems.append(f"unknown key '{key}'{_closest(key, dotted)}")
+            problems.append(f"{where(key)}unknown key '{key}'{_closest(key, dotted)}")
             continue
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
-                problems.append(f"{key}: expected a section (mapping), got {value!r}")
+                problems.append(f"{where(key)}{key}: expected a section (mapping), got {value!r}")
                 continue
-            kwargs[name] = _build(hint, value, f"{key}.", problems)
+            kwargs[name] = _build(hint, value, f"{key}.", problems, where)
         else:
-            kwargs[name] = _coerce(value, hint, key, problems)
+            found: list[str] = []
+            kwargs[name] = _coerce(value, hint, key, found)
+            problems += [where(key) + p for p in found]
     return cls(**kwargs)
 
 
@@ -288,6 +303,11 @@ def validate(cfg: Config) -> list[str]:
             problems.append(f"trainer.{name}: a float is a fraction in [0, 1], got {v}; use an int for a count")
         if isinstance(v, int) and v < 0:
             problems.append(f"trainer.{name} must be >= 0, got {v}")
+    if t.limit_train_batches is not None and t.limit_train_batches == 0:
+        problems.append(
+            "trainer.limit_train_batches=0 trains nothing; use a positive count or fraction "
+            "(trainer.limit_val_batches=0 turns validation off)"
+        )
     if t.gradient_clip_val is not None and t.gradient_clip_val <= 0:
         problems.append("trainer.gradient_clip_val must be > 0 (or null for no clipping)")
     if cfg.checkpoint.save_top_k < -1:
@@ -296,6 +316,8 @@ def validate(cfg: Config) -> list[str]:
         problems.append("checkpoint.save_top_k > 1 needs checkpoint.monitor (which metric ranks them?)")
     if cfg.early_stopping.patience < 0:
         problems.append("early_stopping.patience must be >= 0")
+    if cfg.resume == "last" and not cfg.run_name:
+        problems.append("resume=last continues a named run: pass its name, e.g. run_name=exp1 resume=last")
     if hasattr(cfg.data, "batch_size") and cfg.data.batch_size < 1:
         problems.append(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
     if hasattr(cfg.data, "num_workers") and cfg.data.num_workers < 0:
@@ -303,59 +325,215 @@ def validate(cfg: Config) -> list[str]:
     return problems
 
 
+def project_root() -> Path:
+    """The root of the project this engine is vendored in, else the working directory.
+
+    The engine lives in ``<root>/src/<package>/engine`` (or ``<root>/<package>/engine``); the root
+    is the folder above holding ``pyproject.toml``. That holds for an editable install
+    (``pip install -e .``) and for ``PYTHONPATH=src``; a package copied into site-packages has no
+    project folder, and then the working directory stands in.
+    """
+    package = (__package__ or "").rpartition(".")[0]  # "my_research.engine" -> "my_research"
+    module = sys.modules.get(package) if package else None
+    location = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
+    if location:
+        folder = Path(location).resolve()
+        folder = folder.parent if folder.is_file() else folder
+        for candidate in (folder.parent, folder.parent.parent):
+            if (candidate / "pyproject.toml").is_file():
+                return candidate
+            if folder.parent.name != "src":
+                break
+    return Path.cwd()
+
+
+def resolve_path(path: str | Path, root: Path | None = None) -> Path:
+    """A relative `path` under the project root (absolute paths stay)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (root or Config.project_root or Path.cwd()) / p
+
+
 def load_config(
     argv: list[str] | None = None,
     *,
     model: type | None = None,
     data: type = DataConfig,
-    path: str | Path | None = None,
+    path: str | Path | Literal[False] | None = None,
+    root: str | Path | None = None,
     exit_on_error: bool = True,
 ) -> Config:
     """Build the run's Config from defaults, a YAML file and overrides.
 
     `model`/`data` are the research code's dataclasses for the ``model.``/``data.`` sections.
-    The file is ``--config PATH`` if given, else `path`, else ``configs/default.yaml`` when it
-    exists in the working directory. With `exit_on_error` a bad config prints every problem to
-    stderr and exits with status 2 (a command-line run); otherwise ConfigError is raised.
+    The file is ``--config PATH`` if given (relative to the working directory, else to the
+    project root), else `path`, else ``configs/default.yaml``; `path=False` means no file (the
+    dataclass defaults). A file that does not exist or cannot be read is an error, never a
+    silent fallback to the defaults. `root` defaults to `project_root()`; relative file paths
+    in the config (``output_dir``) resolve against it. ``--help`` prints every key with its
+    value and comment and exits 0. With `exit_on_error` a bad config prints one ``error:``
+    line per problem to stderr and exits with status 2 (a command-line run; with
+    ``SCAFFOLD_DEBUG=1`` it raises instead); otherwise ConfigError is raised.
     """
+    import os
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    file_path, overrides, problems = parse_overrides(argv)
-    file_path = file_path or (str(path) if path else None)
+    base = Path(root).resolve() if root is not None else project_root()
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    file_arg, overrides, problems = parse_overrides([a for a in argv if a not in ("-h", "--help")])
+    if file_arg is not None:
+        given = Path(file_arg).expanduser()
+        file_path: Path | None = given if given.is_absolute() or given.is_file() else base / given
+    elif path is False:
+        file_path = None
+    else:
+        file_path = resolve_path(path or Path("configs") / "default.yaml", base)
+    shown = _shown(file_path, base) if file_path is not None else ""
     tree: dict[str, Any] = {}
-    if file_path is None and Path("configs/default.yaml").is_file():
-        file_path = "configs/default.yaml"
+    keys: dict[str, tuple[int, str]] = {}  # dotted key -> (line, comment) in the file
     if file_path is not None:
-        p = Path(file_path)
-        if not p.is_file():
-            problems.append(f"config file {file_path} does not exist (pass --config PATH)")
-        else:
-            try:
-                loaded = _yaml().safe_load(p.read_text()) or {}
-            except Exception as exc:
-                loaded = {}
-                problems.append(f"config file {file_path} is not valid YAML: {exc}")
-            if not isinstance(loaded, dict):
-                problems.append(f"config file {file_path} must hold a mapping of sections")
-            else:
-                tree = loaded
+        tree, keys = _read_file(file_path, shown, base, problems)
     for key, value in overrides:
         _set_dotted(tree, key, value)
+    overridden = {key for key, _ in overrides}
+
+    def where(key: str) -> str:
+        key = key.split("[", 1)[0]
+        parts = key.split(".")
+        if key not in keys or any(".".join(parts[: i + 1]) in overridden for i in range(len(parts))):
+            return ""
+        return f"{shown}: line {keys[key][0]}: "
 
     schema = _config_schema(model, data)
-    cfg = _build(schema, tree, "", problems)
+    cfg = _build(schema, tree, "", problems, where)
     if model is not None and not dataclasses.is_dataclass(cfg.model):
         cfg.model = model()
     if not dataclasses.is_dataclass(cfg.data):
         cfg.data = data()
+    cfg.project_root = base
+    if wants_help:
+        print(config_help(cfg, keys, shown, base))
+        raise SystemExit(0)
     if not problems:
-        problems += validate(cfg)
+        for problem in validate(cfg):
+            first = re.match(r"[\w.]+", problem)
+            problems.append((where(first.group(0)) if first else "") + problem)
     if problems:
-        message = "invalid config:\n" + "\n".join(f"  - {p}" for p in problems)
-        if exit_on_error:
-            print(message, file=sys.stderr)
+        if exit_on_error and os.environ.get("SCAFFOLD_DEBUG") != "1":
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
             raise SystemExit(2)
-        raise ConfigError(message)
+        raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
     return cfg
+
+
+def _shown(path: Path, root: Path) -> str:
+    """`path` as messages show it: relative to the project root when inside it."""
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _read_file(path: Path, shown: str, root: Path, problems: list[str]) -> tuple[dict[str, Any], dict[str, tuple[int, str]]]:
+    """The file's mapping and, per dotted key, its line and trailing comment."""
+    yaml = _yaml()
+    if not path.is_file():
+        hint = "pass --config PATH" if path.exists() else f"the project root is {root}; pass --config PATH"
+        what = "is not a file" if path.exists() else "does not exist"
+        problems.append(f"config file {path} {what} ({hint})")
+        return {}, {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"config file {path} cannot be read: {exc}")
+        return {}, {}
+    try:
+        loaded = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}:" if mark is not None else ""
+        problems.append(f"{shown}:{line} not valid YAML: {getattr(exc, 'problem', None) or exc}")
+        return {}, {}
+    if loaded is None:
+        return {}, {}
+    if not isinstance(loaded, dict):
+        problems.append(f"{shown}: must hold a mapping of sections (trainer:, model:, ...), got {type(loaded).__name__}")
+        return {}, {}
+    return loaded, _key_lines(node, text.splitlines())
+
+
+def _key_lines(node: Any, lines: list[str], prefix: str = "") -> dict[str, tuple[int, str]]:
+    """Dotted key -> (1-based line, comment after the value on that line) from YAML nodes."""
+    yaml = _yaml()
+    out: dict[str, tuple[int, str]] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return out
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key, line = f"{prefix}{key_node.value}", key_node.start_mark.line
+        same_line = value_node.end_mark.line == line and not isinstance(value_node, yaml.MappingNode)
+        rest = lines[line][value_node.end_mark.column if same_line else key_node.end_mark.column :] if line < len(lines) else ""
+        rest = rest.lstrip(": \t")
+        out[key] = (line + 1, rest[1:].strip() if rest.startswith("#") else "")
+        out.update(_key_lines(value_node, lines, key + "."))
+    return out
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """``name: type = default  # comment`` -> {name: comment}, from the class and its bases."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.MULTILINE):
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if dataclasses.is_dataclass(value):
+        return ""
+    text = _yaml().safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def config_help(cfg: Any, keys: dict[str, tuple[int, str]], shown: str, root: Path) -> str:
+    """Usage, then every section and key with the value this run would use and what it means."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    prog = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
+    lines = [
+        f"usage: {prog} [--config PATH] [KEY=VALUE | --KEY=VALUE]...",
+        "",
+        f"Trains with {shown or 'the defaults below'} plus dotted overrides (trainer.max_epochs=5, "
+        "--model.lr=1e-3).",
+        f"Relative paths (--config, output_dir) resolve against the project root, {root}.",
+        "Keys, with the values a run would use now:",
+    ]
+
+    def walk(obj: Any, prefix: str, indent: str) -> None:
+        comments = _field_comments(type(obj))
+        for f in dataclasses.fields(obj):
+            value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+            comment = keys.get(key, (0, ""))[1] or comments.get(f.name, "")
+            if dataclasses.is_dataclass(value):
+                doc = inspect.getdoc(type(value)) or ""
+                doc = "" if doc.startswith(type(value).__name__ + "(") else doc.splitlines()[0]
+                lines.append("")
+                lines.append(f"{indent}{f.name}:" + (f"  # {comment or doc}" if comment or doc else ""))
+                walk(value, key + ".", indent + "  ")
+            else:
+                entry = f"{indent}{f.name}: {_fmt(value)}"
+                lines.append(f"{entry:<36}  # {comment}" if comment else entry)
+
+    walk(cfg, "", "")
+    return "\n".join(lines)
 
 
 def _config_schema(model: type | None, data: type) -> type:

@@ -33,6 +33,8 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from .config import ConfigError
+
 DEFAULT_TIMEOUT_S = 1800.0  # torch's gloo default; generous because prepare_data and rank-0 saves sit behind barriers
 
 
@@ -99,12 +101,12 @@ def select_device(accelerator: str, local_rank: int) -> torch.device:
     if accelerator in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if accelerator == "cuda":
-        raise RuntimeError("trainer.accelerator=cuda but no CUDA GPU is visible; use trainer.accelerator=cpu")
+        raise ConfigError("trainer.accelerator=cuda but no CUDA GPU is visible; use trainer.accelerator=cpu")
     mps = getattr(torch.backends, "mps", None)
     if accelerator in ("auto", "mps") and mps is not None and mps.is_available():
         return torch.device("mps")
     if accelerator == "mps":
-        raise RuntimeError("trainer.accelerator=mps but MPS is not available; use trainer.accelerator=cpu")
+        raise ConfigError("trainer.accelerator=mps but MPS is not available; use trainer.accelerator=cpu")
     return torch.device("cpu")
 
 

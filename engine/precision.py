@@ -8,6 +8,8 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
+from .config import ConfigError
+
 NULL_CONTEXT = nullcontext()  # reusable: entering it does nothing, and `is` tells the loop so
 
 # Lightning's spellings of the same settings, so Trainer(precision=16) ports unchanged.
@@ -28,11 +30,11 @@ class Precision:
     def __init__(self, precision: str, device: torch.device) -> None:
         precision = ALIASES.get(str(precision), str(precision))
         if precision not in ALIASES.values():
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.precision={precision!r} is not supported; use one of 32, bf16-mixed, 16-mixed, bf16-true"
             )
         if precision == "16-mixed" and device.type != "cuda":
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.precision=16-mixed needs a CUDA GPU (this run is on {device.type}); "
                 "use trainer.precision=bf16-mixed instead"
             )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from . import distributed as D
 from .callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
-from .config import Config, dump_yaml
+from .checkpoint import CheckpointError
+from .config import Config, ConfigError, dump_yaml, resolve_path
 from .module import DataModule, Module
 from .trainer import PREEMPTED_EXIT_CODE, Trainer
 
@@ -29,7 +33,7 @@ def build_logger(cfg: Config, run_name: str) -> Any:
     if cfg.wandb.mode == "disabled":
         return NullLogger()  # wandb is not even imported
     keys = asdict(cfg.wandb) | {"name": cfg.wandb.name or run_name}
-    return WandbLogger(**keys, save_dir=".")
+    return WandbLogger(**keys, save_dir=cfg.project_root or ".")  # wandb/ sits in the project, like runs/
 
 
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None, logger: Any = None) -> Trainer:
@@ -60,24 +64,59 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
         return D.launch(cfg.trainer.devices, spec.name, sys.argv[1:])
 
     env = D.setup(cfg.trainer.accelerator)
+    run_dir: Path | None = None
+    created = False
+    trainer: Trainer | None = None
     try:
         run_name = env.broadcast_object(cfg.run_name or default_run_name())
         cfg.run_name = run_name
-        run_dir = Path(cfg.output_dir) / run_name
+        run_dir = resolve_path(cfg.output_dir, cfg.project_root) / run_name
         if env.is_global_zero and not cfg.trainer.fast_dev_run:  # a dry run leaves no files
+            created = not run_dir.exists()
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(dump_yaml(cfg))
         logger = build_logger(cfg, run_name) if not cfg.trainer.fast_dev_run else None
         trainer = build_trainer(cfg, run_dir, callbacks, logger)
-        resume = cfg.resume
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg))
         if env.is_global_zero:
             report(trainer, run_dir)
         if trainer.stop_reason == "preempted":
             return PREEMPTED_EXIT_CODE
         return 1 if trainer.stop_reason == "nonfinite_loss" else 0
+    except BaseException:
+        # A run that failed before its first step leaves no folder behind (a resumed one keeps its own).
+        if created and run_dir is not None and (trainer is None or trainer.global_step == 0):
+            if not any(run_dir.rglob("*.ckpt")):
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         D.teardown()
+
+
+def _resume_path(cfg: Config) -> str | None:
+    """`resume` as given; a relative checkpoint path is looked up in the working directory, then the project."""
+    resume = cfg.resume
+    if resume in (None, "last", "auto") or Path(resume).expanduser().exists():
+        return resume
+    in_project = resolve_path(resume, cfg.project_root)
+    return str(in_project) if in_project.exists() else resume
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """Call a command-line entry point; an expected failure is one ``error:`` line on stderr.
+
+    Expected failures are a bad config (`ConfigError`: exit code 2) and an unusable checkpoint
+    (`CheckpointError`: exit code 1); their message says what to change, so no traceback is
+    printed unless ``SCAFFOLD_DEBUG=1``. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return main()
+    except (ConfigError, CheckpointError) as exc:
+        if os.environ.get("SCAFFOLD_DEBUG") == "1":
+            raise
+        if int(os.environ.get("RANK", "0")) == 0:  # every process of a multi-process run fails alike
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2 if isinstance(exc, ConfigError) else 1
 
 
 def report(trainer: Trainer, run_dir: Path) -> None:

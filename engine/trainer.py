@@ -32,6 +32,7 @@ from .checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
+from .config import ConfigError
 from .loggers import NullLogger
 from .module import DataModule, Module
 from .precision import NULL_CONTEXT, Precision
@@ -165,6 +166,7 @@ class Trainer:
         self.callback_metrics: dict[str, float] = {}
         self.logged_metrics: dict[str, float] = {}
         self.last_eval_metrics: dict[str, float] = {}  # the latest validation/test epoch values
+        self._sanity_names: set[str] = set()  # what the sanity check's validation logged
         self.optimizers: list[torch.optim.Optimizer] = []
         self.lr_schedulers: list[_Scheduler] = []
         self.timer = Timer()
@@ -239,6 +241,11 @@ class Trainer:
             if message:
                 self.print(f"stopping: {message}")
 
+    def logged_names(self) -> set[str]:
+        """Every metric name logged so far in this fit (callbacks check their `monitor` against it)."""
+        train = self._train_results
+        return {*self.callback_metrics, *self._sanity_names, *train.step, *train.epoch, *train.metric_objects}
+
     def progress_metrics(self) -> dict[str, float]:
         values = self._train_results.step_values()
         return {k: v for k, v in values.items() if k in self._train_results.prog_bar}
@@ -284,6 +291,11 @@ class Trainer:
             self.val_loader = D.prepare_loader(val_dataloaders, self.env, seed, train=False)
             self.train_num_workers = getattr(self.train_loader, "num_workers", 0)
             self.num_training_batches = self._limit(self.train_loader, self.limit_train_batches)
+            if self.num_training_batches == 0:
+                raise ConfigError(
+                    f"no training batches: the training DataLoader has {_length(self.train_loader)} batches and "
+                    f"trainer.limit_train_batches={self.limit_train_batches}; use a larger limit or more data"
+                )
             self._configure_optimizers(module)
             if ckpt_path is not None:
                 self._restore(ckpt_path)
@@ -575,7 +587,9 @@ class Trainer:
         getattr(module, f"on_{hook}_epoch_end")()
         metrics = results.compute_epoch()
         module.train(was_training)
-        if not self.sanity_checking:
+        if self.sanity_checking:
+            self._sanity_names = set(metrics)
+        else:
             self.last_eval_metrics = self.env.broadcast_object(metrics)
             self.callback_metrics.update(self.last_eval_metrics)
             if stage == "val":
@@ -986,6 +1000,13 @@ def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Sch
             "(combine parameter groups in one optimizer)"
         )
     return optimizers, schedulers
+
+
+def _length(loader: Any) -> int | str:
+    try:
+        return len(loader)
+    except TypeError:
+        return "an unknown number of"
 
 
 def _is_datamodule(obj: Any) -> bool:

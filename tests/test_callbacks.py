@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import engine.callbacks as callbacks_module
-from engine import EarlyStopping, ModelCheckpoint, ThroughputMonitor
+from engine import ConfigError, EarlyStopping, ModelCheckpoint, ThroughputMonitor
 
 DOCUMENTED_HOOKS = set(re.findall(r"(\w+)\(", callbacks_module.__doc__ or ""))
 
@@ -215,8 +215,28 @@ def test_early_stopping_without_validation_judges_training_epoch_metrics(tmp_pat
 
 def test_early_stopping_on_an_unlogged_metric_names_what_was_logged(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, max_epochs=2, callbacks=[EarlyStopping(monitor="val_acc")])
-    with pytest.raises(KeyError, match=r"monitor='val_acc' was never logged \(logged: val_loss\)"):
+    with pytest.raises(ConfigError, match=r"monitor='val_acc' was never logged \(logged: train_loss, val_loss\)"):
         trainer.fit(ScriptedVal([1.0, 1.0]), loader(regression_data(4)), loader(regression_data(4)))
+
+
+@pytest.mark.parametrize(
+    ("callback", "key"),
+    [(EarlyStopping(monitor="val_los"), "early_stopping"), (ModelCheckpoint(monitor="val_los"), "checkpoint")],
+)
+def test_a_misspelt_monitor_fails_after_the_sanity_check_with_a_suggestion(
+    tmp_path: Path, callback: Any, key: str
+) -> None:
+    trainer = make_trainer(tmp_path, max_epochs=2, num_sanity_val_steps=1, callbacks=[callback])
+    with pytest.raises(ConfigError, match=rf"{key}.monitor='val_los' was never logged.*did you mean {key}.monitor=val_loss\?"):
+        trainer.fit(ScriptedVal([1.0, 1.0]), loader(regression_data(4)), loader(regression_data(4)))
+    assert trainer.global_step == 0  # before any training, not after a whole epoch
+
+
+def test_a_monitor_on_a_training_metric_is_not_refused_by_the_sanity_check(tmp_path: Path) -> None:
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="train_loss", save_top_k=1)
+    trainer = make_trainer(tmp_path, max_epochs=2, num_sanity_val_steps=1, callbacks=[ckpt])
+    trainer.fit(ScriptedVal([1.0, 1.0]), loader(regression_data(4)), loader(regression_data(4)))
+    assert trainer.global_step > 0 and ckpt.best_model_score is not None
 
 
 # -- ModelCheckpoint -----------------------------------------------------------------------------

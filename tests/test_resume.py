@@ -166,7 +166,7 @@ def _run_inline(tmp_path: Path, *args: str) -> int:
     import engine
 
     argv = [f"output_dir={tmp_path}", "run_name=r", *BASE, "trainer.max_epochs=1", *args]
-    cfg = engine.load_config(argv, model=ModelConfig, data=DataConfig, exit_on_error=False)
+    cfg = engine.load_config(argv, model=ModelConfig, data=DataConfig, path=False, exit_on_error=False)
     engine.seed_everything(cfg.trainer.seed)
     return engine.run(cfg, Net(cfg.model), Data(cfg.data))
 

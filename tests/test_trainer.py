@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from engine import DataModule, LearningRateMonitor, ModelCheckpoint, Module, seed_everything
+from engine import ConfigError, DataModule, LearningRateMonitor, ModelCheckpoint, Module, seed_everything
 from engine.checkpoint import load_checkpoint
 from engine.trainer import move_to_device
 
@@ -54,7 +54,7 @@ def test_move_to_device_is_recursive() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_accelerator_cuda_without_gpu_says_what_to_do(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, accelerator="cuda", max_epochs=1)
-    with pytest.raises(RuntimeError, match="trainer.accelerator=cuda but no CUDA GPU.*trainer.accelerator=cpu"):
+    with pytest.raises(ConfigError, match="trainer.accelerator=cuda but no CUDA GPU.*trainer.accelerator=cpu"):
         trainer.fit(Regressor(), train_dataloaders=loader(regression_data()))
 
 

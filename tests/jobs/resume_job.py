@@ -127,7 +127,7 @@ def _die_in_nth_save(n: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     if os.environ.get("KILL_IN_SAVE"):
         _die_in_nth_save(int(os.environ["KILL_IN_SAVE"]))
-    cfg = engine.load_config(argv, model=ModelConfig, data=DataConfig)
+    cfg = engine.load_config(argv, model=ModelConfig, data=DataConfig, path=False)
     engine.seed_everything(cfg.trainer.seed)
     module = Net(cfg.model)
     code = engine.run(cfg, module, Data(cfg.data), callbacks=[Chaos()])

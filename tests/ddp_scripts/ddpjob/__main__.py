@@ -7,7 +7,7 @@ from .job import DataConfig, ModelConfig, Probe, RankStop, ToyClassifier, ToyDat
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(argv, model=ModelConfig, data=DataConfig)
+    cfg = load_config(argv, model=ModelConfig, data=DataConfig, path=False)
     seed_everything(cfg.trainer.seed)
     return run(cfg, ToyClassifier(cfg.model), ToyData(cfg.data), callbacks=[Probe(), RankStop(cfg.model)])
 

@@ -216,9 +216,7 @@ def _closest(name: str, options: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(options)}"
 
 
-def _build(
-    cls: type, values: dict[str, Any], prefix: str, problems: list[str], where: Any = lambda key: ""
-) -> Any:
+def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str], where: Any = lambda key: "") -> Any:
     """Instantiate dataclass `cls` from nested `values`, collecting every problem.
 
     `where(dotted_key)` prefixes a problem with its origin (``configs/default.yaml: line 7: ``).
@@ -434,7 +432,9 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _read_file(path: Path, shown: str, root: Path, problems: list[str]) -> tuple[dict[str, Any], dict[str, tuple[int, str]]]:
+def _read_file(
+    path: Path, shown: str, root: Path, problems: list[str]
+) -> tuple[dict[str, Any], dict[str, tuple[int, str]]]:
     """The file's mapping and, per dotted key, its line and trailing comment."""
     yaml = _yaml()
     if not path.is_file():
@@ -458,7 +458,9 @@ def _read_file(path: Path, shown: str, root: Path, problems: list[str]) -> tuple
     if loaded is None:
         return {}, {}
     if not isinstance(loaded, dict):
-        problems.append(f"{shown}: must hold a mapping of sections (trainer:, model:, ...), got {type(loaded).__name__}")
+        problems.append(
+            f"{shown}: must hold a mapping of sections (trainer:, model:, ...), got {type(loaded).__name__}"
+        )
         return {}, {}
     return loaded, _key_lines(node, text.splitlines())
 
@@ -474,7 +476,11 @@ def _key_lines(node: Any, lines: list[str], prefix: str = "") -> dict[str, tuple
             continue
         key, line = f"{prefix}{key_node.value}", key_node.start_mark.line
         same_line = value_node.end_mark.line == line and not isinstance(value_node, yaml.MappingNode)
-        rest = lines[line][value_node.end_mark.column if same_line else key_node.end_mark.column :] if line < len(lines) else ""
+        rest = (
+            lines[line][value_node.end_mark.column if same_line else key_node.end_mark.column :]
+            if line < len(lines)
+            else ""
+        )
         rest = rest.lstrip(": \t")
         out[key] = (line + 1, rest[1:].strip() if rest.startswith("#") else "")
         out.update(_key_lines(value_node, lines, key + "."))
@@ -507,12 +513,11 @@ def config_help(cfg: Any, keys: dict[str, tuple[int, str]], shown: str, root: Pa
     """Usage, then every section and key with the value this run would use and what it means."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    prog = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
+    prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None else Path(sys.argv[0]).name
     lines = [
         f"usage: {prog} [--config PATH] [KEY=VALUE | --KEY=VALUE]...",
         "",
-        f"Trains with {shown or 'the defaults below'} plus dotted overrides (trainer.max_epochs=5, "
-        "--model.lr=1e-3).",
+        f"Trains with {shown or 'the defaults below'} plus dotted overrides (trainer.max_epochs=5, --model.lr=1e-3).",
         f"Relative paths (--config, output_dir) resolve against the project root, {root}.",
         "Keys, with the values a run would use now:",
     ]

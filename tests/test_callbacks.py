@@ -227,7 +227,9 @@ def test_a_misspelt_monitor_fails_after_the_sanity_check_with_a_suggestion(
     tmp_path: Path, callback: Any, key: str
 ) -> None:
     trainer = make_trainer(tmp_path, max_epochs=2, num_sanity_val_steps=1, callbacks=[callback])
-    with pytest.raises(ConfigError, match=rf"{key}.monitor='val_los' was never logged.*did you mean {key}.monitor=val_loss\?"):
+    with pytest.raises(
+        ConfigError, match=rf"{key}.monitor='val_los' was never logged.*did you mean {key}.monitor=val_loss\?"
+    ):
         trainer.fit(ScriptedVal([1.0, 1.0]), loader(regression_data(4)), loader(regression_data(4)))
     assert trainer.global_step == 0  # before any training, not after a whole epoch
 

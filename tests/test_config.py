@@ -195,3 +195,135 @@ def test_run_saves_the_resolved_config_in_the_run_folder_and_checkpoints(tmp_pat
         1,
     )
     assert summary["best_model_path"].startswith(str(folder / "checkpoints" / "epoch="))
+
+
+# -- the project root, the config file's place and its line numbers -----------------------------
+def _vendored_engine(tmp_path: Path, layout: str) -> object:
+    """This repository's engine loaded as ``<package>.engine`` of a project at tmp_path/proj."""
+    import importlib.util
+    import sys
+    import uuid
+
+    from conftest import ROOT
+
+    project = tmp_path / "proj"
+    package = f"pkg_{uuid.uuid4().hex[:8]}"
+    folder = project / "src" / package if layout == "src" else project / package
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    parent = importlib.util.spec_from_file_location(package, folder / "__init__.py")
+    assert parent and parent.loader
+    sys.modules[package] = importlib.util.module_from_spec(parent)
+    spec = importlib.util.spec_from_file_location(
+        f"{package}.engine", ROOT / "engine" / "__init__.py", submodule_search_locations=[str(ROOT / "engine")]
+    )
+    assert spec and spec.loader
+    engine_module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = engine_module
+    spec.loader.exec_module(engine_module)
+    return engine_module
+
+
+@pytest.mark.parametrize("layout", ["src", "flat"])
+def test_the_vendored_engine_finds_its_project_root_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    vendored = _vendored_engine(tmp_path, layout)
+    project = tmp_path / "proj"
+    (project / "configs").mkdir()
+    (project / "configs" / "default.yaml").write_text("data:\n  batch_size: 7\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert vendored.config.project_root() == project.resolve()
+    cfg = vendored.load_config([], exit_on_error=False)
+    assert cfg.data.batch_size == 7  # the project's file, not the dataclass default (32)
+    assert cfg.project_root == project.resolve()
+
+
+def test_a_missing_config_file_is_an_error_naming_the_path(tmp_path: Path) -> None:
+    message = _problems([], path=None, root=tmp_path)
+    assert f"config file {tmp_path / 'configs' / 'default.yaml'} does not exist" in message
+    (tmp_path / "configs" / "default.yaml").mkdir(parents=True)  # a folder: not readable as a file
+    assert "is not a file" in _problems([], path=None, root=tmp_path)
+
+
+def test_problems_in_the_file_name_its_line_and_overrides_do_not(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text(
+        "# comment\ntrainer:\n  max_epoch: 3\n  precision: fp16\nmodel:\n  hidden: wide\n"
+    )
+    message = _problems(["model.hidden=wider"], path=None, root=tmp_path)
+    assert (
+        "configs/default.yaml: line 3: unknown key 'trainer.max_epoch'; did you mean 'trainer.max_epochs'?" in message
+    )
+    assert "configs/default.yaml: line 4: trainer.precision: 'fp16' is not one of" in message
+    assert "  - model.hidden: expected int, got 'wider'" in message  # from the command line: no file line
+    (tmp_path / "configs" / "default.yaml").write_text("trainer:\n  max_epochs: 0\n")
+    assert "configs/default.yaml: line 2: trainer.max_epochs must be >= 1" in _problems([], path=None, root=tmp_path)
+
+
+def test_relative_paths_resolve_against_the_project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    (project / "configs").mkdir(parents=True)
+    (project / "configs" / "default.yaml").write_text("run_name: r\n")
+    (project / "configs" / "other.yaml").write_text("run_name: other\n")
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = _load(["--config", "configs/other.yaml", *QUICK], path=None, root=project)
+    assert cfg.run_name == "other"
+    assert run(cfg, Regressor(), RegressionData()) == 0
+    assert (project / "runs" / "other" / "summary.json").is_file()
+    assert not (elsewhere / "runs").exists()
+
+
+QUICK = ["trainer.max_epochs=1", "wandb.mode=disabled", "trainer.progress_bar=false"]
+
+
+def test_help_lists_every_key_with_its_value_and_comment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text("model:\n  hidden: 16   # width of the hidden layer\n")
+    with pytest.raises(SystemExit) as info:
+        _load(["--help"], path=None, root=tmp_path)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ")
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert "hidden: 16 # width of the hidden layer" in lines  # the file's value and comment
+    assert "max_steps: -1 # -1: no step limit" in lines  # the dataclass's default and comment
+    for section in ("trainer:", "checkpoint:", "early_stopping:", "wandb:", "data:", "model:"):
+        assert any(line.startswith(section) for line in lines), section
+
+
+def test_resume_last_needs_a_run_name_and_zero_train_batches_is_refused() -> None:
+    assert "resume=last continues a named run: pass its name, e.g. run_name=exp1 resume=last" in _problems(
+        ["resume=last"]
+    )
+    assert _load(["resume=last", "run_name=a"]).resume == "last"
+    assert "trainer.limit_train_batches=0 trains nothing" in _problems(["trainer.limit_train_batches=0"])
+    assert "trainer.limit_train_batches=0 trains nothing" in _problems(["trainer.limit_train_batches=0.0"])
+
+
+def test_run_main_turns_expected_failures_into_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import run_main
+
+    def start(*args: str) -> int:
+        cfg = _load([f"output_dir={tmp_path}", "run_name=r", *QUICK, *args])
+        return run(cfg, Regressor(), RegressionData())
+
+    monkeypatch.delenv("SCAFFOLD_DEBUG", raising=False)
+    assert run_main(lambda: start(f"resume={tmp_path / 'nope.ckpt'}")) == 1
+    assert run_main(lambda: start("trainer.precision=16-mixed", "trainer.accelerator=cpu")) == 2
+    assert run_main(lambda: start("trainer.limit_train_batches=0.01")) == 2  # 0 of 4 batches
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err] == ["error", "error", "error"], err
+    assert "nope.ckpt does not exist" in err[0]
+    assert "use trainer.precision=bf16-mixed" in err[1]
+    assert "no training batches" in err[2]
+    assert not (tmp_path / "r").exists()  # no failed start leaves a run folder
+    monkeypatch.setenv("SCAFFOLD_DEBUG", "1")
+    with pytest.raises(ConfigError):
+        run_main(lambda: start("trainer.precision=16-mixed", "trainer.accelerator=cpu"))

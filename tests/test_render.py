@@ -213,7 +213,7 @@ def test_minimal_example_and_toggles(template_repo: Path, tmp_path: Path) -> Non
     assert data["project"]["description"] == 'Say "hi"'
     cfg = yaml.safe_load((dest / "configs" / "default.yaml").read_text())
     assert cfg["wandb"]["entity"] == "my-lab"
-    assert set(cfg["model"]) == {"in_features", "num_classes", "hidden", "lr"}
+    assert set(cfg["model"]) == {"hidden", "lr"}  # the model's sizes come from the data (data.in_features)
     assert "slurm" not in (dest / "README.md").read_text().lower()
     compile((dest / "src" / "tiny" / "__init__.py").read_text(), "__init__.py", "exec")
 

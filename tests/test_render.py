@@ -172,6 +172,10 @@ def test_readme_for_the_researcher(project: Path) -> None:
         "scaffold update",
         "scaffold check",
         "sbatch",
+        "--help",
+        "project root",
+        "resume=last trainer.max_epochs=30",  # what may change on resume
+        "saved mid-epoch with batch_size",  # what may not, with its error
     ):
         assert needle in readme, needle
 

@@ -5,6 +5,7 @@
 
 __version__ = "0.1.0"
 
+from . import callbacks, loggers, profilers, utilities  # Lightning's submodules: pl.callbacks.X, pl.loggers.X
 from .callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar, ThroughputMonitor
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError, DataConfig, load_config
@@ -12,6 +13,10 @@ from .loggers import CSVLogger, NullLogger, WandbLogger
 from .module import DataModule, Module
 from .run import run, run_main
 from .trainer import PREEMPTED_EXIT_CODE, Trainer, seed_everything
+
+# Lightning's names, so `import lightning.pytorch as pl` ports as `from <package> import engine as pl`.
+LightningModule = Module
+LightningDataModule = DataModule
 
 __all__ = [
     "PREEMPTED_EXIT_CODE",
@@ -24,6 +29,8 @@ __all__ = [
     "DataModule",
     "EarlyStopping",
     "LearningRateMonitor",
+    "LightningDataModule",
+    "LightningModule",
     "ModelCheckpoint",
     "Module",
     "NullLogger",
@@ -31,8 +38,12 @@ __all__ = [
     "ThroughputMonitor",
     "Trainer",
     "WandbLogger",
+    "callbacks",
     "load_config",
+    "loggers",
+    "profilers",
     "run",
     "run_main",
     "seed_everything",
+    "utilities",
 ]

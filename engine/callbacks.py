@@ -85,9 +85,13 @@ class EarlyStopping(Callback):
         stopping_threshold: float | None = None,
         divergence_threshold: float | None = None,
         verbose: bool = True,
+        strict: bool = True,
+        check_on_train_epoch_end: bool | None = None,
+        log_rank_zero_only: bool = False,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"early_stopping.mode must be 'min' or 'max', got {mode!r}")
+        self.strict = strict  # False: a monitor that was never logged is skipped, as in Lightning
         self.monitor, self.mode, self.patience = monitor, mode, patience
         self.min_delta = abs(min_delta)
         self.check_finite = check_finite
@@ -121,6 +125,8 @@ class EarlyStopping(Callback):
 
     def _check(self, trainer: Trainer) -> None:
         if self.monitor not in trainer.callback_metrics:
+            if not self.strict:
+                return
             check_monitor(trainer, self.monitor, "early_stopping.monitor")
             return  # logged, but its first value comes later (a training epoch metric)
         current = float(trainer.callback_metrics[self.monitor])
@@ -172,9 +178,24 @@ class ModelCheckpoint(Callback):
         save_last: bool = True,
         every_n_train_steps: int | None = None,
         every_n_epochs: int | None = 1,
+        verbose: bool = False,
+        save_weights_only: bool = False,
+        auto_insert_metric_name: bool = True,
+        save_on_train_epoch_end: bool | None = None,
+        train_time_interval: Any = None,
+        enable_version_counter: bool = True,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"checkpoint.mode must be 'min' or 'max', got {mode!r}")
+        if save_weights_only or train_time_interval is not None:
+            given = "save_weights_only=True" if save_weights_only else "train_time_interval"
+            warnings.warn(
+                f"ModelCheckpoint({given}) is accepted but has no effect here: checkpoints always hold the full "
+                "training state (exact resume), and saves follow every_n_train_steps / every_n_epochs",
+                stacklevel=2,
+            )
+        self.verbose, self.auto_insert_metric_name = verbose, auto_insert_metric_name
+        save_last = bool(save_last)  # Lightning's "link" and None: a last.ckpt file / none
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.filename = filename or ("{epoch}-{step}" + (f"-{{{monitor}:.4f}}" if monitor else ""))
         self.monitor, self.mode, self.save_top_k, self.save_last = monitor, mode, save_top_k, save_last
@@ -255,8 +276,8 @@ class ModelCheckpoint(Callback):
 
         def field(m: re.Match) -> str:
             key, fmt = m.group(1), m.group(2)
-            value = values.get(key, float("nan"))
-            return f"{key.replace('/', '_')}={format(value, fmt or '')}"
+            value = format(values.get(key, float("nan")), fmt or "")
+            return f"{key.replace('/', '_')}={value}" if self.auto_insert_metric_name else value
 
         return _FIELD.sub(field, self.filename) + ".ckpt"
 
@@ -320,18 +341,47 @@ class ModelCheckpoint(Callback):
 
 
 class LearningRateMonitor(Callback):
-    """Log each optimizer's learning rate as ``lr-<Optimizer>`` (``-pg<i>`` per extra group)."""
+    """Log each optimizer's learning rate as ``lr-<Optimizer>`` (``-pg<i>`` per extra group).
+
+    `logging_interval`: "step" (every `log_every_n_steps`), "epoch" (at each epoch's start),
+    or None: as each optimizer's scheduler steps (an optimizer without one: per step).
+    `log_momentum` / `log_weight_decay` add ``momentum-<Optimizer>`` / ``weight_decay-<Optimizer>``.
+    """
+
+    def __init__(
+        self, logging_interval: str | None = None, log_momentum: bool = False, log_weight_decay: bool = False
+    ) -> None:
+        if logging_interval not in (None, "step", "epoch"):
+            raise ValueError(f"LearningRateMonitor(logging_interval={logging_interval!r}): use 'step', 'epoch' or None")
+        self.logging_interval = logging_interval
+        self.log_momentum, self.log_weight_decay = log_momentum, log_weight_decay
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.should_log:
-            trainer.log_metrics(self.learning_rates(trainer))
+        if trainer.should_log and self.logging_interval != "epoch":
+            trainer.log_metrics(self.learning_rates(trainer, "step"))
 
-    def learning_rates(self, trainer: Trainer) -> dict[str, float]:
+    def on_train_epoch_start(self, trainer: Trainer, module: Module) -> None:
+        if self.logging_interval != "step":
+            rates = self.learning_rates(trainer, "epoch")
+            if rates:
+                trainer.log_metrics(rates)
+
+    def learning_rates(self, trainer: Trainer, interval: str | None = None) -> dict[str, float]:
+        """The rates to log at `interval` ("step" or "epoch"; None: every optimizer's)."""
+        stepped_by = {id(s.scheduler.optimizer): s.interval for s in getattr(trainer, "lr_schedulers", ())}
         out: dict[str, float] = {}
         for opt in trainer.optimizers:
-            name = f"lr-{type(opt).__name__}"
+            if interval is not None and self.logging_interval is None and stepped_by.get(id(opt), "step") != interval:
+                continue
+            name = type(opt).__name__
             for i, group in enumerate(opt.param_groups):
-                out[name if i == 0 else f"{name}-pg{i}"] = float(group["lr"])
+                suffix = "" if i == 0 else f"-pg{i}"
+                out[f"lr-{name}{suffix}"] = float(group["lr"])
+                if self.log_momentum:
+                    momentum = group.get("betas", (group.get("momentum", 0.0),))[0]
+                    out[f"momentum-{name}{suffix}"] = float(momentum)
+                if self.log_weight_decay:
+                    out[f"weight_decay-{name}{suffix}"] = float(group.get("weight_decay", 0.0))
         return out
 
 
@@ -448,3 +498,153 @@ class ProgressBar(Callback):
     def on_train_end(self, trainer: Trainer, module: Module) -> None:
         if self._tty and trainer.is_global_zero:
             self.stream.write("\n")
+
+
+# -- Lightning's names for the display callbacks, and its Timer ---------------------------------
+def parse_duration(value: Any) -> float | None:
+    """Seconds from Lightning's max_time forms: "DD:HH:MM:SS", a dict of timedelta keywords, a timedelta."""
+    import datetime
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.strip().split(":")
+        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"max_time={value!r}: write it as 'DD:HH:MM:SS', e.g. '00:12:00:00' for 12 hours")
+        days, hours, minutes, seconds = (int(p) for p in parts)
+        value = datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    elif isinstance(value, dict):
+        try:
+            value = datetime.timedelta(**value)
+        except TypeError:
+            raise ValueError(f"max_time={value!r}: use timedelta's keywords (days, hours, minutes, seconds)") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, datetime.timedelta):
+        raise ValueError(f"max_time={value!r}: pass 'DD:HH:MM:SS', a dict such as {{'hours': 12}}, or a timedelta")
+    return value.total_seconds()
+
+
+class Timer(Callback):
+    """Stop training once `duration` of training time has passed (``Trainer(max_time=...)``).
+
+    Checked after every optimizer step (`interval="step"`) or at each epoch's end; the stop
+    reason is ``max_time``. The elapsed time is saved in checkpoints, so a resumed run counts on.
+    """
+
+    def __init__(self, duration: Any = None, interval: str = "step", verbose: bool = True) -> None:
+        if interval not in ("step", "epoch"):
+            raise ValueError(f"Timer(interval={interval!r}): use 'step' or 'epoch'")
+        self.duration = parse_duration(duration)
+        self.interval, self.verbose = interval, verbose
+        self._start: float | None = None
+        self._offset = 0.0  # training time before a resume
+
+    def time_elapsed(self, stage: str = "train") -> float:
+        running = time.monotonic() - self._start if self._start is not None else 0.0
+        return self._offset + running
+
+    def time_remaining(self, stage: str = "train") -> float | None:
+        return None if self.duration is None else max(0.0, self.duration - self.time_elapsed(stage))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"time_elapsed": {"train": self.time_elapsed()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._offset = float(state.get("time_elapsed", {}).get("train", 0.0))
+
+    def on_train_start(self, trainer: Trainer, module: Module) -> None:
+        self._start = time.monotonic()
+
+    def on_train_end(self, trainer: Trainer, module: Module) -> None:
+        self._offset, self._start = self.time_elapsed(), None
+
+    def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.interval == "step":
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, module: Module) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        if self.duration is not None and self.time_elapsed() >= self.duration:
+            trainer.request_stop("max_time", f"max_time of {self.duration:.0f} s reached" if self.verbose else "")
+
+
+class RichProgressBarTheme:
+    """Accepted for Lightning's RichProgressBar(theme=...); the engine's display has one style."""
+
+    def __init__(self, **styles: Any) -> None:
+        self.__dict__.update(styles)
+
+
+class TQDMProgressBar(ProgressBar):
+    """Lightning's name for the engine's progress display; ``refresh_rate=0`` turns it off.
+
+    Arguments the display does not use (its refresh follows `log_every_n_steps`) are kept as
+    attributes, so code that reads them works.
+    """
+
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False, **kwargs: Any) -> None:
+        import inspect
+
+        wanted = {"refresh_rate": refresh_rate, "process_position": process_position, "leave": leave, **kwargs}
+        accepted = inspect.signature(ProgressBar.__init__).parameters
+        super().__init__(**{k: v for k, v in wanted.items() if k in accepted})
+        for key, value in wanted.items():
+            if key not in accepted:
+                setattr(self, key, value)
+        self._enabled = refresh_rate > 0
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def is_disabled(self) -> bool:
+        """The trainer calls no hook of a disabled progress bar."""
+        return not self._enabled
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+
+class RichProgressBar(TQDMProgressBar):
+    """Lightning's rich display, as the engine's display (no `rich` dependency); same arguments."""
+
+    def __init__(
+        self,
+        refresh_rate: int = 1,
+        leave: bool = False,
+        theme: RichProgressBarTheme | None = None,
+        console_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(refresh_rate=refresh_rate, leave=leave, **kwargs)
+        self.theme = theme or RichProgressBarTheme()
+        self.console_kwargs = console_kwargs or {}
+
+
+class ModelSummary(Callback):
+    """Print the model's parameter table when fit starts (`max_depth`: rows down to that depth; 0: off).
+
+    With ``module.example_input_array`` set, the table also shows each row's input and output sizes.
+    """
+
+    def __init__(self, max_depth: int = 1, **summarize_kwargs: Any) -> None:
+        self.max_depth = max_depth
+        self.summarize_kwargs = summarize_kwargs
+
+    def on_fit_start(self, trainer: Trainer, module: Module) -> None:
+        if self.max_depth == 0 or not trainer.is_global_zero:
+            return
+        from .summary import summarize
+
+        trainer.print(str(summarize(module, self.max_depth, trainer)))
+
+
+class RichModelSummary(ModelSummary):
+    """Lightning's rich table, printed as the plain one (no `rich` dependency)."""

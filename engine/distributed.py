@@ -284,14 +284,41 @@ class WorkerInit:
     travel; torch's shm manager removes the files if a process dies.
     """
 
-    def __init__(self, user_fn: Callable[[int], None] | None) -> None:
+    def __init__(self, user_fn: Callable[[int], None] | None, rank: int = 0, seed_workers: bool = False) -> None:
         self.user_fn = user_fn
+        self.rank, self.seed_workers = rank, seed_workers
 
     def __call__(self, worker_id: int) -> None:
         if "file_system" in torch.multiprocessing.get_all_sharing_strategies():
             torch.multiprocessing.set_sharing_strategy("file_system")
+        if self.seed_workers:
+            seed_worker(worker_id, self.rank)
         if self.user_fn is not None:
             self.user_fn(worker_id)
+
+
+def seed_worker(worker_id: int, rank: int) -> None:
+    """`seed_everything(workers=True)`: seed torch, random and numpy in a loader worker.
+
+    The seeds derive from the loader's base seed (torch gives each worker ``base + worker_id``),
+    the worker id and the global rank, through a 64-bit linear congruential generator (Knuth's
+    multiplier), the same derivation as Lightning's ``pl_worker_init_function``: no two
+    workers of a job share a stream, and a rerun with the same seed draws the same ones.
+    """
+    base_seed = torch.initial_seed() - worker_id
+    state = (base_seed << 32) | (worker_id << 16) | rank
+    seeds = []
+    for _ in range(4):
+        state = (state * 6364136223846793005 + 1) & ((1 << 64) - 1)
+        seeds.append(state)
+    torch.manual_seed(seeds[0])
+    random.seed((seeds[1] << 32) | seeds[2])
+    try:
+        import numpy as np
+
+        np.random.seed(seeds[3] & 0xFFFFFFFF)
+    except ImportError:
+        pass
 
 
 def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
@@ -337,7 +364,11 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
         pin_memory=loader.pin_memory,
         drop_last=loader.drop_last,
         timeout=loader.timeout,
-        worker_init_fn=WorkerInit(loader.worker_init_fn) if loader.num_workers > 0 else loader.worker_init_fn,
+        worker_init_fn=(
+            WorkerInit(loader.worker_init_fn, env.rank, os.environ.get("PL_SEED_WORKERS") == "1")
+            if loader.num_workers > 0
+            else loader.worker_init_fn
+        ),
         multiprocessing_context=loader.multiprocessing_context,
         generator=torch.Generator().manual_seed(seed + 1_000_003 * env.rank),
         persistent_workers=loader.persistent_workers,

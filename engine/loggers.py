@@ -157,33 +157,104 @@ def _is_rank_zero() -> bool:
 
 # -- CSV -------------------------------------------------------------------------------------
 class CSVLogger(NullLogger):
-    """``metrics.csv`` (one row per ``log_metrics`` call) and ``hparams.yaml`` in ``save_dir``.
+    """``metrics.csv`` (one row per ``log_metrics`` call) and ``hparams.yaml``, in Lightning's layout.
 
-    Columns grow as new metric names appear: the file is then rewritten with the wider header
-    (through a temporary file and an atomic rename, so a crash never leaves half a file).
+    Files go to ``save_dir/name/version_N/`` (`log_dir`): `version` None takes the next free
+    number when the first file is written; an int gives ``version_<int>``, a string names the
+    folder itself; ``name=""`` or None drops that level. A resumed run keeps its version (the
+    checkpoint records it) and appends to its own file. `prefix` is joined to every metric
+    name with "-". Columns grow as new metric names appear: the file is then rewritten with
+    the wider header (through a temporary file and an atomic rename, so a crash never leaves
+    half a file). Rows are written at each call (`flush_logs_every_n_steps` is accepted).
     Checkpoints, watch, the summary and finalize are NullLogger's no-ops.
     """
 
-    def __init__(self, save_dir: str | Path, metrics_file: str = "metrics.csv", hparams_file: str = "hparams.yaml"):
-        self.save_dir = Path(save_dir)
-        self.metrics_path = self.save_dir / metrics_file
-        self.hparams_path = self.save_dir / hparams_file
+    def __init__(
+        self,
+        save_dir: str | Path,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+        metrics_file: str = "metrics.csv",
+        hparams_file: str = "hparams.yaml",
+    ):
+        self._save_dir = Path(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._prefix = prefix
+        self.flush_logs_every_n_steps = flush_logs_every_n_steps
+        self._metrics_file, self._hparams_file = metrics_file, hparams_file
         self._columns: list[str] | None = None  # read lazily from an existing file (resume)
         self._hparams: dict[str, Any] = {}
         self._step: int | None = None
         self._resume_step: int | None = None
 
-    def log_hyperparams(self, params: dict[str, Any]) -> None:
+    # -- Lightning's layout ------------------------------------------------------------------
+    @property
+    def save_dir(self) -> str:
+        return str(self._save_dir)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def root_dir(self) -> str:
+        return str(self._save_dir / self._name) if self._name else str(self._save_dir)
+
+    @property
+    def version(self) -> int | str:
+        """The version folder's number (or name); the next free one, fixed at first use."""
+        if self._version is None:
+            self._version = self._next_version()
+        return self._version
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version
+        return str(Path(self.root_dir) / (version if isinstance(version, str) else f"version_{version}"))
+
+    @property
+    def experiment(self) -> CSVLogger:
+        return self
+
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.log_dir) / self._metrics_file
+
+    @property
+    def hparams_path(self) -> Path:
+        return Path(self.log_dir) / self._hparams_file
+
+    def _next_version(self) -> int:
+        root = Path(self.root_dir)
+        taken = [
+            int(p.name.removeprefix("version_"))
+            for p in (root.iterdir() if root.is_dir() else [])
+            if p.is_dir() and p.name.startswith("version_") and p.name.removeprefix("version_").isdigit()
+        ]
+        return max(taken) + 1 if taken else 0
+
+    def save(self) -> None:
+        """Lightning's flush; rows are already on disk."""
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         import yaml
 
+        if not isinstance(params, Mapping) and hasattr(params, "__dict__"):
+            params = vars(params)  # an argparse Namespace, as Lightning accepts
         _merge(self._hparams, _plain(params))
-        self.save_dir.mkdir(parents=True, exist_ok=True)
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
         tmp = self.hparams_path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(self._hparams, sort_keys=False))
         os.replace(tmp, self.hparams_path)
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        row = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if step is None:  # Lightning's default: the next row number
+            step = self._step + 1 if self._step is not None else 0
+        prefix = f"{self._prefix}-" if self._prefix else ""
+        row = {"step": int(step), **{prefix + k: _scalar(v) for k, v in metrics.items()}}
         if self._columns is None:
             self._open()
         assert self._columns is not None
@@ -214,7 +285,7 @@ class CSVLogger(NullLogger):
 
     def _rewrite(self, extra: list[dict[str, Any]], keep: Any = None) -> None:
         rows = [r for r in self._read_rows() if keep is None or keep(r)] + extra
-        self.save_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.metrics_path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self._columns or ["step"])
@@ -223,10 +294,12 @@ class CSVLogger(NullLogger):
         os.replace(tmp, self.metrics_path)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self._step}
+        return {"step": self._step, "version": self.version}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._resume_step = state.get("step")
+        if self._version is None and state.get("version") is not None:
+            self._version = state["version"]  # a resumed run writes on in its own folder
         self._columns = None
 
 
@@ -670,4 +743,89 @@ def _shell_path(path: Path) -> str:
     return text if re.fullmatch(r"[\w./@%+=:,-]+", text) else "'" + text.replace("'", "'\\''") + "'"
 
 
-__all__ = ["STEP_KEY", "CSVLogger", "Logger", "NullLogger", "WandbLogger"]
+# -- several loggers --------------------------------------------------------------------------
+class LoggerGroup:
+    """Several loggers as one (``Trainer(logger=[a, b])``): every call goes to each of them.
+
+    Loggers written for Lightning may lack the engine's extra calls (`watch`, `log_summary`,
+    `state_dict` ...): a logger without a method is skipped for that call. Any other attribute
+    (``trainer.logger.experiment``, ``.log_dir``) is the first logger's, as Lightning's
+    `trainer.logger` is the first of `trainer.loggers`.
+    """
+
+    def __init__(self, loggers: list[Any]) -> None:
+        self.loggers = list(loggers)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loggers":  # not set yet (copy, unpickling)
+            raise AttributeError(name)
+        return getattr(self.loggers[0], name)
+
+    def _each(self, method: str, *args: Any, **kwargs: Any) -> None:
+        for logger in self.loggers:
+            fn = getattr(logger, method, None)
+            if callable(fn):
+                fn(*args, **kwargs)
+
+    @property
+    def run_id(self) -> str | None:
+        return next((r for r in (getattr(lg, "run_id", None) for lg in self.loggers) if r), None)
+
+    @property
+    def needs_checkpoint_files(self) -> bool:
+        return any(getattr(lg, "needs_checkpoint_files", False) for lg in self.loggers)
+
+    def log_hyperparams(self, params: Any) -> None:
+        self._each("log_hyperparams", params)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        self._each("log_metrics", metrics, step=step)
+
+    def after_save_checkpoint(
+        self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
+    ) -> None:
+        for logger in self.loggers:  # Lightning's loggers take only the callback
+            if isinstance(logger, Logger):
+                logger.after_save_checkpoint(checkpoint_callback, step=step, epoch=epoch)
+            elif callable(getattr(logger, "after_save_checkpoint", None)):
+                logger.after_save_checkpoint(checkpoint_callback)
+
+    def watch(self, module: Any, log_freq: int | None = None) -> None:
+        self._each("watch", module)
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        self._each("log_summary", summary)
+
+    def state_dict(self) -> dict[str, Any]:
+        states = [lg.state_dict() if callable(getattr(lg, "state_dict", None)) else {} for lg in self.loggers]
+        return {"loggers": [s if isinstance(s, dict) else {} for s in states]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for logger, s in zip(self.loggers, state.get("loggers", []), strict=False):
+            if callable(getattr(logger, "load_state_dict", None)):
+                logger.load_state_dict(s)
+
+    def finalize(self, status: str) -> None:
+        self._each("finalize", status)
+
+
+def make_logger(logger: Any, save_dir: str | Path) -> tuple[Any, list[Any]]:
+    """`trainer.logger` and `trainer.loggers` from Lightning's ``logger=`` forms.
+
+    None or False or []: nothing is logged; True: a CSVLogger under `save_dir` (Lightning's
+    default when TensorBoard is absent); a logger; a list of loggers (all receive everything).
+    """
+    if logger is None or logger is False:
+        return NullLogger(), []
+    if logger is True:
+        logger = CSVLogger(save_dir)
+    loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]
+    loggers = [CSVLogger(save_dir) if lg is True else lg for lg in loggers if lg is not None and lg is not False]
+    if not loggers:
+        return NullLogger(), []
+    if len(loggers) == 1 and isinstance(loggers[0], Logger):
+        return loggers[0], loggers
+    return LoggerGroup(loggers), loggers
+
+
+__all__ = ["STEP_KEY", "CSVLogger", "Logger", "LoggerGroup", "NullLogger", "WandbLogger", "make_logger"]

@@ -10,8 +10,11 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass, replace
+from datetime import timedelta
+from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from torch import nn
 
 from . import __version__
 from . import distributed as D
-from .callbacks import ModelCheckpoint
+from .callbacks import EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
+from .callbacks import Timer as TimerCallback
 from .checkpoint import (
     AsyncSaver,
     CheckpointError,
@@ -33,10 +37,12 @@ from .checkpoint import (
     restore_rng_state,
 )
 from .config import ConfigError
-from .loggers import NullLogger
+from .loggers import NullLogger, make_logger
 from .module import DataModule, Module
 from .precision import NULL_CONTEXT, Precision
+from .profilers import make_profiler
 from .results import Results
+from .utilities import rank_zero_only
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; scripts/slurm.sbatch requeues on it
 # Module hooks the loop calls through `_call`: name -> whether they take the hook's arguments.
@@ -73,6 +79,11 @@ class _Scheduler:
     frequency: int = 1
     monitor: str | None = None
     strict: bool = True
+    name: str | None = None
+
+    @property
+    def reduce_on_plateau(self) -> bool:
+        return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
 class _StepWrapper(nn.Module):
@@ -84,6 +95,103 @@ class _StepWrapper(nn.Module):
 
     def forward(self, batch: Any, batch_idx: int) -> Any:
         return self.module.training_step(batch, batch_idx)
+
+
+class TrainerFn(str, Enum):
+    """`trainer.state.fn`: the verb running."""
+
+    FITTING = "fit"
+    VALIDATING = "validate"
+    TESTING = "test"
+    PREDICTING = "predict"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunningStage(str, Enum):
+    """`trainer.state.stage`: the loop running (training inside fit is "train", as in Lightning)."""
+
+    TRAINING = "train"
+    SANITY_CHECKING = "sanity_check"
+    VALIDATING = "validate"
+    TESTING = "test"
+    PREDICTING = "predict"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TrainerStatus(str, Enum):
+    INITIALIZING = "initializing"
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class TrainerState:
+    """Lightning's `trainer.state`: what the trainer is doing (strings compare equal to the members)."""
+
+    status: TrainerStatus = TrainerStatus.INITIALIZING
+    fn: TrainerFn | None = None
+    stage: RunningStage | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == TrainerStatus.FINISHED
+
+    @property
+    def stopped(self) -> bool:
+        return self.status == TrainerStatus.INTERRUPTED
+
+
+# Lightning's accelerator names -> the engine's.
+_ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
+# Stops that min_epochs / min_steps never hold back (safety and the configured bounds).
+_HARD_STOPS = ("preempted", "nonfinite_loss", "max_steps", "max_epochs", "fast_dev_run", "interrupted", "failed")
+
+
+def _accepted_without_effect(name: str, value: Any) -> None:
+    warnings.warn(f"Trainer({name}={value!r}) is accepted but has no effect in this engine", UserWarning, stacklevel=3)
+
+
+def _parse_strategy(strategy: Any, find_unused_parameters: bool) -> tuple[str, bool]:
+    """Lightning's strategy strings -> "auto" or "ddp" (DDP runs when processes are launched)."""
+    name = str(strategy) if isinstance(strategy, str) else type(strategy).__name__
+    if name in ("auto", "single_device"):
+        return "auto", find_unused_parameters
+    if name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_false"):
+        return "ddp", find_unused_parameters
+    if name in ("ddp_find_unused_parameters_true", "ddp_spawn_find_unused_parameters_true"):
+        return "ddp", True
+    if name.lower().startswith("fsdp"):
+        raise ValueError(
+            f"strategy={name!r}: FSDP is not supported yet; use strategy='ddp' (launch with torchrun) or 'auto'"
+        )
+    raise ValueError(f"strategy={name!r} is not supported; use 'auto' or 'ddp' (also 'ddp_spawn', run as 'ddp')")
+
+
+def _parse_devices(devices: Any) -> int | list[int] | None:
+    """Lightning's forms: "auto" (None: one per process), an int (-1: all), "2", "0,1", [0, 1]."""
+    if devices == "auto" or devices is None:
+        return None
+    if isinstance(devices, str):
+        text = devices.strip()
+        if "," in text:
+            return [int(d) for d in text.split(",") if d.strip()]
+        devices = int(text) if text.lstrip("-").isdigit() else devices
+    if isinstance(devices, (list, tuple)):
+        return [int(d) for d in devices]
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        if devices == -1:
+            return max(1, torch.cuda.device_count())
+        if devices >= 1:
+            return devices
+    raise ValueError(f"devices={devices!r}: use 'auto', a count (1, 2, -1 for all), '0,1' or a list of indices")
 
 
 class Trainer:
@@ -122,7 +230,42 @@ class Trainer:
         logger: Any = None,
         default_root_dir: str | Path | None = None,
         config: Any = None,
+        # Lightning's other arguments (README: "Trainer arguments").
+        strategy: str = "auto",
+        min_epochs: int | None = None,
+        min_steps: int | None = None,
+        max_time: str | timedelta | Mapping[str, int] | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        benchmark: bool | None = None,
+        detect_anomaly: bool = False,
+        profiler: str | Any = None,
+        reload_dataloaders_every_n_epochs: int = 0,
+        use_distributed_sampler: bool = True,
+        barebones: bool = False,
+        overfit_batches: int | float = 0.0,
+        inference_mode: bool = True,
+        plugins: Any = None,
+        model_registry: str | None = None,
     ) -> None:
+        for name, value, default in (
+            ("overfit_batches", overfit_batches, 0.0),
+            ("plugins", plugins, None),
+            ("model_registry", model_registry, None),
+        ):
+            if value != default:
+                _accepted_without_effect(name, value)
+        if barebones:  # Lightning's minimal-overhead mode: no display, files or sanity check
+            enable_checkpointing = enable_progress_bar = enable_model_summary = False
+            logger, num_sanity_val_steps = False, 0
+        self.strategy, find_unused_parameters = _parse_strategy(strategy, find_unused_parameters)
+        accelerator = _ACCELERATORS.get(str(accelerator), str(accelerator))
+        if accelerator not in set(_ACCELERATORS.values()):
+            raise ValueError(f"accelerator={accelerator!r} is not supported; use 'auto', 'cpu', 'gpu'/'cuda' or 'mps'")
+        self._device_ids = _parse_devices(devices)
         if max_epochs is None and max_steps < 0 and not fast_dev_run:
             max_epochs = 1000  # Lightning's default bound
         self.fast_dev_run = int(fast_dev_run)
@@ -145,11 +288,28 @@ class Trainer:
         self.default_root_dir = Path(default_root_dir) if default_root_dir is not None else Path.cwd()
         self.config = config
         self.callbacks: list[Any] = list(callbacks or [])
-        if progress_bar and not any(type(c).__name__ == "ProgressBar" for c in self.callbacks):
-            from .callbacks import ProgressBar
-
+        # The enable_* switches add Lightning's default callbacks; ones passed in `callbacks` are kept.
+        if progress_bar and enable_progress_bar is not False and not self._has(ProgressBar):
             self.callbacks.append(ProgressBar())
-        self.logger = logger if logger is not None else NullLogger()
+        if enable_checkpointing is not False and not self.fast_dev_run and not self._has(ModelCheckpoint):
+            # Lightning's default: keep the newest epoch's checkpoint in <default_root_dir>/checkpoints.
+            self.callbacks.append(ModelCheckpoint(save_last=False))
+        if enable_model_summary is not False and not self._has(ModelSummary):
+            self.callbacks.append(ModelSummary())
+        if max_time is not None:
+            self.callbacks.append(TimerCallback(duration=max_time))
+        self.logger, self.loggers = make_logger(logger, self.default_root_dir)
+        self.min_epochs, self.min_steps = min_epochs, min_steps
+        self.limit_test_batches, self.limit_predict_batches = limit_test_batches, limit_predict_batches
+        self.benchmark, self.detect_anomaly = benchmark, detect_anomaly
+        self.profiler = make_profiler(profiler)
+        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
+        self.use_distributed_sampler, self.barebones, self.inference_mode = (
+            use_distributed_sampler,
+            barebones,
+            inference_mode,
+        )
+        self.state = TrainerState()
         self.checkpoint_io: AsyncSaver | SyncSaver = AsyncSaver() if async_checkpoint else SyncSaver()
         self.bottleneck_warn_fraction = bottleneck_warn_fraction
 
@@ -178,6 +338,7 @@ class Trainer:
         self.num_training_batches = 0
         self.train_num_workers = 0
         self.resumed_from: str | None = None
+        self._loaders_epoch = 0  # the epoch the current loaders were made for (reload_dataloaders_every_n_epochs)
         self._batches_done = 0  # position inside the current epoch (for mid-epoch resume)
         self._epoch_done = False
         self._signal: int | None = None
@@ -194,10 +355,105 @@ class Trainer:
         self._checked_at = 0  # global_step of the last read
         self._nonfinite_seen = False
 
+    def _has(self, kind: type) -> bool:
+        return any(isinstance(c, kind) for c in self.callbacks)
+
     # -- read-only views -------------------------------------------------------------------
     @property
     def is_global_zero(self) -> bool:
         return self.env.is_global_zero
+
+    # Lightning's names for what the trainer holds.
+    @property
+    def model(self) -> Module | None:
+        return self.module
+
+    @property
+    def lightning_module(self) -> Module | None:
+        return self.module
+
+    @property
+    def global_rank(self) -> int:
+        return self.env.rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.env.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        return int(os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", os.environ.get("SLURM_NODEID", "0"))))
+
+    @property
+    def num_devices(self) -> int:
+        """Devices (processes) per node."""
+        ids = self._device_ids
+        if isinstance(ids, list):
+            return len(ids)
+        if ids is not None:
+            return ids
+        return int(os.environ.get("LOCAL_WORLD_SIZE", max(1, self.world_size // max(1, self.num_nodes))))
+
+    @property
+    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
+        return [c for c in self.callbacks if isinstance(c, ModelCheckpoint)]
+
+    @property
+    def checkpoint_callback(self) -> ModelCheckpoint | None:
+        return next(iter(self.checkpoint_callbacks), None)
+
+    @property
+    def early_stopping_callbacks(self) -> list[EarlyStopping]:
+        return [c for c in self.callbacks if isinstance(c, EarlyStopping)]
+
+    @property
+    def early_stopping_callback(self) -> EarlyStopping | None:
+        return next(iter(self.early_stopping_callbacks), None)
+
+    @property
+    def progress_bar_callback(self) -> ProgressBar | None:
+        return next((c for c in self.callbacks if isinstance(c, ProgressBar)), None)
+
+    @property
+    def log_dir(self) -> str:
+        """The first logger's folder (`log_dir`, else `save_dir`), else `default_root_dir`."""
+        first = self.loggers[0] if self.loggers else None
+        folder = getattr(first, "log_dir", None) or getattr(first, "save_dir", None)
+        return str(folder if folder is not None else self.default_root_dir)
+
+    @property
+    def lr_scheduler_configs(self) -> list[_Scheduler]:
+        """Each scheduler with its interval, frequency, monitor, strict and name."""
+        return self.lr_schedulers
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """The latest values logged with ``prog_bar=True`` (training step and evaluation)."""
+        shown = self.results_prog_bar
+        return {**self.progress_metrics(), **{k: v for k, v in self.last_eval_metrics.items() if k in shown}}
+
+    @property
+    def training(self) -> bool:
+        return self.state.stage == RunningStage.TRAINING
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        if value:
+            self.state.stage = RunningStage.TRAINING
+        elif self.training:
+            self.state.stage = None
+
+    @property
+    def validating(self) -> bool:
+        return self.state.stage == RunningStage.VALIDATING
+
+    @property
+    def testing(self) -> bool:
+        return self.state.stage == RunningStage.TESTING
+
+    @property
+    def predicting(self) -> bool:
+        return self.state.stage == RunningStage.PREDICTING
 
     @property
     def world_size(self) -> int:
@@ -278,19 +534,22 @@ class Trainer:
         elif datamodule is None and _is_datamodule(train_dataloaders):
             datamodule, train_dataloaders = train_dataloaders, None
         self._setup(module, datamodule, "fit")
+        self.state.fn, self.state.status = TrainerFn.FITTING, TrainerStatus.RUNNING
         status = "failed"
         previous_handlers = self._install_signal_handlers()
+        anomaly = torch.is_anomaly_enabled()
+        if self.detect_anomaly:  # a backward that makes NaN/inf raises, naming the forward op
+            torch.set_anomaly_enabled(True)
+        self.profiler.setup(self)
+        if self.profiler.enabled:
+            self._instrument()
         try:
             if datamodule is not None:
                 train_dataloaders = datamodule.train_dataloader()
                 val_dataloaders = datamodule.val_dataloader() if val_dataloaders is None else val_dataloaders
             if train_dataloaders is None:
                 raise ValueError("fit needs a datamodule or train_dataloaders")
-            seed = self.seed if self.seed is not None else 0
-            self.train_loader = D.prepare_loader(train_dataloaders, self.env, seed, train=True)
-            self.val_loader = D.prepare_loader(val_dataloaders, self.env, seed, train=False)
-            self.train_num_workers = getattr(self.train_loader, "num_workers", 0)
-            self.num_training_batches = self._limit(self.train_loader, self.limit_train_batches)
+            self._set_fit_loaders(train_dataloaders, val_dataloaders)
             if self.num_training_batches == 0:
                 raise ConfigError(
                     f"no training batches: the training DataLoader has {_length(self.train_loader)} batches and "
@@ -316,7 +575,41 @@ class Trainer:
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
+            torch.set_anomaly_enabled(anomaly)
+            self.profiler.teardown(self)
+            for name in ("_optimizer_step", "_validate_now", "save_checkpoint"):
+                self.__dict__.pop(name, None)  # drop the profiler's wrappers
+            self.state.stage = None
+            self.state.status = TrainerStatus.FINISHED if status == "success" else TrainerStatus.INTERRUPTED
             self._finish(status)
+
+    def _set_fit_loaders(self, train_dataloaders: Any, val_dataloaders: Any) -> None:
+        """Prepare the loaders (the engine's resumable, sharded sampler unless use_distributed_sampler=False)."""
+        if self.use_distributed_sampler:
+            seed = self.seed if self.seed is not None else 0
+            train_dataloaders = D.prepare_loader(train_dataloaders, self.env, seed, train=True)
+            val_dataloaders = D.prepare_loader(val_dataloaders, self.env, seed, train=False)
+        for loader in (self.train_loader, self.val_loader):
+            if loader is not None and loader is not train_dataloaders and loader is not val_dataloaders:
+                _shutdown_workers(loader)  # a reload: stop the old loaders' workers
+        self.train_loader, self.val_loader = train_dataloaders, val_dataloaders
+        self.train_num_workers = getattr(self.train_loader, "num_workers", 0)
+        self.num_training_batches = self._limit(self.train_loader, self.limit_train_batches)
+        self._loaders_epoch = self.current_epoch
+
+    def _maybe_reload_loaders(self) -> None:
+        """reload_dataloaders_every_n_epochs: ask the datamodule for fresh loaders every n epochs."""
+        n = self.reload_dataloaders_every_n_epochs
+        if not n or self.datamodule is None or self.current_epoch - self._loaders_epoch < n:
+            return
+        self._set_fit_loaders(self.datamodule.train_dataloader(), self.datamodule.val_dataloader())
+
+    def _instrument(self) -> None:
+        """Time the loop's phases through the profiler: wrappers set here, so an off profiler costs nothing."""
+        prof, cls = self.profiler, type(self)
+        self._optimizer_step = prof.wrap("[phase] optimizer", partial(cls._optimizer_step, self))
+        self._validate_now = prof.wrap("[phase] validation", partial(cls._validate_now, self))
+        self.save_checkpoint = prof.wrap("[phase] checkpoint", partial(cls.save_checkpoint, self))
 
     def validate(
         self,
@@ -360,13 +653,15 @@ class Trainer:
     def _fit_loop(self) -> None:
         self._call("on_fit_start")
         if self.resumed_from is None and self.has_validation and self.num_sanity_val_steps > 0:
-            self.sanity_checking = True
+            self.sanity_checking, self.state.stage = True, RunningStage.SANITY_CHECKING
             self._run_eval(
                 "val",
                 self.val_loader,
                 min(self.num_sanity_val_steps, self._limit(self.val_loader, self.limit_val_batches)),
             )
             self.sanity_checking = False
+        self.state.stage = RunningStage.TRAINING
+        self._loaders_epoch = self.current_epoch  # the loaders fit made serve this epoch (also after a resume)
         self._call("on_train_start")
         while not self.should_stop:
             if self.max_epochs is not None and self.current_epoch >= self.max_epochs:
@@ -375,6 +670,7 @@ class Trainer:
             if self.max_steps >= 0 and self.global_step >= self.max_steps:
                 self.request_stop("max_steps")
                 break
+            self._maybe_reload_loaders()
             self._train_epoch()
             if self._epoch_done:
                 self.current_epoch += 1
@@ -409,6 +705,9 @@ class Trainer:
         plain = autocast is NULL_CONTEXT and self._ddp is None  # no context to enter around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
         step_fn, backward, results, t = self._step_fn, self.precision.backward, self._train_results, self.timer
+        if self.profiler.enabled:  # timed wrappers, made once per epoch: an off profiler adds nothing per step
+            step_fn = self.profiler.wrap("[phase] forward (training_step)", step_fn)
+            backward = self.profiler.wrap("[phase] backward", backward)
         start_hooks, end_hooks = self._hooks_for("on_train_batch_start"), self._hooks_for("on_train_batch_end")
         step_hooks = self._hooks_for("on_before_optimizer_step")
         now = time.perf_counter
@@ -571,6 +870,11 @@ class Trainer:
         results.reset(stage)
         hook = "validation" if stage == "val" else "test"
         step = module.validation_step if stage == "val" else module.test_step
+        outer_stage = self.state.stage
+        if self.sanity_checking:
+            self.state.stage = RunningStage.SANITY_CHECKING
+        else:
+            self.state.stage = RunningStage.VALIDATING if stage == "val" else RunningStage.TESTING
         self._call(f"on_{hook}_start")
         getattr(module, f"on_{hook}_epoch_start")()
         was_training = module.training
@@ -595,6 +899,7 @@ class Trainer:
             if stage == "val":
                 self.log_metrics(metrics)
         self._call(f"on_{hook}_end")
+        self.state.stage = outer_stage
         return metrics
 
     def _evaluate_only(
@@ -605,6 +910,8 @@ class Trainer:
         elif datamodule is None and _is_datamodule(loaders):
             datamodule, loaders = loaders, None
         self._setup(module, datamodule, "validate" if stage == "validate" else "test")
+        self.state.fn = TrainerFn.VALIDATING if stage == "validate" else TrainerFn.TESTING
+        self.state.status = TrainerStatus.RUNNING
         try:
             if loaders is None and datamodule is not None:
                 loaders = datamodule.val_dataloader() if stage == "validate" else datamodule.test_dataloader()
@@ -623,8 +930,11 @@ class Trainer:
             )
             self._flush_log()
             self.print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            self.state.status = TrainerStatus.FINISHED
             return [metrics]
         finally:
+            if self.state.status != TrainerStatus.FINISHED:
+                self.state.status = TrainerStatus.INTERRUPTED
             self._release_ddp()
             self.checkpoint_io.wait()
 
@@ -686,14 +996,18 @@ class Trainer:
     def _find_hooks(self, hook: str) -> list[Callable[..., Any]]:
         """The callbacks' `hook` methods, then the module's unless it is Module's no-op."""
         module = self.module
-        found: list[Callable[..., Any]] = [
-            partial(getattr(c, hook), self, module) for c in self.callbacks if callable(getattr(c, hook, None))
+        named: list[tuple[str, Callable[..., Any]]] = [
+            (f"[Callback]{type(c).__name__}.{hook}", partial(getattr(c, hook), self, module))
+            for c in self.callbacks
+            if callable(getattr(c, hook, None)) and getattr(c, "is_disabled", False) is not True
         ]
         if hook in _MODULE_HOOKS:
             fn = getattr(module, hook)
             if hook in vars(module) or getattr(type(module), hook, None) is not getattr(Module, hook, None):
-                found.append(fn if _MODULE_HOOKS[hook] else lambda *args: fn())
-        return found
+                owner = f"[LightningModule]{type(module).__name__}.{hook}"
+                named.append((owner, fn if _MODULE_HOOKS[hook] else lambda *args: fn()))
+        wrap = self.profiler.wrap  # the identity unless a profiler is on: each hook timed under its owner's name
+        return [wrap(name, fn) for name, fn in named]
 
     def _limit(self, loader: Any, limit: int | float | None) -> int:
         if loader is None:
@@ -722,6 +1036,9 @@ class Trainer:
         if self._signal is not None:
             name = signal.Signals(self._signal).name
             self.request_stop("preempted", f"received {name}; saving and exiting with code {PREEMPTED_EXIT_CODE}")
+        if self.should_stop and (self.min_epochs or self.min_steps) and self._below_minimum():
+            self.print(f"min_epochs={self.min_epochs} / min_steps={self.min_steps} not reached: training continues")
+            self.should_stop, self.stop_reason, self.stop_message = False, None, ""
         if self.env.active and self.env.any(self.should_stop):
             mine = (self.stop_reason, self.stop_message) if self.should_stop else None
             reason, message = next(r for r in self.env.gather_object(mine) if r is not None)  # lowest rank's
@@ -729,6 +1046,15 @@ class Trainer:
                 self.print(f"stopping: {message}")
             self.should_stop, self.stop_reason, self.stop_message = True, reason, message
         self._stop_agreed = self.should_stop
+
+    def _below_minimum(self) -> bool:
+        """Whether min_epochs / min_steps hold back the requested stop (never a safety stop)."""
+        if self.stop_reason in _HARD_STOPS:
+            return False
+        epochs_done = self.current_epoch + int(self._epoch_done)
+        return (self.min_epochs is not None and epochs_done < self.min_epochs) or (
+            self.min_steps is not None and self.global_step < self.min_steps
+        )
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -751,7 +1077,21 @@ class Trainer:
         if self.num_threads is not None:
             # Small models gain nothing from more threads, and lose badly when cores are shared.
             torch.set_num_threads(self.num_threads)
+        if self.benchmark is not None or self.deterministic:
+            torch.backends.cudnn.benchmark = bool(self.benchmark) and not self.deterministic
         self.env = D.setup(self.accelerator)
+        ids = self._device_ids
+        if isinstance(ids, list) and self.env.device.type == "cuda":  # devices=[2, 3]: these GPUs
+            self.env = replace(self.env, device=torch.device("cuda", ids[self.env.local_rank % len(ids)]))
+            torch.cuda.set_device(self.env.device)
+        if self.num_devices > 1 and not self.env.active:
+            warnings.warn(
+                f"devices={self.devices!r} asks for {self.num_devices} processes, but this one runs alone: launch "
+                f"with `torchrun --nproc_per_node={self.num_devices} your_script.py` to train on all of them",
+                UserWarning,
+                stacklevel=3,
+            )
+        rank_zero_only.rank = self.env.rank
         D.seed_rank(self.env, self.seed if self.seed is not None else torch.initial_seed())
         self.precision = Precision(self.precision_name, self.device)
         self._unchecked, self._checked_at, self._nonfinite_seen = None, 0, False
@@ -958,7 +1298,7 @@ def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Sch
                 raise ValueError(
                     f"lr_scheduler dict needs 'scheduler' and may have interval/frequency/monitor; got {sorted(s)}"
                 )
-            cfg = _Scheduler(**{k: v for k, v in s.items() if k != "name"})
+            cfg = _Scheduler(**s)
         else:
             cfg = _Scheduler(s)
         if cfg.interval not in ("step", "epoch"):
@@ -1074,10 +1414,18 @@ def infer_batch_size(batch: Any) -> int:
     return 0 if not isinstance(batch, (list, tuple)) else 1
 
 
-def seed_everything(seed: int) -> int:
-    """Seed python, numpy and torch (all devices); also exported for the research code."""
+def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
+    """Seed python, numpy and torch (all devices); Lightning's function, also for the research code.
+
+    `seed` None takes ``PL_GLOBAL_SEED`` from the environment, else 0. ``workers=True`` also
+    gives every DataLoader worker its own seeds, derived from the loader's seed, the worker's
+    id and the process's rank (``PL_SEED_WORKERS=1``; the engine's loaders read it).
+    """
     import random
 
+    if seed is None:
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    seed = int(seed)
     random.seed(seed)
     try:
         import numpy as np
@@ -1087,6 +1435,7 @@ def seed_everything(seed: int) -> int:
         pass
     torch.manual_seed(seed)
     os.environ["PL_GLOBAL_SEED"] = str(seed)
+    os.environ["PL_SEED_WORKERS"] = str(int(workers))
     return seed
 
 

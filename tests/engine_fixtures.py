@@ -84,6 +84,8 @@ class RegressionData(DataModule):
 def make_trainer(root: Path, **kwargs: Any) -> Trainer:
     """A quiet trainer writing under `root` (no progress bar, no sanity check unless asked)."""
     kwargs.setdefault("progress_bar", False)
+    kwargs.setdefault("enable_checkpointing", False)  # only the checkpoints a test asks for
+    kwargs.setdefault("enable_model_summary", False)
     kwargs.setdefault("num_sanity_val_steps", 0)
     kwargs.setdefault("accelerator", "cpu")
     return Trainer(default_root_dir=root, **kwargs)

@@ -44,7 +44,8 @@ def test_csv_columns_grow_and_values_round_trip(tmp_path: Path) -> None:
     logger.log_metrics({"train_loss": 0.25, "epoch": 0.0}, step=2)
     logger.log_metrics({"val_loss": 0.75, "val_acc": 0.5}, step=2)  # new columns: header rewritten
     logger.log_metrics({"train_loss": 0.125, "epoch": 1.0}, step=3)
-    header, rows = read_csv(tmp_path / "run" / "metrics.csv")
+    assert Path(logger.log_dir) == tmp_path / "run" / "lightning_logs" / "version_0"  # Lightning's layout
+    header, rows = read_csv(Path(logger.log_dir) / "metrics.csv")
     assert header == ["step", "train_loss", "epoch", "val_loss", "val_acc"]
     assert [(r["step"], r["train_loss"], r["val_loss"]) for r in rows] == [
         ("1", "0.5", ""),
@@ -53,8 +54,8 @@ def test_csv_columns_grow_and_values_round_trip(tmp_path: Path) -> None:
         ("3", "0.125", ""),
     ]
     assert rows[2]["val_acc"] == "0.5" and rows[3]["epoch"] == "1.0"
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.csv"]  # no temporary files left
-    assert logger.state_dict() == {"step": 3}
+    assert sorted(p.name for p in Path(logger.log_dir).iterdir()) == ["metrics.csv"]  # no temporary files left
+    assert logger.state_dict() == {"step": 3, "version": 0}
 
 
 @dataclass
@@ -67,7 +68,7 @@ def test_csv_hparams_yaml_merges_nested_config(tmp_path: Path) -> None:
     logger = CSVLogger(tmp_path)
     logger.log_hyperparams({"config": {"trainer": {"max_epochs": 3}, "model": _ModelCfg()}})
     logger.log_hyperparams({"hparams": {"lr": torch.tensor(0.01)}, "config": {"trainer": {"seed": 1}}})
-    saved = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
+    saved = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").read_text())
     assert saved == {
         "config": {"trainer": {"max_epochs": 3, "seed": 1}, "model": {"hidden": 8, "path": "data"}},
         "hparams": {"lr": pytest.approx(0.01)},
@@ -80,9 +81,10 @@ def test_csv_resume_drops_rows_past_the_checkpoint(tmp_path: Path) -> None:
         first.log_metrics({"loss": 1.0 / step}, step=step)
     # The checkpoint was taken at step 2; steps 3-4 are logged again after the resume.
     second = CSVLogger(tmp_path)
-    second.load_state_dict({"step": 2})
+    second.load_state_dict(first.state_dict() | {"step": 2})  # the checkpoint names the version folder
     second.log_metrics({"loss": 0.3, "lr": 0.1}, step=3)
-    header, rows = read_csv(tmp_path / "metrics.csv")
+    assert second.log_dir == first.log_dir
+    header, rows = read_csv(Path(first.log_dir) / "metrics.csv")
     assert header == ["step", "loss", "lr"]
     assert [(r["step"], r["loss"], r["lr"]) for r in rows] == [("1", "1.0", ""), ("2", "0.5", ""), ("3", "0.3", "0.1")]
 

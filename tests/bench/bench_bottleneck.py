@@ -84,7 +84,14 @@ def fit(engine: Any, dataset: Dataset, workers: int, root: str) -> tuple[float, 
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers)
     monitor = engine.ThroughputMonitor()
     trainer = engine.Trainer(
-        max_epochs=1, accelerator="cpu", progress_bar=False, callbacks=[monitor], logger=None, default_root_dir=root
+        max_epochs=1,
+        accelerator="cpu",
+        progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[monitor],
+        logger=None,
+        default_root_dir=root,
     )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -104,6 +104,8 @@ def bench(args: argparse.Namespace) -> list[Row]:
             precision="bf16-mixed",
             accelerator=device.type,
             progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
             callbacks=[],
             logger=None,
             default_root_dir=root,

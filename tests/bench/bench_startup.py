@@ -68,6 +68,7 @@ for x, y in data:
     "engine": COMMON.replace("import os, torch", f"import os, torch\nfrom {PACKAGE}.engine import Module, Trainer")
     + MODULE.format(base="Module")
     + """Trainer(max_epochs=1, accelerator="cpu", progress_bar=False, callbacks=[], logger=None,
+        enable_checkpointing=False, enable_model_summary=False,
         default_root_dir=os.environ["BENCH_ROOT"]).fit(M(), train_dataloaders=data)
 """,
     "Lightning": COMMON.replace("import os, torch", "import os, torch\nimport pytorch_lightning as pl")

@@ -99,7 +99,14 @@ def engine_run(pkg: Any, root: str, log: bool) -> Any:
 
     def fit(data: TimedBatches) -> None:
         trainer = pkg.engine.Trainer(
-            max_epochs=1, accelerator="cpu", progress_bar=False, callbacks=[], logger=None, default_root_dir=root
+            max_epochs=1,
+            accelerator="cpu",
+            progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            callbacks=[],
+            logger=None,
+            default_root_dir=root,
         )
         trainer.fit(TinyMLP(), train_dataloaders=data)
 

@@ -1,0 +1,58 @@
+"""Lightning's rank-zero helpers: run, print or warn on global rank 0 only.
+
+`rank_zero_only.rank` starts from the launcher's environment and the Trainer sets it to the
+process's global rank when it joins the process group, as Lightning does.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+def _rank_from_env() -> int:
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+def rank_zero_only(fn: Callable[..., T], default: T | None = None) -> Callable[..., T | None]:
+    """Decorate `fn` so it runs on global rank 0 only; other ranks get `default`."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> T | None:
+        if rank_zero_only.rank == 0:
+            return fn(*args, **kwargs)
+        return default
+
+    return wrapped
+
+
+rank_zero_only.rank = _rank_from_env()  # type: ignore[attr-defined]
+
+
+@rank_zero_only
+def rank_zero_info(*args: Any, **kwargs: Any) -> None:
+    """Print on rank 0 (Lightning logs these at INFO level, which its default setup prints)."""
+    print(*args, **kwargs, flush=True)
+
+
+@rank_zero_only
+def rank_zero_debug(*args: Any, **kwargs: Any) -> None:
+    _log.debug(*args, **kwargs)
+
+
+@rank_zero_only
+def rank_zero_warn(message: str | Warning, category: type[Warning] = UserWarning, stacklevel: int = 4) -> None:
+    warnings.warn(message, category, stacklevel=stacklevel)
+
+
+__all__ = ["rank_zero_debug", "rank_zero_info", "rank_zero_only", "rank_zero_warn"]

@@ -8,6 +8,7 @@ It writes ``scaffold/_data/template.bundle`` (a git bundle made by generator/his
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,11 @@ class TemplateHistoryHook(BuildHookInterface):
             raise RuntimeError("scaffold does not support editable installs; use: pip install .")
         root = Path(self.root)
         history = _history_module(root)
+        if os.environ.get("SCAFFOLD_UNRELEASED") != "1":
+            try:
+                history.check_released(root, self.metadata.version)
+            except history.UnreleasedError as exc:
+                raise RuntimeError(f"{exc} (or set SCAFFOLD_UNRELEASED=1 for a development wheel)") from None
         self._tmp = Path(tempfile.mkdtemp(prefix="scaffold-build-"))
         info = history.build_history(root, self._tmp / "repo", self.metadata.version)
         bundle = self._tmp / "template.bundle"

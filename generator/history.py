@@ -3,9 +3,15 @@
 copier renders from git: a tag per version lets it render the old version a project was made
 from and the new one, which is what a three-way update needs. Bundling the whole scaffold
 repository would ship tests, CI scripts and everything ever committed, so the build writes a
-repository that holds only what the template needs, one commit per released version (the
-PEP 440 tags of the source repository) plus the tree being built. Commit metadata is fixed, so
-every build from the same history produces the same commits and the same ``_commit`` values.
+repository that holds only what the template needs, one commit per released version plus the
+tree being built. Commit metadata is fixed, so every build from the same history produces the
+same commits and the same ``_commit`` values.
+
+A release is found in the source repository's own commits, so a clone without tags still knows
+its versions: the commit ``ci/release`` makes (subject ``Release vX.Y.Z``, with ``__version__``
+set to X.Y.Z), or a PEP 440 tag (which wins when both name a version). A wheel build refuses a
+history in which its own version, or any version ``__version__`` ever held, is not released:
+a project made from such a build could never be updated by a later release.
 
 This module uses the standard library and ``packaging`` only: the wheel build hook loads it
 from the source tree before scaffold is installed.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -96,6 +103,87 @@ def version_tags(repo: Path) -> list[str]:
     return sorted(tags, key=lambda t: parse_version(t))  # type: ignore[arg-type, return-value]
 
 
+RELEASE_SUBJECT = re.compile(r"^Release v?(\S+)$")
+VERSION_FILE = "engine/__init__.py"
+
+
+def _version_in(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return None
+
+
+def releases(repo: Path) -> dict[Version, tuple[str, str]]:
+    """Every release of a source repository: version -> (commit, name), oldest first.
+
+    The name is the tag when one exists, else ``v<version>`` (the tag ``ci/release`` would
+    have made): the bundled history tags each version with it.
+    """
+    found: dict[Version, tuple[str, str]] = {}
+    log = git("log", "--reverse", "--format=%H%x09%s", "HEAD", "--", cwd=repo) if _has_head(repo) else ""
+    for line in log.splitlines():
+        commit, _, subject = line.partition("\t")
+        match = RELEASE_SUBJECT.match(subject.strip())
+        version = parse_version(match.group(1)) if match else None
+        if version is None or version in found:
+            continue
+        try:
+            recorded = _version_in(git("show", f"{commit}:{VERSION_FILE}", cwd=repo))
+        except RuntimeError:
+            recorded = None
+        if recorded is not None and parse_version(recorded) == version:
+            found[version] = (commit, f"v{version}")
+    for tag in version_tags(repo):
+        commit = git("rev-list", "-n", "1", tag, cwd=repo).strip()
+        found[parse_version(tag)] = (commit, tag)  # type: ignore[index]
+    return dict(sorted(found.items()))
+
+
+def recorded_versions(repo: Path) -> dict[Version, str]:
+    """Every version ``__version__`` held in HEAD's history: version -> the first commit with it."""
+    out: dict[Version, str] = {}
+    if not _has_head(repo):
+        return out
+    for commit in git("log", "--reverse", "--format=%H", "HEAD", "--", VERSION_FILE, cwd=repo).split():
+        try:
+            value = _version_in(git("show", f"{commit}:{VERSION_FILE}", cwd=repo))
+        except RuntimeError:
+            continue
+        version = parse_version(value) if value else None
+        if version is not None and version not in out:
+            out[version] = commit
+    return out
+
+
+class UnreleasedError(RuntimeError):
+    """The history has a version no release names: a project made from it could not be updated."""
+
+
+def check_released(repo: Path, version: str) -> None:
+    """Refuse to bundle a history whose version (or any version it held) was never released."""
+    if not _is_repo_root(repo):
+        return  # an sdist: no history to check, and none to bundle
+    released = releases(repo)
+    current = Version(version)
+    missing = [str(v) for v in recorded_versions(repo) if v not in released and v != current]
+    if current not in released:
+        raise UnreleasedError(
+            f"scaffold {version} is not released in this repository (no commit 'Release v{version}', "
+            f"no tag v{version}); run: ci/release {version}"
+        )
+    if missing:
+        raise UnreleasedError(
+            f"versions {', '.join(missing)} were set in engine/__init__.py but never released, so projects "
+            "made from them could not be updated; tag each release commit (git tag vX.Y.Z COMMIT)"
+        )
+
+
+def _has_head(repo: Path) -> bool:
+    proc = subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=repo, capture_output=True)
+    return proc.returncode == 0
+
+
 def _is_repo_root(path: Path) -> bool:
     if not (path / ".git").exists():
         return False
@@ -169,32 +257,33 @@ def _commit(repo: Path, message: str, date: str) -> bool:
     return True
 
 
-def build_history(source: Path, dest: Path, version: str | None = None) -> HistoryInfo:
+def build_history(source: Path, dest: Path, version: str | None = None, *, with_releases: bool = True) -> HistoryInfo:
     """Write a git repository at `dest` holding the template history of `source`.
 
-    One commit per PEP 440 tag of `source` (oldest first, same tag names), then the template
-    files of `source`'s working tree when they differ from the last tag. That last commit is
-    tagged ``v<version>`` unless a tag for `version` exists already (a development build
-    after a release renders from its hash).
+    One commit per release of `source` (see `releases`; oldest first, tagged with the release's
+    name), then the template files of `source`'s working tree when they differ from the last
+    release. That last commit is tagged ``v<version>`` unless a release of `version` exists
+    already (a development build after a release renders from its hash). `with_releases=False`
+    writes the working tree alone (test fixtures).
     """
     source = source.resolve()
     version = version or read_version(source)
     dest.mkdir(parents=True, exist_ok=True)
     git("-c", "init.defaultBranch=main", "init", "-q", cwd=dest)
     if _is_repo_root(source):
-        for tag in version_tags(source):
-            present = git("ls-tree", "--name-only", tag, "--", *TEMPLATE_PATHS, cwd=source).split()
+        for commit, name in releases(source).values() if with_releases else ():
+            present = git("ls-tree", "--name-only", commit, "--", *TEMPLATE_PATHS, cwd=source).split()
             if not present:
                 continue
             _clear_worktree(dest)
             archive = subprocess.run(
-                ["git", "archive", "--format=tar", tag, "--", *present], cwd=source, capture_output=True, check=True
+                ["git", "archive", "--format=tar", commit, "--", *present], cwd=source, capture_output=True, check=True
             ).stdout
             subprocess.run(["tar", "-x", "-m", "-f", "-"], cwd=dest, input=archive, check=True)
-            date = git("log", "-1", "--format=%cI", tag, cwd=source).strip()
-            _commit(dest, f"scaffold {tag}", date)
-            git("tag", tag, cwd=dest)
-        date = git("log", "-1", "--format=%cI", "HEAD", cwd=source).strip() or _EPOCH
+            date = git("log", "-1", "--format=%cI", commit, cwd=source).strip()
+            _commit(dest, f"scaffold {name}", date)
+            git("tag", name, cwd=dest)
+        date = git("log", "-1", "--format=%cI", "HEAD", cwd=source).strip() if _has_head(source) else _EPOCH
     else:
         date = os.environ.get("SOURCE_DATE_EPOCH", "")
         date = f"@{date} +0000" if date else _EPOCH

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import shlex
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ class TemplateSource:
     label: str  # for messages
     installed: bool = False
     commit: str | None = None  # the installed package's own template commit (copier's _commit form)
+    option: str = ""  # the command-line option that selects this source again ("" for the installed one)
 
 
 def _installed_data() -> tuple[Path, HistoryInfo] | None:
@@ -59,7 +61,7 @@ def template_source(spec: str | None) -> TemplateSource:
     if spec is None:
         return installed_source()
     if is_url(spec):
-        return TemplateSource(spec, None, spec)
+        return TemplateSource(spec, None, spec, option=f"--template {shlex.quote(spec)}")
     path = Path(spec).expanduser().absolute()
     if not path.exists():
         raise BadInput(f"template source {spec} does not exist (pass a scaffold git repository, a bundle or a URL)")
@@ -77,7 +79,38 @@ def template_source(spec: str | None) -> TemplateSource:
             git("bundle", "list-heads", str(path), cwd=path.parent)
         except RuntimeError:
             raise BadInput(f"template source {spec} is neither a directory nor a git bundle") from None
-    return TemplateSource(str(path), None, str(path))
+    return TemplateSource(str(path), None, str(path), option=f"--template {shlex.quote(str(path))}")
+
+
+BUNDLE_SUFFIX = "scaffold/_data/template.bundle"
+
+
+def is_bundled(src_path: str) -> bool:
+    """A `_src_path` that names the history inside an installed scaffold (any venv, any version)."""
+    return Path(src_path).as_posix().endswith(BUNDLE_SUFFIX)
+
+
+def project_source(recorded: str | None, template: str | None) -> TemplateSource:
+    """Where `check` and `update` look for versions: `--template`, else the source the project
+    records (``_src_path``) unless that is an installed scaffold's bundled history."""
+    if template is not None:
+        source = template_source(template)
+        return replace(source, label=f"{source.label} (--template)") if not source.installed else source
+    if not recorded or is_bundled(recorded):
+        return installed_source()
+    if not is_url(recorded) and not Path(recorded).exists():
+        raise ScaffoldError(
+            f"the project's template source {recorded} (recorded in .copier-answers.yml) is gone; "
+            "pass the repository it moved to: --template SRC"
+        )
+    try:
+        source = template_source(recorded)
+    except BadInput as exc:
+        raise ScaffoldError(
+            f"{exc.message} (recorded in .copier-answers.yml); pass another with --template SRC"
+        ) from None
+    # The recorded source is the default: a suggested command needs no --template for it.
+    return replace(source, label=f"{source.label} (recorded in .copier-answers.yml)", option="")
 
 
 def list_versions(source: TemplateSource) -> list[tuple[Version, str]]:

@@ -37,8 +37,16 @@ from packaging.version import Version
 from .create import ANSWERS_FILE, Rendered, read_answers, render
 from .errors import BadInput, ScaffoldError
 from .history import git, read_version
-from .manifest import MANIFEST_NAME, EngineEdits, Manifest, engine_edits, read_manifest, write_manifest
-from .source import TemplateSource, commit_version, latest, list_versions, release_of, resolve_ref, template_source
+from .manifest import (
+    MANIFEST_NAME,
+    EngineEdits,
+    Manifest,
+    engine_edits,
+    hash_tree,
+    read_manifest,
+    write_manifest,
+)
+from .source import TemplateSource, commit_version, latest, list_versions, project_source, release_of, resolve_ref
 
 BACKUP_PREFIX = "scaffold-backup"
 PATCH_DIR = ".scaffold-backups"
@@ -54,6 +62,7 @@ class FileChange:
     content: bytes | None = None  # what to write (None: delete, or leave as is)
     mode: int | None = None
     note: str = ""
+    markers: bool = False  # a text conflict: the merged content carries conflict markers
 
 
 @dataclass
@@ -81,6 +90,7 @@ class Plan:
     answers_text: bytes = b""
     new_engine_version: str = ""
     base_note: str = ""
+    stale_manifest: str = ""  # the manifest's version when it lags behind _commit (plain `copier update`)
 
     @property
     def conflicts(self) -> list[FileChange]:
@@ -172,7 +182,7 @@ def _plan_file(
         return FileChange(rel, "conflict", note="binary file changed on both sides; left as yours")
     merged, conflicted = merge3(ours, base or b"", theirs, labels)
     if conflicted:
-        return FileChange(rel, "conflict", merged, note="conflict markers written")
+        return FileChange(rel, "conflict", merged, markers=True)
     return FileChange(rel, "merge", merged)
 
 
@@ -227,7 +237,7 @@ def plan_update(
     if "package_name" in data and data["package_name"] != package:
         raise BadInput("package_name cannot change in an update (it names src/<package>/); rename by hand")
     old_answers = {k: v for k, v in answers.items() if not k.startswith("_")}
-    source = template_source(template)
+    source = project_source(answers.get("_src_path"), template)
     target_ref = resolve_ref(source, to)
     if target_ref is None:
         target_ref = latest(source)[0] or "HEAD"
@@ -245,6 +255,8 @@ def plan_update(
         plan = Plan(project, package, source.label, from_commit, to_commit, from_version, to_version)
         plan.engine_dir = manifest.engine_dir
         plan.engine_edits = engine_edits(project, manifest)
+        if manifest.template_commit != from_commit:
+            plan.stale_manifest = manifest.template_commit
         if from_version is not None and to_version is not None and to_version < from_version:
             raise ScaffoldError(
                 f"refusing to downgrade from {from_commit} to {to_commit}; scaffold only updates forward "
@@ -252,8 +264,14 @@ def plan_update(
             )
         if to_commit == from_commit and not data:
             plan.up_to_date = True
+            if plan.stale_manifest:  # the engine should be the target's: compare with it, then record it
+                plan.engine_edits = _edits_against(project / manifest.engine_dir, new_dir / manifest.engine_dir)
+                plan.new_engine = _engine_blobs(new_dir / manifest.engine_dir)
+                plan.new_engine_version = read_version(new_dir / "src" / package)
             return plan
         base, base_ref = _render_base(source, old_dir, from_commit, old_answers)
+        if plan.stale_manifest:  # edits are differences from what the recorded version vendored
+            plan.engine_edits = _edits_against(project / manifest.engine_dir, old_dir / manifest.engine_dir)
         if base_ref != from_commit:
             plan.base_note = f"{from_commit} is not in {source.label}; merging against {base_ref} instead"
 
@@ -299,6 +317,29 @@ def plan_update(
     return plan
 
 
+def _engine_blobs(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {k: (p.read_bytes(), p.stat().st_mode & 0o777) for k, p in _files(folder).items() if "__pycache__" not in k}
+
+
+def _edits_against(current: Path, reference: Path) -> EngineEdits:
+    have, want = hash_tree(current), hash_tree(reference)
+    return EngineEdits(
+        changed=sorted(p for p in have.keys() & want.keys() if have[p] != want[p]),
+        added=sorted(have.keys() - want.keys()),
+        removed=sorted(want.keys() - have.keys()),
+    )
+
+
+def expected_engine(project: Path, answers: dict[str, Any], manifest: Manifest, source: TemplateSource) -> EngineEdits:
+    """Local engine edits against what the recorded version (``_commit``) vendored: for a manifest
+    that lags behind it, because the project was updated with plain `copier update`."""
+    commit = str(answers.get("_commit") or "")
+    old_answers = {k: v for k, v in answers.items() if not k.startswith("_")}
+    with tempfile.TemporaryDirectory(prefix="scaffold-check-") as tmp:
+        _render_base(source, Path(tmp) / "p", commit, old_answers)
+        return _edits_against(project / manifest.engine_dir, Path(tmp) / "p" / manifest.engine_dir)
+
+
 # -- applying ----------------------------------------------------------------------------
 def _backup(project: Path, plan: Plan) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -327,6 +368,8 @@ def _engine_patch(project: Path, plan: Plan, backup: str) -> str:
         )
     patch = project / PATCH_DIR / f"{backup}.engine.patch"
     patch.parent.mkdir(exist_ok=True)
+    # Backups stay out of the project's commits (`git add -A` after the update).
+    (patch.parent / ".gitignore").write_text("# scaffold update's backups of local engine edits\n*\n")
     patch.write_bytes(proc.stdout)
     return patch.relative_to(project).as_posix()
 
@@ -335,6 +378,9 @@ def apply_plan(plan: Plan, *, force: bool = False) -> UpdateResult:
     project = plan.project
     result = UpdateResult(plan)
     if plan.up_to_date:
+        if plan.stale_manifest:  # record the engine the project's version vendors; edits stay visible
+            version = plan.new_engine_version
+            write_manifest(project, Manifest(version, plan.to_commit, plan.engine_dir, _hash(plan.new_engine)))
         return result
     if plan.engine_edits and not force:
         raise ScaffoldError(
@@ -424,7 +470,13 @@ def _section(title: str, items: list[str]) -> None:
             _echo(f"  {item}")
 
 
-def _describe(plan: Plan) -> None:
+def _conflict_note(change: FileChange, dry_run: bool) -> str:
+    if change.markers:
+        return "would write conflict markers" if dry_run else "conflict markers written"
+    return change.note
+
+
+def _describe(plan: Plan, dry_run: bool = False) -> None:
     _echo(f"scaffold update: {plan.from_commit} -> {plan.to_commit} (from {plan.source})")
     if plan.base_note:
         _echo(f"note: {plan.base_note}")
@@ -437,7 +489,11 @@ def _describe(plan: Plan) -> None:
     verbs = {"add": "add", "update": "change", "merge": "merge", "delete": "remove", "kept-deleted": "skip"}
     _section(
         "template files",
-        [f"{verbs.get(c.action, c.action):<10}{c.path}" + (f"  ({c.note})" if c.note else "") for c in plan.changes],
+        [
+            f"{verbs.get(c.action, c.action):<10}{c.path}"
+            + (f"  ({note})" if (note := _conflict_note(c, dry_run)) else "")
+            for c in plan.changes
+        ],
     )
     _section("research code changed upstream (left as is; compare with a fresh scaffold new)", plan.research_changed)
     _section("new questions (answers recorded)", [f"{k} = {v!r}" for k, v in plan.new_answers.items()])
@@ -450,18 +506,36 @@ def _describe(plan: Plan) -> None:
             _echo()
 
 
-def print_plan(plan: Plan) -> None:
-    if plan.up_to_date:
+def _up_to_date(plan: Plan, dry_run: bool) -> None:
+    if not plan.stale_manifest:
         _echo(f"already up to date at {plan.to_commit}; nothing to do")
         return
-    _describe(plan)
+    verb = "would record" if dry_run else "recorded"
+    _echo(
+        f"already at {plan.to_commit}, but {MANIFEST_NAME} was written for {plan.stale_manifest} "
+        f"(the project was updated without scaffold, e.g. plain copier update); {verb} the engine of {plan.to_commit}"
+    )
+    if plan.engine_edits:
+        _section("engine has local edits", plan.engine_edits.lines())
+    if not dry_run:
+        _echo(f"  commit it: git add {MANIFEST_NAME} && git commit -m 'Record the engine of {plan.to_commit}'")
+
+
+def print_plan(plan: Plan) -> None:
+    if plan.up_to_date:
+        _up_to_date(plan, dry_run=True)
+        return
+    _describe(plan, dry_run=True)
     if plan.engine_edits:
         _section(
             "engine has local edits (an update refuses unless --force, which saves them as a patch)",
             plan.engine_edits.lines(),
         )
     if plan.conflicts:
-        _echo(f"expected conflicts: {len(plan.conflicts)} ({', '.join(c.path for c in plan.conflicts)})")
+        _echo(
+            f"expected conflicts: {len(plan.conflicts)} ({', '.join(c.path for c in plan.conflicts)}): "
+            "an update would write conflict markers for you to resolve"
+        )
     _echo("dry run: nothing was changed")
 
 
@@ -469,12 +543,15 @@ def print_result(result: UpdateResult) -> int:
     """Report an applied update; the exit code (1 when conflicts remain)."""
     plan = result.plan
     if plan.up_to_date:
-        _echo(f"already up to date at {plan.to_commit}; nothing to do")
+        _up_to_date(plan, dry_run=False)
         return 0
     _describe(plan)
     _echo(f"backup: git tag {result.backup} (undo: git reset --hard {result.backup} && git clean -fd)")
     if result.patch:
-        _echo(f"your engine edits were saved to {result.patch} (reapply: git apply --3way {result.patch})")
+        _echo(
+            f"your engine edits were saved to {result.patch} (git ignores it); after committing the update, "
+            f"reapply them with: git apply --3way {result.patch}"
+        )
     if plan.conflicts:
         typer.echo(f"error: {len(plan.conflicts)} file(s) need a manual merge:", err=True)
         for c in plan.conflicts:

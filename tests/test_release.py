@@ -66,27 +66,19 @@ def build_wheel(repo: Path, dist: Path) -> Path:
 
 
 def make_venv(dest: Path) -> Path:
-    """A venv without pip that sees this interpreter's packages (copier, typer...) behind its own."""
+    """A venv without pip (fast); `install` puts a wheel in it, without dependencies."""
     venv.create(dest, with_pip=False)
-    (site,) = dest.glob("lib/python*/site-packages")
-    here = [p for p in sys.path if p.endswith("site-packages")]
-    (site / "zz_outer.pth").write_text("\n".join(here) + "\n")
     return dest / "bin"
 
 
 def install(wheel: Path, bindir: Path) -> None:
-    run(
-        sys.executable,
-        "-m",
-        "pip",
-        "--python",
-        bindir / "python",
-        "install",
-        "-q",
-        "--no-deps",
-        wheel,
-        cwd=wheel.parent,
-    )
+    """Install (or upgrade to) `wheel`, then let the venv see this interpreter's packages (copier,
+    typer...) behind its own. pip runs without that view, so it only ever touches the venv."""
+    (site,) = bindir.parent.glob("lib/python*/site-packages")
+    outer = site / "zz_outer.pth"
+    outer.unlink(missing_ok=True)
+    run(sys.executable, "-m", "pip", "--python", bindir / "python", "install", "-q", "--no-deps", wheel, cwd=wheel.parent)
+    outer.write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
 
 
 def test_two_releases_update_a_project_without_template(tmp_path: Path) -> None:

@@ -11,9 +11,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from . import version
 from .errors import ScaffoldError
+
+# A flag takes no value: show no `<bool>` type beside it in help (Typer shows one for every option).
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_without_type(self: typer.core.TyperOption, ctx):  # type: ignore[no-untyped-def]
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="scaffold",
@@ -48,19 +59,19 @@ def _root(
 
 def _fail(exc: ScaffoldError) -> typer.Exit:
     """The one place errors become output: a line on stderr, detail lines, a non-zero exit."""
-    typer.echo(f"error: {exc.message}", err=True)
+    typer.echo(f"{exc.prefix}{exc.message}", err=True)
     for line in exc.details:
         typer.echo(f"  {line}", err=True)
     return typer.Exit(exc.exit_code)
 
 
-def _run(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _run(func, *args, interrupted: str = "interrupted", **kwargs):  # type: ignore[no-untyped-def]
     try:
         return func(*args, **kwargs)
     except ScaffoldError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo(interrupted, err=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # unexpected: still one line, unless debugging
         if os.environ.get("SCAFFOLD_DEBUG"):
@@ -76,7 +87,8 @@ TemplateOpt = Annotated[
         "--template",
         metavar="SRC",
         help="A git repository of scaffold (path or URL; its PEP 440 tags are the versions). "
-        "Default: the template inside this installed scaffold.",
+        "Default: the project's recorded source for check and update, the template inside "
+        "this installed scaffold for new.",
         rich_help_panel=SOURCE,
     ),
 ]
@@ -112,23 +124,49 @@ def new(
             rich_help_panel=SOURCE,
         ),
     ] = None,
+    nested: Annotated[
+        bool,
+        typer.Option(
+            "--nested",
+            help="Create DEST even inside another git repository that would track it (a nested repository).",
+            rich_help_panel=BEHAVIOUR,
+        ),
+    ] = False,
 ) -> None:
     """Create a project in DEST: research code, a vendored engine, a first git commit.
 
-    Questions: project_name, package_name, description, author, wandb_project, wandb_entity,
-    example (digits|none), slurm (true|false), ci (github|none). Without a terminal,
-    unanswered questions take their defaults.
+    Questions: project_name (default: DEST's folder name), package_name, description, author ("Name <email>" works), wandb_project, wandb_entity, example (digits|none), slurm (true|false), ci (github|none). Without a terminal, unanswered questions take their defaults.
     """
-    from .create import new_project, parse_data
+    from .create import enclosing_repository, new_project, parse_data
 
     answers = _run(parse_data, data or [])
     use_defaults = defaults or not sys.stdin.isatty()
-    project = _run(new_project, dest, answers, defaults=use_defaults, template=template, vcs_ref=vcs_ref)
-    shown = os.path.relpath(project.dest) if project.dest.is_relative_to(Path.cwd()) else str(project.dest)
+    outer = _run(enclosing_repository, Path(os.path.abspath(dest.expanduser())))
+    if outer is not None and not nested:
+        where = f"{dest} is inside the git repository {outer}, which would track the project's files"
+        if use_defaults:
+            typer.echo(f"error: {where}; choose a folder outside it, or pass --nested to nest a repository", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"warning: {where}; the project gets a git repository of its own, nested in it.", err=True)
+        if not typer.confirm("Create a nested repository anyway?", default=False, err=True):
+            typer.echo("nothing was created", err=True)
+            raise typer.Exit(1)
+    project = _run(
+        new_project,
+        dest,
+        answers,
+        defaults=use_defaults,
+        template=template,
+        vcs_ref=vcs_ref,
+        interrupted="interrupted, nothing was created",
+    )
+    cwd = Path.cwd().resolve()
+    here = project.dest.resolve() == cwd
+    shown = os.path.relpath(project.dest, cwd) if project.dest.resolve().is_relative_to(cwd) else str(project.dest)
     example = project.answers.get("example", "digits")
     typer.echo(f"Created {shown}/ with scaffold {project.version} (example: {example}); first commit made.")
     steps = [
-        (f"cd {shown}", ""),
+        *([] if here else [(f"cd {shown}", "")]),
         ("python -m pip install -e '.[dev]'", "install (bring your own torch build first)"),
         (f"python -m {project.package_name}.train", "train; add KEY=VALUE overrides"),
         ("python -m pytest", "the project's smoke test"),
@@ -148,7 +186,7 @@ def update(
         typer.Option(
             "--to",
             metavar="REF",
-            help="Version to update to (default: this scaffold's own version).",
+            help="Version to update to. Default: the newest the source offers (the installed scaffold's own version).",
             rich_help_panel=SOURCE,
         ),
     ] = None,
@@ -177,9 +215,7 @@ def update(
 ) -> None:
     """Update the vendored engine and the template's shared files; never touches research code.
 
-    Refuses a dirty git tree. Tags a backup first, replaces the engine folder with the
-    target version's, merges other template files three-way and reports every conflict
-    (exit 1). Shows the CHANGELOG's migration notes.
+    Refuses a dirty git tree. Tags a backup first, replaces the engine folder with the target version's, merges other template files three-way and reports every conflict (exit 1). Shows the CHANGELOG's migration notes. Uses the template source the project records unless --template says otherwise.
     """
     from .create import parse_data
     from .update import print_plan, print_result, run_update
@@ -200,10 +236,9 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     template: TemplateOpt = None,
 ) -> None:
-    """Report the project's version, the latest available and local engine edits.
+    """Report the project's version, the newest available, local engine edits and unfinished updates.
 
-    Exit 0 when the engine is current and unmodified; 1 when an update is available or the
-    vendored engine was edited.
+    Exit 0 when the engine is current and unmodified; 1 when an update is available, the vendored engine was edited, conflict markers or an uncommitted update remain, or the project is newer than its source.
     """
     from .check import check_project, format_status
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import shutil
+import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, ScaffoldError
+from .errors import BadInput, Interrupted, ScaffoldError
 from .history import git, read_version
 from .manifest import MANIFEST_NAME, engine_relpath, make_manifest, write_manifest
-from .names import check_package_name, check_project_name, derive_package_name
+from .names import derive_package_name, slugify
 from .source import TemplateSource, template_source
 
 ANSWERS_FILE = ".copier-answers.yml"
@@ -47,6 +50,45 @@ def check_data_keys(data: dict[str, Any], questions: list[str]) -> None:
             close = difflib.get_close_matches(key, questions, n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(questions)}"
             raise BadInput(f"unknown --data key '{key}': {hint}")
+
+
+_BOOLS = {"true", "false", "yes", "no", "y", "n", "on", "off", "1", "0"}
+_VALIDATION = re.compile(r"^Validation error for question '([^']+)': (.*)$", re.DOTALL)
+
+
+def _choice_values(question: dict[str, Any]) -> list[str]:
+    choices = question.get("choices") or []
+    return [str(v) for v in (choices.values() if isinstance(choices, dict) else choices)]
+
+
+def check_data_values(data: dict[str, Any], questions: dict[str, Any]) -> None:
+    """Typed answers copier would otherwise coerce: a yes/no question takes a boolean, a choice
+    question one of its choices (copier would take ``slurm=maybe`` as true)."""
+    for key, value in data.items():
+        question = questions.get(key) or {}
+        if not isinstance(value, str):
+            continue
+        if question.get("type") == "bool" and value.strip().lower() not in _BOOLS:
+            raise BadInput(f"invalid {key} {value!r}: answer true or false (--data {key}=false)")
+        choices = _choice_values(question)
+        if choices and value not in choices:
+            raise BadInput(f"invalid {key} {value!r}: choose one of {', '.join(choices)} (--data {key}={choices[0]})")
+
+
+def enclosing_repository(dest: Path) -> Path | None:
+    """The git repository that would contain DEST and track it (not ignored), or None."""
+    parent = dest
+    while not parent.exists():
+        parent = parent.parent
+    if parent.is_file():
+        return None
+    try:
+        top = Path(git("rev-parse", "--show-toplevel", cwd=parent).strip())
+    except RuntimeError:
+        return None
+    rel = os.path.relpath(dest, top)
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{rel}/"], cwd=top, capture_output=True).returncode == 0
+    return None if ignored else top
 
 
 def read_answers(project: Path) -> dict[str, Any]:
@@ -121,13 +163,15 @@ def render(
     *,
     vcs_ref: str | None,
     defaults: bool = True,
-    check_names: bool = True,
     answers: dict[str, Any] | None = None,
+    user_defaults: dict[str, Any] | None = None,
 ) -> Rendered:
     """Render `source` at `vcs_ref` into `dest` with copier.
 
     `data` is what the user asked for (each key must be a question); `answers` are recorded
-    answers of another version, used where this version still asks the question.
+    answers of another version, used where this version still asks the question; `user_defaults`
+    replace the template's defaults. Every answer passes the template's validators (the rules
+    the prompt applies too).
     """
     # copier's public functions hide the Worker; we need its template (questions) before
     # rendering, to report unknown --data keys and bad names without creating anything.
@@ -135,7 +179,7 @@ def render(
         from copier._main import Worker
     except ImportError:  # copier < 9.11
         from copier.main import Worker
-    from copier.errors import CopierError, CopierWarning
+    from copier.errors import CopierAnswersInterrupt, CopierError, CopierWarning
     from jinja2 import TemplateError
     from plumbum import ProcessExecutionError
 
@@ -146,6 +190,7 @@ def render(
                 src_path=source.url,
                 dst_path=dest,
                 data={**(answers or {}), **data},
+                user_defaults=user_defaults or {},
                 vcs_ref=vcs_ref,
                 defaults=defaults,
                 quiet=True,
@@ -158,18 +203,28 @@ def render(
                     raise BadInput(f"{source.label} has no version {vcs_ref!r} ({exc})") from exc
                 questions = [q for q in questions_data if not q.startswith("_")]
                 check_data_keys(data, questions)
-                if check_names and defaults:
-                    project = str(data.get("project_name", questions_data.get("project_name", {}).get("default", "")))
-                    check_project_name(project)
-                    check_package_name(str(data.get("package_name") or derive_package_name(project)))
+                check_data_values(data, questions_data)
                 worker.run_copy()
                 changelog_path = worker.template.local_abspath / "CHANGELOG.md"
                 changelog = changelog_path.read_text() if changelog_path.is_file() else ""
                 skip = list(worker.template.skip_if_exists)
+        except CopierAnswersInterrupt:
+            raise Interrupted("interrupted, nothing was created") from None
         except ProcessExecutionError as exc:
             detail = (exc.stderr or str(exc)).strip().splitlines()
             raise ScaffoldError(f"git failed on {source.label}: {detail[-1] if detail else exc}") from exc
-        except (CopierError, ValueError, TemplateError) as exc:
+        except ValueError as exc:
+            match = _VALIDATION.match(str(exc))
+            if match is None:
+                raise ScaffoldError(f"rendering the template failed: {type(exc).__name__}: {exc}") from exc
+            key, reason = match.groups()
+            merged = {**(user_defaults or {}), **(answers or {}), **data}
+            value = merged.get(key)
+            if value is None and key == "package_name":
+                value = derive_package_name(str(merged.get("project_name", "")))
+            shown = f" {value!r}" if value is not None else ""
+            raise BadInput(f"invalid {key}{shown}: {reason.strip()}; pass --data {key}=VALUE") from None
+        except (CopierError, TemplateError) as exc:
             raise ScaffoldError(f"rendering the template failed: {type(exc).__name__}: {exc}") from exc
     recorded = read_answers(dest)
     research = [_render_pattern(p, recorded) for p in skip]
@@ -190,15 +245,19 @@ def new_project(
     template: str | None = None,
     vcs_ref: str | None = None,
 ) -> NewProject:
-    """Create a project at `dest` (which must not exist or be empty), committed to a new git repo."""
-    dest = dest.expanduser().absolute()
+    """Create a project at `dest` (which must not exist or be empty), committed to a new git repo.
+
+    The project name defaults to DEST's folder name (slugified), the package name to that.
+    """
+    dest = Path(os.path.abspath(dest.expanduser()))
     existed = _check_dest(dest)
     source = template_source(template)
+    slug = slugify(dest.name)
+    user_defaults = {"project_name": slug} if slug else {}
     try:
-        answers = render(source, dest, data, vcs_ref=vcs_ref or source.default_ref, defaults=defaults).answers
+        vcs_ref = vcs_ref or source.default_ref
+        answers = render(source, dest, data, vcs_ref=vcs_ref, defaults=defaults, user_defaults=user_defaults).answers
         package = str(answers.get("package_name", ""))
-        check_project_name(str(answers.get("project_name", "")))
-        check_package_name(package)
         engine = dest / engine_relpath(package)
         if not (engine / "__init__.py").is_file():
             raise ScaffoldError(f"the template did not produce {engine_relpath(package)}/: is {source.label} scaffold?")
@@ -213,4 +272,13 @@ def new_project(
     return NewProject(dest, answers, version, commit)
 
 
-__all__ = ["ANSWERS_FILE", "MANIFEST_NAME", "NewProject", "new_project", "parse_data", "read_answers", "render"]
+__all__ = [
+    "ANSWERS_FILE",
+    "MANIFEST_NAME",
+    "NewProject",
+    "enclosing_repository",
+    "new_project",
+    "parse_data",
+    "read_answers",
+    "render",
+]

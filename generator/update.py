@@ -208,7 +208,7 @@ def _render_base(source: TemplateSource, dest: Path, commit: str, answers: dict[
     """Render the project's recorded version (the merge base); a development build's commit
     missing from `source` falls back to its release tag. Returns the render and the ref used."""
     try:
-        return render(source, dest, {}, answers=answers, vcs_ref=commit, check_names=False), commit
+        return render(source, dest, {}, answers=answers, vcs_ref=commit), commit
     except BadInput:
         release = release_of(commit)
         fallback = next((tag for v, tag in list_versions(source) if v == release), None)
@@ -218,7 +218,7 @@ def _render_base(source: TemplateSource, dest: Path, commit: str, answers: dict[
                 "merge needs; pass --template with a scaffold repository that has it"
             ) from None
         shutil.rmtree(dest, ignore_errors=True)
-        return render(source, dest, {}, answers=answers, vcs_ref=fallback, check_names=False), fallback
+        return render(source, dest, {}, answers=answers, vcs_ref=fallback), fallback
 
 
 # -- planning ----------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def plan_update(
     with tempfile.TemporaryDirectory(prefix="scaffold-update-") as tmp:
         new_dir, old_dir = Path(tmp) / "new", Path(tmp) / "old"
         try:
-            target = render(source, new_dir, data, answers=old_answers, vcs_ref=target_ref, check_names=False)
+            target = render(source, new_dir, data, answers=old_answers, vcs_ref=target_ref)
         except BadInput as exc:
             if "has no version" in exc.message:
                 raise BadInput(f"{source.label} has no version {to or target_ref!r} (see its tags: git tag)") from None

@@ -50,8 +50,8 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
 
 
 def make_template_repo(dest: Path) -> Path:
-    """A git repository of this working tree's template, tagged with the current version."""
-    build_history(ROOT, dest, VERSION)
+    """A git repository of this working tree's template alone, tagged with the current version."""
+    build_history(ROOT, dest, VERSION, with_releases=False)
     return dest
 
 
@@ -121,7 +121,7 @@ def make_versions(dest: Path) -> Path:
       added (from a new question `license`); research: model.py changed upstream.
     - v1.2.0: engine: trainer.py changed again; shared: .gitignore gains a line.
     """
-    build_history(ROOT, dest, "1.0.0")
+    build_history(ROOT, dest, "1.0.0", with_releases=False)
     git(dest, "tag", "-d", V1)
     engine, project = dest / "engine", dest / "template" / "project"
     set_version(dest, "1.0.0")

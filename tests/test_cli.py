@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import scaffold.create
+import yaml
 from gen_helpers import VERSION, clone_template, commit_all, git, invoke, template_repo
 
 __all__ = ["template_repo"]
@@ -46,11 +48,11 @@ def test_help_does_not_import_copier_or_torch() -> None:
 
 
 def test_new_succeeds_and_prints_next_steps(template_repo: Path, tmp_path: Path) -> None:
-    result = invoke("new", tmp_path / "proj", "--defaults", "--template", template_repo)
+    result = invoke("new", tmp_path / "my-research", "--defaults", "--template", template_repo)
     assert result.exit_code == 0, result.output
     assert f"scaffold {VERSION}" in result.stdout
     assert "python -m my_research.train" in result.stdout
-    assert (tmp_path / "proj" / "src" / "my_research" / "engine" / "__init__.py").is_file()
+    assert (tmp_path / "my-research" / "src" / "my_research" / "engine" / "__init__.py").is_file()
 
 
 def test_dest_not_empty(template_repo: Path, tmp_path: Path) -> None:
@@ -81,8 +83,12 @@ def test_dest_is_a_file(template_repo: Path, tmp_path: Path) -> None:
         ("package_name=my-pkg", "must be a Python identifier"),
         ("package_name=class", "it is a Python keyword"),
         ("package_name=json", "shadows the standard library module 'json'"),
+        ("package_name=csv", "shadows the standard library module 'csv'"),
         ("package_name=engine", "shadows 'engine'"),
         ("project_name=123", "invalid package_name '123'"),  # the derived package name
+        ("author=Ada <no email>", "invalid author 'Ada <no email>': write it as Name <email>"),
+        ("slurm=maybe", "invalid slurm 'maybe': answer true or false"),
+        ("example=mnist", "invalid example 'mnist': choose one of digits, none"),
     ],
 )
 def test_invalid_names(template_repo: Path, tmp_path: Path, data: str, message: str) -> None:
@@ -92,6 +98,21 @@ def test_invalid_names(template_repo: Path, tmp_path: Path, data: str, message: 
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not dest.exists()
+
+
+def test_every_stdlib_module_and_keyword_is_refused(template_repo: Path) -> None:
+    # The template's validator is the one rule set: it must know this interpreter's modules.
+    import keyword
+
+    from copier._main import Worker
+
+    with Worker(src_path=str(template_repo), dst_path=Path("unused"), vcs_ref="HEAD", quiet=True) as worker:
+        validator = worker.template.questions_data["package_name"]["validator"]
+        env = worker.jinja_env
+    names = [m for m in sys.stdlib_module_names if not m.startswith("_")] + keyword.kwlist
+    accepted = [n for n in names if not env.from_string(validator).render(package_name=n).strip()]
+    assert accepted == []
+    assert env.from_string(validator).render(package_name="vision_lab").strip() == ""
 
 
 def test_unknown_data_key_names_the_closest(template_repo: Path, tmp_path: Path) -> None:
@@ -107,12 +128,68 @@ def test_malformed_data(template_repo: Path, tmp_path: Path) -> None:
     assert "--data 'example' is not KEY=VALUE" in result.stderr
 
 
-def test_bad_choice_is_reported(template_repo: Path, tmp_path: Path) -> None:
-    result = invoke("new", tmp_path / "p", "--defaults", "--template", template_repo, "--data", "example=mnist")
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: rendering the template failed")
-    assert "mnist" in result.stderr
-    assert not (tmp_path / "p").exists()
+def test_project_name_defaults_to_the_folder_name(template_repo: Path, tmp_path: Path) -> None:
+    result = invoke("new", tmp_path / "Vision Lab!", "--defaults", "--template", template_repo)
+    assert result.exit_code == 0, result.output
+    answers = yaml.safe_load((tmp_path / "Vision Lab!" / ".copier-answers.yml").read_text())
+    assert answers["project_name"] == "vision-lab" and answers["package_name"] == "vision_lab"
+    assert answers["wandb_project"] == "vision-lab"
+
+
+def test_new_in_the_current_folder_has_no_cd_step(
+    template_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "lab").mkdir()
+    monkeypatch.chdir(tmp_path / "lab")
+    result = invoke("new", ".", "--defaults", "--template", template_repo)
+    assert result.exit_code == 0, result.output
+    assert "cd ." not in result.stdout and "python -m lab.train" in result.stdout
+
+
+def test_dest_inside_another_repository(template_repo: Path, tmp_path: Path) -> None:
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    git(outer, "init", "-q")
+    (outer / ".gitignore").write_text("ignored/\n")
+    result = invoke("new", outer / "proj", "--defaults", "--template", template_repo)
+    assert result.exit_code == 2
+    assert f"is inside the git repository {outer}" in result.stderr and "--nested" in result.stderr
+    assert not (outer / "proj").exists()
+    nested = invoke("new", outer / "proj", "--defaults", "--nested", "--template", template_repo)
+    assert nested.exit_code == 0, nested.output
+    assert (outer / "proj" / ".git").is_dir()
+    ignored = invoke("new", outer / "ignored", "--defaults", "--template", template_repo)  # the outer repo ignores it
+    assert ignored.exit_code == 0, ignored.output
+
+
+def test_ctrl_c_at_a_question(template_repo: Path, tmp_path: Path) -> None:
+    # A real terminal session: copier prompts; Ctrl-C (\x03) at the first question.
+    import pty
+
+    dest = tmp_path / "p"
+    code = f"import sys; from scaffold.cli import main; sys.argv = ['scaffold', 'new', {str(dest)!r}, '--template', {str(template_repo)!r}]; main()"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: scaffold on a terminal
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    output = b""
+    sent = False
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not sent and b"Project name" in output:
+            os.write(fd, b"\x03")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert sent, text
+    assert os.waitstatus_to_exitcode(status) == 130, text
+    assert "interrupted, nothing was created" in text and "CopierAnswersInterrupt" not in text
+    assert not dest.exists()
 
 
 def test_template_source_missing(tmp_path: Path) -> None:

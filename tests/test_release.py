@@ -77,7 +77,18 @@ def install(wheel: Path, bindir: Path) -> None:
     (site,) = bindir.parent.glob("lib/python*/site-packages")
     outer = site / "zz_outer.pth"
     outer.unlink(missing_ok=True)
-    run(sys.executable, "-m", "pip", "--python", bindir / "python", "install", "-q", "--no-deps", wheel, cwd=wheel.parent)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        bindir / "python",
+        "install",
+        "-q",
+        "--no-deps",
+        wheel,
+        cwd=wheel.parent,
+    )
     outer.write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
 
 
@@ -93,8 +104,8 @@ def test_two_releases_update_a_project_without_template(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     assert run(scaffold, "--version", cwd=work).stdout.strip() == f"scaffold {version}"
-    run(scaffold, "new", "proj", "--defaults", cwd=work)
-    project = work / "proj"
+    run(scaffold, "new", "my-research", "--defaults", cwd=work)
+    project = work / "my-research"
     model = project / "src" / PKG / "model.py"
     model.write_text(model.read_text() + "\n# my research\n")
     commit_all(project, "research")
@@ -126,10 +137,10 @@ def test_two_releases_update_a_project_without_template(tmp_path: Path) -> None:
     install(build_wheel(fresh, tmp_path / "dist-b"), bindir)
     assert run(scaffold, "--version", cwd=work).stdout.strip() == f"scaffold {new_version}"
 
-    check = run(scaffold, "check", "proj", cwd=work, check=False)
+    check = run(scaffold, "check", "my-research", cwd=work, check=False)
     assert check.returncode == 1, check.stdout + check.stderr
-    assert f"v{new_version}" in check.stdout and "update available: scaffold update proj" in check.stdout
-    updated = run(scaffold, "update", "proj", cwd=work, check=False)
+    assert f"v{new_version}" in check.stdout and "update available: scaffold update my-research" in check.stdout
+    updated = run(scaffold, "update", "my-research", cwd=work, check=False)
     assert updated.returncode == 0, updated.stdout + updated.stderr
     assert f"-> v{new_version}" in updated.stdout
 
@@ -141,7 +152,7 @@ def test_two_releases_update_a_project_without_template(tmp_path: Path) -> None:
     assert {k: after[k] for k in research} == research  # research code untouched
     assert "upstream change" not in model.read_text()
     commit_all(project, f"Update scaffold to {new_version}")
-    final = run(scaffold, "check", "proj", cwd=work, check=False)
+    final = run(scaffold, "check", "my-research", cwd=work, check=False)
     assert final.returncode == 0, final.stdout + final.stderr
     assert "up to date" in final.stdout
 

@@ -202,7 +202,7 @@ def test_minimal_example_and_toggles(template_repo: Path, tmp_path: Path) -> Non
         "slurm=false",
         "ci=none",
         "wandb_entity=my-lab",
-        "author=Ada Lovelace",
+        "author=Ada Lovelace <ada@example.org>",
         'description=Say "hi"',
     )
     assert not (dest / "scripts").exists()
@@ -213,7 +213,7 @@ def test_minimal_example_and_toggles(template_repo: Path, tmp_path: Path) -> Non
     assert "MLPClassifier" in (dest / "src" / "tiny" / "train.py").read_text()
     data = tomllib.loads((dest / "pyproject.toml").read_text())
     assert not any(d.startswith("scikit-learn") for d in data["project"]["dependencies"])
-    assert data["project"]["authors"] == [{"name": "Ada Lovelace"}]
+    assert data["project"]["authors"] == [{"name": "Ada Lovelace", "email": "ada@example.org"}]
     assert data["project"]["description"] == 'Say "hi"'
     cfg = yaml.safe_load((dest / "configs" / "default.yaml").read_text())
     assert cfg["wandb"]["entity"] == "my-lab"
@@ -231,7 +231,7 @@ def test_installed_bundle_renders_its_own_version(tmp_path: Path) -> None:
     result = invoke("new", dest, "--defaults")
     assert result.exit_code == 0, result.output
     answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
-    assert answers["_commit"] == source.default_ref
+    assert answers["_commit"] == source.commit  # v<version>, or v<version>-N-g<hash> after it
     assert Path(answers["_src_path"]).is_absolute()
     manifest = json.loads((dest / MANIFEST_NAME).read_text())
     assert manifest["version"] == VERSION
@@ -243,7 +243,9 @@ def test_history_is_reproducible(tmp_path: Path) -> None:
     first = build_history(ROOT, tmp_path / "a", VERSION)
     second = build_history(ROOT, tmp_path / "b", VERSION)
     assert first.commit == second.commit
-    assert first.ref == second.ref == f"v{VERSION}"
+    assert first.ref == second.ref  # the release tag, or the hash of a development build after it
+    assert git(tmp_path / "a", "tag", "--list").split() == git(tmp_path / "b", "tag", "--list").split()
+    assert f"v{VERSION}" in git(tmp_path / "a", "tag", "--list").split()
     files = git(tmp_path / "a", "ls-files").split()
     assert "copier.yml" in files and "template/copier.yml" in files and "engine/__init__.py" in files
     assert not any(f.startswith(("tests/", "generator/", "ci/", ".venv")) for f in files)
@@ -265,5 +267,5 @@ def test_history_from_a_tree_without_git(tmp_path: Path) -> None:
     assert os.readlink(tmp_path / "repo" / ENGINE_LINK[0]) == ENGINE_LINK[1]
     bundle = tmp_path / "t.bundle"
     write_bundle(tmp_path / "repo", bundle)
-    dest = new_project(bundle, tmp_path / "p")
+    dest = new_project(bundle, tmp_path / "my-research")
     assert engine_files(dest / "src" / "my_research" / "engine") == engine_files(ROOT / "engine")

@@ -14,6 +14,7 @@ import pytest
 import scaffold.source
 import yaml
 from gen_helpers import (
+    BIN,
     CHANGELOG,
     README_TAIL_V2,
     ROOT,
@@ -67,7 +68,7 @@ def tags(project: Path) -> list[str]:
 
 @pytest.fixture
 def project(versions_repo: Path, tmp_path: Path) -> Path:
-    return make_project(versions_repo, tmp_path / "proj")
+    return make_project(versions_repo, tmp_path / "my-research")
 
 
 def test_update_replaces_engine_merges_shared_and_keeps_research(project: Path, versions_repo: Path) -> None:
@@ -225,7 +226,7 @@ def test_two_updates_in_steps(project: Path, versions_repo: Path) -> None:
 
 
 def test_downgrade_is_refused(versions_repo: Path, tmp_path: Path) -> None:
-    project = make_project(versions_repo, tmp_path / "p", V2)
+    project = make_project(versions_repo, tmp_path / "my-research", V2)
     before = snapshot(project)
     result = update(project, versions_repo, "--to", V1)
     assert result.exit_code == 1
@@ -291,7 +292,7 @@ def test_check_reports_update_available(project: Path, versions_repo: Path) -> N
 
 
 def test_check_current_and_edited(versions_repo: Path, tmp_path: Path) -> None:
-    project = make_project(versions_repo, tmp_path / "p", V3)
+    project = make_project(versions_repo, tmp_path / "my-research", V3)
     result = invoke("check", project, "--template", versions_repo)
     assert result.exit_code == 0, result.output
     assert "engine: unmodified" in result.stdout and "up to date" in result.stdout
@@ -324,9 +325,9 @@ def test_update_from_installed_bundle(
     monkeypatch.setattr(scaffold.source, "_installed_data", lambda: (bundle, info))
     scaffold.source.installed_source.cache_clear()
     try:
-        result = invoke("new", tmp_path / "p", "--defaults", "--vcs-ref", V1)
+        result = invoke("new", tmp_path / "my-research", "--defaults", "--vcs-ref", V1)
         assert result.exit_code == 0, result.output
-        project = tmp_path / "p"
+        project = tmp_path / "my-research"
         assert answers(project)["_src_path"] == str(bundle)
         assert invoke("check", project).exit_code == 1
         result = invoke("update", project)
@@ -410,12 +411,12 @@ def test_update_with_a_built_wheel_offline(tmp_path: Path, offline: None) -> Non
         return subprocess.run([*cli, *args], cwd=work, env=env, capture_output=True, text=True)
 
     assert scaffold_cli("--version").stdout.strip() == "scaffold 1.1.0"
-    made = scaffold_cli("new", "proj", "--defaults", "--vcs-ref", V1)
+    made = scaffold_cli("new", "my-research", "--defaults", "--vcs-ref", V1)
     assert made.returncode == 0, made.stderr
-    project = work / "proj"
+    project = work / "my-research"
     assert answers(project)["_commit"] == V1
-    assert scaffold_cli("check", "proj").returncode == 1
-    updated = scaffold_cli("update", "proj")
+    assert scaffold_cli("check", "my-research").returncode == 1
+    updated = scaffold_cli("update", "my-research")
     assert updated.returncode == 0, updated.stderr
     assert answers(project)["_commit"] == V2
     assert (project / ENGINE / "extras.py").read_text() == "EXTRA = 1\n"
@@ -437,3 +438,118 @@ def test_project_tests_pass_after_update(project: Path, versions_repo: Path) -> 
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout
+
+
+# -- the project's recorded source, suggested commands, unfinished updates -------------------
+def test_check_and_update_follow_the_recorded_source(project: Path, versions_repo: Path) -> None:
+    result = invoke("check", project)  # no --template: the source .copier-answers.yml records
+    assert result.exit_code == 1, result.output
+    assert f"latest available: {V3} (from {versions_repo} (recorded in .copier-answers.yml))" in result.stdout
+    assert "update available: scaffold update " in result.stdout and "--template" not in result.stdout
+    updated = invoke("update", project)
+    assert updated.exit_code == 0, updated.output
+    assert f"(from {versions_repo} (recorded" in updated.stdout
+    assert answers(project)["_commit"] == V3
+
+
+def test_suggested_update_command_is_complete(
+    project: Path, versions_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "mirror"
+    git(tmp_path, "clone", "-q", str(versions_repo), str(other))
+    monkeypatch.chdir(tmp_path)
+    result = invoke("check", project.name, "--template", other)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("update available:"))
+    command = line.removeprefix("update available: ").split(" (preview")[0]
+    assert command == f"scaffold update {project.name} --template {other}"
+    updated = invoke(*command.split()[1:])  # runs as printed
+    assert updated.exit_code == 0, updated.output
+    assert answers(project)["_src_path"] == str(other)
+
+
+def test_recorded_source_gone(project: Path, versions_repo: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    versions_repo.rename(moved)
+    try:
+        for command in ("check", "update"):
+            result = invoke(command, project)
+            assert result.exit_code == 1
+            assert f"template source {versions_repo} (recorded in .copier-answers.yml) is gone" in result.stderr
+            assert "--template SRC" in result.stderr
+        assert invoke("check", project, "--template", moved).exit_code == 1  # the fix works
+    finally:
+        moved.rename(versions_repo)
+
+
+def test_project_newer_than_the_source(versions_repo: Path, tmp_path: Path) -> None:
+    project = make_project(versions_repo, tmp_path / "my-research", V3)
+    old = tmp_path / "old"
+    git(tmp_path, "clone", "-q", "--no-tags", str(versions_repo), str(old))
+    git(old, "reset", "-q", "--hard", git(versions_repo, "rev-list", "-n", "1", V1).strip())
+    git(old, "tag", V1)
+    result = invoke("check", project, "--template", old, "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["newer_than_source"] is True and data["update_available"] is False and data["latest"] == V1
+    text = invoke("check", project, "--template", old).stdout
+    assert f"the project ({V3}) is newer than" in text and "up to date" not in text
+
+
+def test_force_reapply_works_as_printed(project: Path, versions_repo: Path) -> None:
+    callbacks = project / ENGINE / "callbacks.py"
+    callbacks.write_text("# my local engine note\n" + callbacks.read_text())
+    commit_all(project, "hack the engine")
+    result = update(project, versions_repo, "--to", V2, "--force")
+    assert result.exit_code == 0, result.output
+    command = re.search(r"reapply them with: (git apply --3way \S+)", result.stdout).group(1)  # type: ignore[union-attr]
+    assert "after committing the update" in result.stdout
+    git(project, "add", "-A")
+    assert ".scaffold-backups" not in git(project, "diff", "--cached", "--name-only")  # git ignores backups
+    git(project, "commit", "-q", "-m", "update")
+    assert git(project, "status", "--porcelain") == ""
+    git(project, *command.split()[1:])
+    assert callbacks.read_text().startswith("# my local engine note\n")
+
+
+def test_dry_run_says_would_and_check_sees_unfinished_updates(project: Path, versions_repo: Path) -> None:
+    readme = project / "README.md"
+    readme.write_text(readme.read_text() + "\nMy own closing words.\n")
+    commit_all(project, "edit")
+    plan = update(project, versions_repo, "--to", V2, "--dry-run")
+    assert "README.md  (would write conflict markers)" in plan.stdout
+    assert "markers written" not in plan.stdout
+    assert update(project, versions_repo, "--to", V2).exit_code == 1  # a conflict in README.md
+    status = invoke("check", project, "--json")
+    assert status.exit_code == 1
+    data = json.loads(status.stdout)
+    assert data["conflicts"] == ["README.md"]
+    assert data["uncommitted_update"] == [".copier-answers.yml", ".scaffold-manifest.json"]
+    readme.write_text(readme.read_text().replace("<<<<<<< yours\n", "").split("=======")[0])
+    commit_all(project, "resolved")
+    data = json.loads(invoke("check", project, "--json").stdout)
+    assert data["conflicts"] == [] and data["uncommitted_update"] == []
+
+
+def test_plain_copier_update_is_accepted_and_recorded(project: Path, versions_repo: Path) -> None:
+    research = (project / "src" / PKG / "model.py").read_bytes()
+    proc = subprocess.run(
+        [str(BIN / "copier"), "update", "--defaults", "--vcs-ref", V2, str(project)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_ALLOW_PROTOCOL": "file"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert answers(project)["_commit"] == V2
+    assert json.loads((project / MANIFEST_NAME).read_text())["template_commit"] == V1  # copier leaves it
+    commit_all(project, "copier update")
+    result = invoke("check", project, "--json")
+    data = json.loads(result.stdout)
+    assert data["engine_modified"] is False and data["stale_manifest"] == V1
+    assert data["update_available"] is True  # V3 exists; nothing else is wrong
+    text = invoke("check", project).stdout
+    assert "without scaffold (e.g. plain copier update)" in text
+    recorded = invoke("update", project, "--to", V2)
+    assert recorded.exit_code == 0, recorded.output
+    manifest = json.loads((project / MANIFEST_NAME).read_text())
+    assert manifest["template_commit"] == V2 and manifest["files"] == hash_tree(project / ENGINE)
+    assert (project / "src" / PKG / "model.py").read_bytes() == research

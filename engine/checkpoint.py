@@ -237,7 +237,9 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
 # ----------------------------------------------------------------------------- checks
 
 
-def check_model_state(model: nn.Module, state_dict: dict[str, Any], path: str | Path, advice: str | None = None) -> None:
+def check_model_state(
+    model: nn.Module, state_dict: dict[str, Any], path: str | Path, advice: str | None = None
+) -> None:
     """Raise CheckpointError listing every key and shape where ``state_dict`` misfits ``model``."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -263,7 +265,8 @@ def check_model_state(model: nn.Module, state_dict: dict[str, Any], path: str | 
         if len(mismatched) > 20:
             lines.append(f"    ... and {len(mismatched) - 20} more")
     lines.append(
-        advice or "Resume with the model config that wrote it, pass resume=<another path>, or resume=null to start fresh."
+        advice
+        or "Resume with the model config that wrote it, pass resume=<another path>, or resume=null to start fresh."
     )
     raise CheckpointError("\n".join(lines))
 

@@ -15,6 +15,10 @@ files carry optimizer and scheduler state). Files:
   ``torch.load(weights_only=True)`` refuses.
 
 tests/test_lightning_checkpoints.py defines the same module with the engine's imports.
+
+The other direction: ``make_checkpoints.py --read ENGINE.ckpt`` (a checkpoint the engine wrote for
+``TinyRegressor``) loads it with Lightning's ``load_from_checkpoint`` and resumes a Lightning
+``Trainer.fit`` from it.
 """
 
 from __future__ import annotations
@@ -109,5 +113,23 @@ def main() -> None:
         print(f"{path.name}: {path.stat().st_size} bytes", file=sys.stderr)
 
 
+def read_engine_checkpoint(path: str) -> None:
+    module = TinyRegressor.load_from_checkpoint(path)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in saved.items())
+    trainer = pl.Trainer(
+        max_epochs=torch.load(path, weights_only=True)["epoch"] + 2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(TinyRegressor(**module.hparams), data(), ckpt_path=path)
+    print(f"Lightning read {path}: hparams {dict(module.hparams)}, resumed to step {trainer.global_step}")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--read"]:
+        read_engine_checkpoint(sys.argv[2])
+    else:
+        main()

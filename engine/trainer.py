@@ -298,7 +298,8 @@ class Trainer:
             if self.is_global_zero:
                 hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
                 self.logger.log_hyperparams(hparams)
-                self.logger.watch(module)
+                if getattr(self.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
+                    self.logger.watch(module)
             self._fit_loop()
             status = "interrupted" if self.stop_reason == "preempted" else "success"
         except BaseException as exc:

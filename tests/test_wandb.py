@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 from engine_fixtures import Regressor, loader, make_trainer, regression_data
+from gen_helpers import new_project, template_repo
 from wandb_records import RunRecords, load_run, load_runs, offline_run_dirs
 
 from engine import ModelCheckpoint
@@ -27,6 +28,7 @@ from engine.loggers import STEP_KEY, WandbLogger
 wandb = pytest.importorskip("wandb")
 
 FAKE_KEY = "f" * 40
+__all__ = ["template_repo"]  # a fixture
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -560,3 +562,42 @@ def test_watch_configured_at_construction_is_what_fit_applies(tmp_path: Path) ->
     trainer = make_trainer(tmp_path / "run", max_epochs=1, log_every_n_steps=1, logger=logger)
     trainer.fit(Regressor(), train_dataloaders=loader(regression_data()))
     assert not any(k.startswith(("gradients/", "parameters/")) for r in only_run(tmp_path).history for k in r)
+
+
+def test_digits_example_logs_a_table_of_validation_images_with_labels(
+    template_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = tmp_path_factory.mktemp("digits")
+    project = new_project(template_repo, base / "proj", "package_name=digits_tbl")
+    args = [
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "trainer.progress_bar=false",
+        "model.log_examples_every_n_epochs=2",
+        "wandb.mode=offline",
+        "run_name=r",
+        f"output_dir={base / 'runs'}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env["PYTHONPATH"] = str(project / "src")
+    proc = subprocess.run(
+        [sys.executable, "-m", "digits_tbl.train", *args], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = only_run(project)
+    (table_row,) = [r for r in run.history if "val_examples/path" in r]  # epoch 2 only (every 2nd)
+    assert table_row[STEP_KEY] == 4  # 2 epochs of 2 batches: the validation after the last step
+    table = table_file(run, "val_examples")
+    assert table["columns"] == ["image", "label", "prediction"] and len(table["data"]) == 16
+    from sklearn.datasets import load_digits
+    from torch.utils.data import random_split
+
+    labels = torch.tensor(load_digits().target)
+    _, val = random_split(range(len(labels)), [len(labels) - 359, 359], generator=torch.Generator().manual_seed(0))
+    assert [row[1] for row in table["data"]] == labels[list(val)[:16]].tolist()  # the true labels
+    assert all(0 <= row[2] <= 9 for row in table["data"])
+    # The images travel in the table's run_table artifact: 16 PNG files and the table itself.
+    (artifact,) = [a for a in run.artifacts if a["type"] == "run_table"]
+    assert artifact["name"] == f"run-{run.run_id}-val_examples"
+    assert sum(f.endswith(".png") for f in artifact["files"]) == 16

@@ -1,7 +1,13 @@
 """Checkpoint files: atomic writes, safe loading, RNG state, resume lookup and async saving.
 
 A checkpoint is one dict of tensors and plain containers, so it always loads with
-``torch.load(path, weights_only=True)``: the engine never unpickles arbitrary objects.
+``torch.load(path, weights_only=True)``: the engine never unpickles arbitrary objects unless
+told to (``weights_only=False``, or torch's ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``).
+
+Layout: the engine's own keys (``model``, ``optimizers``, ``loop`` ...) plus Lightning's
+top-level keys (``state_dict``, ``optimizer_states``, ``epoch`` ...) that refer to the same
+objects, so tools written for Lightning checkpoints read ours and the file holds every tensor
+once. `engine_layout` reads a checkpoint Lightning wrote into the engine's keys.
 """
 
 from __future__ import annotations
@@ -37,26 +43,40 @@ class CheckpointError(RuntimeError):
 # ----------------------------------------------------------------------------- plain state
 
 
-def _convert(obj: Any, tensor_fn: Callable[[torch.Tensor], torch.Tensor], where: str) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return tensor_fn(obj)
+def _convert(
+    obj: Any, tensor_fn: Callable[[torch.Tensor], torch.Tensor], where: str, memo: dict[int, Any] | None = None
+) -> Any:
+    # `memo` maps id(original) -> (original, converted): an object referenced twice (the Lightning keys name
+    # the same state dicts as the engine's) converts once, so torch.save stores it once.
     if isinstance(obj, _ATOMS):  # before tuple: torch.Size is a tuple
         return obj
-    if isinstance(obj, dict):
+    memo = {} if memo is None else memo
+    if id(obj) in memo:
+        return memo[id(obj)][1]
+    if isinstance(obj, torch.Tensor):
+        out: Any = tensor_fn(obj)
+    elif isinstance(obj, dict):
         out = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        memo[id(obj)] = (obj, out)  # before the values: a dict that contains itself stays finite
         for key, value in obj.items():
-            out[key] = _convert(value, tensor_fn, f"{where}[{key!r}]")
+            out[key] = _convert(value, tensor_fn, f"{where}[{key!r}]", memo)
         if hasattr(obj, "_metadata"):  # Module.state_dict() keeps per-module versions here
             out._metadata = obj._metadata
-        return out
-    if isinstance(obj, (list, tuple)):
-        items = [_convert(value, tensor_fn, f"{where}[{i}]") for i, value in enumerate(obj)]
-        return items if isinstance(obj, list) else tuple(items)
+    elif isinstance(obj, (list, tuple)):
+        items = [_convert(value, tensor_fn, f"{where}[{i}]", memo) for i, value in enumerate(obj)]
+        out = items if isinstance(obj, list) else tuple(items)
+    else:
+        return _convert_leaf(obj, tensor_fn, where, memo)
+    memo[id(obj)] = (obj, out)  # holding `obj` keeps its id from being reused by a temporary
+    return out
+
+
+def _convert_leaf(obj: Any, tensor_fn: Callable[[torch.Tensor], torch.Tensor], where: str, memo: dict[int, Any]) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-        return _convert(fields, tensor_fn, where)
+        return _convert(fields, tensor_fn, where, memo)
     if np is not None and isinstance(obj, np.ndarray):
         return tensor_fn(torch.from_numpy(obj.copy()))
     if np is not None and isinstance(obj, np.generic):
@@ -122,29 +142,41 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)``; bad files raise CheckpointError."""
-    return _load(Path(path), map_location)
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; bad files raise CheckpointError.
+
+    ``weights_only=False`` unpickles Python objects too (a Lightning checkpoint whose hparams
+    hold objects): only for files you trust. ``None`` means True unless torch's own
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set (the switch for ``resume=`` in a config).
+    """
+    return _load(Path(path), map_location, weights_only=resolve_weights_only(weights_only))
 
 
-def _load(path: Path, map_location: Any, mmap: bool = False) -> dict[str, Any]:
+def resolve_weights_only(weights_only: bool | None) -> bool:
+    if weights_only is not None:
+        return bool(weights_only)
+    return os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() not in ("1", "y", "yes", "true")
+
+
+def _load(path: Path, map_location: Any, mmap: bool = False, weights_only: bool = True) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path, or pass resume=null to start fresh")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        state = torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap)
     except PermissionError as e:
         raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from e
     except Exception as e:
         if mmap:  # a load without mmap names the problem better ("mmap can only be used...")
-            return _load(path, map_location)
+            return _load(path, map_location, weights_only=weights_only)
         cause = _first_line(e)
         with open(path, "rb") as f:  # torch.save writes a zip; garbage can look like a pickle
             is_zip = f.read(4) == b"PK\x03\x04"
         if is_zip and "Unsupported global" in str(e):
             raise CheckpointError(
                 f"checkpoint {path} contains Python objects that torch.load(weights_only=True) "
-                f"refuses ({cause}); it was not written by this engine. "
-                "Pass resume=<another path>, or resume=null to start fresh."
+                f"refuses ({cause}). If you trust the file, load it with weights_only=False "
+                "(Module.load_from_checkpoint(path, weights_only=False), trainer.fit/validate/test(..., "
+                "weights_only=False), or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for resume=); else pass another path."
             ) from e
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({cause}); delete it or pass resume=<another path>"
@@ -205,7 +237,9 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
 # ----------------------------------------------------------------------------- checks
 
 
-def check_model_state(model: nn.Module, state_dict: dict[str, Any], path: str | Path) -> None:
+def check_model_state(
+    model: nn.Module, state_dict: dict[str, Any], path: str | Path, advice: str | None = None
+) -> None:
     """Raise CheckpointError listing every key and shape where ``state_dict`` misfits ``model``."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -231,7 +265,8 @@ def check_model_state(model: nn.Module, state_dict: dict[str, Any], path: str | 
         if len(mismatched) > 20:
             lines.append(f"    ... and {len(mismatched) - 20} more")
     lines.append(
-        "Resume with the model config that wrote it, pass resume=<another path>, or resume=null to start fresh."
+        advice
+        or "Resume with the model config that wrote it, pass resume=<another path>, or resume=null to start fresh."
     )
     raise CheckpointError("\n".join(lines))
 
@@ -239,6 +274,81 @@ def check_model_state(model: nn.Module, state_dict: dict[str, Any], path: str | 
 def _listing(keys: list[str], limit: int = 20) -> str:
     more = f", ... and {len(keys) - limit} more" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
+
+
+# ----------------------------------------------------------------------------- Lightning layout
+
+LIGHTNING_VERSION = "2.6.6"
+"""Written as ``pytorch-lightning_version``: the Lightning release whose checkpoint keys ours carry
+(Lightning's own loaders read this key before anything else)."""
+
+
+def add_lightning_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """Add Lightning's top-level keys to an engine checkpoint, naming the same objects (no copies).
+
+    ``lr_schedulers`` and ``callbacks`` already have Lightning's names and meaning.
+    """
+    state["epoch"] = state["loop"]["epoch"]
+    state["global_step"] = state["loop"]["global_step"]
+    state["pytorch-lightning_version"] = LIGHTNING_VERSION
+    state["state_dict"] = state["model"]
+    state["optimizer_states"] = state["optimizers"]
+    state["hyper_parameters"] = state["hparams"]
+    return state
+
+
+def engine_layout(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The checkpoint with the engine's keys, whether the engine or Lightning wrote it.
+
+    A Lightning checkpoint keeps its own keys (hooks may read them) and gains ``model``,
+    ``optimizers`` (absent when it holds weights only), ``loop`` and ``hparams``. Lightning's
+    mid-epoch loop state has no exact equivalent here: such a checkpoint resumes at the start of
+    the next epoch, and ``loop["note"]`` says so. Callback states are not carried over (their keys
+    differ).
+    """
+    if "model" in ckpt:
+        return ckpt
+    if "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} is neither an engine nor a Lightning checkpoint (its keys: {_listing(sorted(map(str, ckpt)))}); "
+            "pass the path of a .ckpt file written by a Trainer"
+        )
+    out = dict(ckpt)
+    next_epoch, note = _lightning_next_epoch(ckpt, path)
+    out.update(
+        model=ckpt["state_dict"],
+        hparams=ckpt.get("hyper_parameters") or {},
+        scaler=ckpt.get("MixedPrecision") or {},  # Lightning's 16-mixed plugin keeps the GradScaler here
+        callbacks={},
+        loop={
+            "epoch": next_epoch - 1,
+            "global_step": int(ckpt.get("global_step", 0)),
+            "batches_done": 0,
+            "epoch_done": True,  # so the loop starts `next_epoch` from its first batch
+            "note": note,
+        },
+    )
+    if "optimizer_states" in ckpt:
+        out["optimizers"] = ckpt["optimizer_states"]
+    return out
+
+
+def _lightning_next_epoch(ckpt: dict[str, Any], path: str | Path) -> tuple[int, str]:
+    """The epoch a resumed run starts, from Lightning's fit-loop progress counters."""
+    epoch = int(ckpt.get("epoch", 0))
+    fit_loop = (ckpt.get("loops") or {}).get("fit_loop") or {}
+    progress = (fit_loop.get("epoch_progress") or {}).get("current") or {}
+    batches = fit_loop.get("epoch_loop.batch_progress") or {}
+    if not progress:  # no loop state (an old or hand-made file): it was saved at an epoch end
+        return epoch + 1, ""
+    if batches.get("is_last_batch", True):  # every training batch of the epoch ran
+        return int(progress.get("processed", epoch + 1)), ""
+    next_epoch = int(progress.get("started", epoch + 1))
+    done = int((batches.get("current") or {}).get("processed", 0))
+    return next_epoch, (
+        f"{path} is a Lightning checkpoint saved in the middle of epoch {next_epoch - 1} (after {done} batches); "
+        f"its mid-epoch loop state cannot be resumed exactly, so training resumes at the start of epoch {next_epoch}"
+    )
 
 
 # ----------------------------------------------------------------------------- RNG state

@@ -15,6 +15,7 @@ logged), ``log_hyperparams``, ``watch``, ``log_metrics`` every ``log_every_n_ste
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import enum
@@ -358,6 +359,12 @@ class WandbLogger:
     - A failing ``wandb.init`` (no network, bad key, server error, timeout) warns once and falls
       back to offline, then to disabled; logging errors warn and never stop training.
     - Extra keyword arguments go to ``wandb.init`` (e.g. ``settings=``, ``resume=``).
+
+    Lightning's arguments work too: ``id``/``version`` (the run id), ``offline=True``, ``dir``
+    (instead of ``save_dir``), ``anonymous``, ``experiment`` (a run already started),
+    ``prefix`` (metric keys become ``<prefix>-<key>``), ``checkpoint_name`` (the model artifact's
+    name). Lightning's methods: ``experiment``, ``log_image``, ``log_table``, ``log_text``,
+    ``log_hyperparams``, ``log_metrics(metrics, step=None)``, ``watch(model, log, log_freq)``.
     """
 
     def __init__(
@@ -378,8 +385,25 @@ class WandbLogger:
         config: Mapping[str, Any] | None = None,
         init_timeout: float | None = None,
         finish_timeout: float | None = None,
+        *,
+        version: str | None = None,
+        offline: bool = False,
+        dir: str | Path | None = None,  # noqa: A002 (Lightning's name)
+        id: str | None = None,  # noqa: A002 (Lightning's name)
+        anonymous: bool | None = None,
+        experiment: Any = None,
+        prefix: str = "",
+        checkpoint_name: str | None = None,
+        add_file_policy: str = "mutable",
         **init_kwargs: Any,
     ):
+        if offline and mode == "auto":
+            mode = "offline"
+        if dir is not None and str(save_dir) == ".":
+            save_dir = dir
+        run_id = run_id or id or version
+        if anonymous:
+            init_kwargs.setdefault("anonymous", "allow")
         if mode not in MODES:
             raise ValueError(f"wandb.mode={mode!r} is not one of {', '.join(MODES)}")
         if log_model not in LOG_MODEL:
@@ -403,11 +427,15 @@ class WandbLogger:
         # The id is fixed up front, so the first checkpoint already carries it (resume reattaches).
         self._run_id = run_id or os.environ.get("WANDB_RUN_ID") or _new_run_id()
         self._sync_dir: str | None = None
-        self._watch_queue: list[tuple[Any, int]] = []
+        self._watch_queue: list[tuple[Any, str | None, int, bool]] = []
         self._step: int | None = None
         self._best_path, self._last_path, self._monitor = "", "", None
         self._checkpoints: dict[str, dict[str, Any]] = {}  # path -> score, step, epoch, stamp, logged
         self._warned: set[str] = set()
+        self.prefix, self.checkpoint_name, self.add_file_policy = prefix, checkpoint_name, add_file_policy
+        self._watched: set[int] = set()  # id() of modules already hooked: the trainer's call is then a no-op
+        if experiment is not None:  # Lightning's experiment=: log into a run the caller started
+            self._start(experiment, "offline" if getattr(experiment.settings, "mode", "") == "offline" else "online")
 
     # -- the run -----------------------------------------------------------------------------
     @property
@@ -538,8 +566,8 @@ class WandbLogger:
         # Every metric is plotted against the trainer's step, not wandb's internal counter.
         run.define_metric(STEP_KEY)
         run.define_metric("*", step_metric=STEP_KEY)
-        for module, log_freq in self._watch_queue:
-            run.watch(module, log=self.watch_mode, log_freq=log_freq)
+        for module, log, log_freq, log_graph in self._watch_queue:
+            run.watch(module, log=log, log_freq=log_freq, log_graph=log_graph)
         self._watch_queue.clear()
 
     def _warn_init(self, mode: str, failures: list[str]) -> None:
@@ -571,30 +599,101 @@ class WandbLogger:
             return None
 
     # -- the protocol ------------------------------------------------------------------------
-    def log_hyperparams(self, params: dict[str, Any]) -> None:
-        params = _plain(dict(params))
+    def log_hyperparams(self, params: Mapping[str, Any] | argparse.Namespace) -> None:
+        params = _plain(vars(params) if isinstance(params, argparse.Namespace) else dict(params))
         _merge(self._config, params)
         if self._run is not None and self._run_mode != "disabled":
             update = {k: self._config[k] for k in params}
             self._guard("config update", self._run.config.update, update, allow_val_change=True)
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log a row of values (numbers, or W&B media and tables) at ``step`` (None: the last step)."""
         run = self._ensure_run()
         if run is None:
             return
-        row = {k: _scalar(v) for k, v in metrics.items()}
-        row[STEP_KEY] = int(step)
+        row = {f"{self.prefix}-{k}" if self.prefix else k: _scalar(v) for k, v in metrics.items()}
+        step = self._step if step is None else int(step)
+        row[STEP_KEY] = step or 0
         self._guard("log", run.log, row)
-        self._step = int(step)
+        self._step = step
 
-    def watch(self, module: Any, log_freq: int | None = None) -> None:
-        if not self.watch_mode:
+    def watch(
+        self, module: Any, log: str | None | bool = True, log_freq: int | None = None, log_graph: bool = True
+    ) -> None:
+        """Record gradient/parameter histograms (``wandb.watch``) every ``log_freq`` steps.
+
+        ``log``: "gradients", "parameters", "all" or None (graph only); left out, the ``watch=``
+        mode given to the constructor, else "gradients" (Lightning's default). A module already
+        watched is not hooked twice.
+        """
+        if log is True:
+            log = self.watch_mode or "gradients"
+        if log is False or id(module) in self._watched:
             return
+        self._watched.add(id(module))
         log_freq = log_freq or self.watch_log_freq
         if self._run is not None and self._run_mode != "disabled":
-            self._guard("watch", self._run.watch, module, log=self.watch_mode, log_freq=log_freq)
+            self._guard("watch", self._run.watch, module, log=log, log_freq=log_freq, log_graph=log_graph)
         else:  # applied when the run starts, so a resume can still pick the run id first
-            self._watch_queue.append((module, log_freq))
+            self._watch_queue.append((module, log, log_freq, log_graph))
+
+    # -- Lightning's media helpers ---------------------------------------------------------------
+    def log_image(self, key: str, images: list[Any], step: int | None = None, **kwargs: Any) -> None:
+        """Log images (tensors, arrays, PIL images or paths); each keyword is a list with one
+        entry per image (``caption=[...]``, ``masks=[...]``), as in Lightning."""
+        self._log_media(key, images, step, kwargs, "Image")
+
+    def log_audio(self, key: str, audios: list[Any], step: int | None = None, **kwargs: Any) -> None:
+        self._log_media(key, audios, step, kwargs, "Audio")
+
+    def log_video(self, key: str, videos: list[Any], step: int | None = None, **kwargs: Any) -> None:
+        self._log_media(key, videos, step, kwargs, "Video")
+
+    def _log_media(self, key: str, items: list[Any], step: int | None, kwargs: dict[str, Any], kind: str) -> None:
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f'{key}: pass a list of {kind.lower()}s, e.g. log_{kind.lower()}("{key}", [x])')
+        for name, values in kwargs.items():
+            if len(values) != len(items):
+                raise ValueError(f"{key}: {name} has {len(values)} entries for {len(items)} {kind.lower()}s")
+        if self._ensure_run() is None:
+            return
+        import wandb
+
+        media = getattr(wandb, kind)  # e.g. wandb.Image needs pillow: a failure warns, training goes on
+        built = self._guard(
+            f"log_{kind.lower()}",
+            lambda: [media(item, **{k: v[i] for k, v in kwargs.items()}) for i, item in enumerate(items)],
+        )
+        if built is not None:
+            self.log_metrics({key: built}, step)
+
+    def log_table(
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[Any]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """Log a ``wandb.Table`` (rows in ``data`` under ``columns``, or a pandas ``dataframe``)."""
+        if self._ensure_run() is None:
+            return
+        import wandb
+
+        table = self._guard("log_table", wandb.Table, columns=columns, data=data, dataframe=dataframe)
+        if table is not None:
+            self.log_metrics({key: table}, step)
+
+    def log_text(
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[str]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """Log text as a table (Lightning's ``log_text``)."""
+        self.log_table(key, columns, data, dataframe, step)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         run = self._ensure_run()
@@ -655,8 +754,8 @@ class WandbLogger:
         }
 
         def log() -> None:
-            artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=metadata)
-            artifact.add_file(path, name="model.ckpt")
+            artifact = wandb.Artifact(name=self.checkpoint_name or f"model-{run.id}", type="model", metadata=metadata)
+            artifact.add_file(path, name="model.ckpt", policy=self.add_file_policy)
             run.log_artifact(artifact, aliases=aliases)
 
         self._guard("log_model", log)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
 if TYPE_CHECKING:
     from .trainer import Trainer
+
+_T = TypeVar("_T")
 
 
 class AttributeDict(dict):
@@ -38,6 +42,10 @@ class Module(nn.Module):
     on_save_checkpoint(checkpoint), on_load_checkpoint(checkpoint),
     on_before_optimizer_step(optimizer).
     """
+
+    # Which __init__ argument `hparams` came from: "kwargs" (all of them) or one argument's name
+    # when save_hyperparameters got a single dict/dataclass (Lightning's `hparams_name`).
+    _hparams_name: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,15 +121,18 @@ class Module(nn.Module):
         """
         names = [a for a in args if isinstance(a, str)]
         args = tuple(a for a in args if not isinstance(a, str))
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        init_args: dict[str, Any] = {}
+        if caller is not None:
+            info = inspect.getargvalues(caller)
+            init_args = {k: info.locals[k] for k in info.args if k != "self"}
+            if info.keywords:  # **kwargs of __init__
+                init_args.update(info.locals[info.keywords])
+        if len(args) == 1 and not names and not kwargs:  # one object: remember which argument it was
+            self._hparams_name = next((k for k, v in init_args.items() if v is args[0]), None)
         if names or (not args and not kwargs):
-            frame = inspect.currentframe()
-            caller = frame.f_back if frame is not None else None
-            init_args: dict[str, Any] = {}
-            if caller is not None:
-                info = inspect.getargvalues(caller)
-                init_args = {k: info.locals[k] for k in info.args if k != "self"}
-                if info.keywords:  # **kwargs of __init__
-                    init_args.update(info.locals[info.keywords])
+            self._hparams_name = "kwargs"
             missing = [n for n in names if n not in init_args]
             if missing:
                 raise ValueError(f"save_hyperparameters: {missing} are not arguments of __init__ ({list(init_args)})")
@@ -137,6 +148,37 @@ class Module(nn.Module):
                 raise TypeError(f"save_hyperparameters takes dataclasses, dicts or keywords, not {type(arg).__name__}")
         for key, value in kwargs.items():
             self.hparams[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+    @classmethod
+    def load_from_checkpoint(
+        cls: type[_T],
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> _T:
+        """The module rebuilt from a checkpoint (the engine's or Lightning's) with its weights.
+
+        ``cls(**saved hparams)`` is called, keyword arguments replacing saved values (an
+        ``__init__`` argument, or a field of the one dict/dataclass given to save_hyperparameters),
+        then the weights load (``strict``: every key must fit). ``map_location`` as in
+        ``torch.load``; with None the module ends on the device the weights were saved from.
+        ``weights_only=False`` unpickles a trusted checkpoint whose hparams hold Python objects.
+        """
+        ckpt, obj = _rebuild(cls, checkpoint_path, map_location, hparams_file, weights_only, kwargs, "")
+        from .checkpoint import check_model_state
+
+        obj.on_load_checkpoint(ckpt)  # before the weights load, as in Lightning (it may edit them)
+        state = ckpt.get("state_dict", ckpt["model"])
+        if strict:
+            check_model_state(
+                obj, state, checkpoint_path, advice="Pass the hparams that built it, or strict=False to load what fits."
+            )
+        obj.load_state_dict(state, strict=strict)
+        device = next((t.device for t in state.values() if isinstance(t, torch.Tensor)), None)
+        return obj.to(device) if device is not None else obj  # where map_location put the weights
 
     # -- the research code overrides these ----------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Any:
@@ -221,3 +263,83 @@ class DataModule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    @classmethod
+    def load_from_checkpoint(
+        cls: type[_T],
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> _T:
+        """The DataModule rebuilt from the hparams it saved in a checkpoint (keywords replace them)."""
+        return _rebuild(cls, checkpoint_path, map_location, hparams_file, weights_only, kwargs, "datamodule_")[1]
+
+
+# -- rebuilding from a checkpoint ---------------------------------------------------------------
+def _rebuild(
+    cls: type[_T],
+    path: str | Path,
+    map_location: Any,
+    hparams_file: str | Path | None,
+    weights_only: bool | None,
+    overrides: dict[str, Any],
+    prefix: str,
+) -> tuple[dict[str, Any], _T]:
+    """Load ``path`` and call ``cls`` with the saved hparams (``prefix``: "" or "datamodule_")."""
+    from .checkpoint import CheckpointError, engine_layout, load_checkpoint
+
+    ckpt = engine_layout(load_checkpoint(path, map_location, weights_only), path)
+    hparams = dict(ckpt.get("datamodule_hyper_parameters" if prefix else "hparams") or {})
+    if hparams_file is not None:  # Lightning's hparams.yaml instead of the saved values
+        import yaml
+
+        hparams = dict(yaml.safe_load(Path(hparams_file).read_text()) or {})
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    name = ckpt.get(f"{prefix}hparams_name")
+    unknown = [k for k in overrides if k not in params and k not in hparams and not takes_any]
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__}.load_from_checkpoint got {', '.join(unknown)}, which is neither an __init__ argument "
+            f"nor a saved hparam (saved: {', '.join(hparams) or 'none'})"
+        )
+    missing = [k for k in (ckpt.get("hparams_unsaved") or []) if k not in overrides and not prefix]
+    if missing and name in overrides:  # the whole object they were part of is passed
+        missing = []
+    if missing:
+        shown = ", ".join(f"{k}={hparams.get(k)!r}" for k in missing)
+        raise CheckpointError(
+            f"{path} saved the hparams {shown} only as text (they are not plain data). Pass them: "
+            f"{cls.__name__}.load_from_checkpoint(path, {missing[0]}=...), or leave them out of "
+            f"save_hyperparameters(ignore=[{missing[0]!r}]) and build them in __init__"
+        )
+    if name and name != "kwargs" and name in params:  # save_hyperparameters(cfg): rebuild `cfg`
+        fields = {k: v for k, v in overrides.items() if k not in params}
+        kwargs = {name: _as_annotated(cls, name, {**hparams, **fields})}
+        kwargs.update({k: v for k, v in overrides.items() if k in params})
+    else:
+        kwargs = {**hparams, **overrides}
+        if not takes_any:  # Lightning's rule: saved values __init__ does not take are dropped
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return ckpt, cls(**kwargs)
+
+
+def _as_annotated(cls: type, name: str, value: dict[str, Any]) -> Any:
+    """``value`` as the dataclass ``cls.__init__`` annotates argument ``name`` with, else the dict."""
+    try:
+        hint = typing.get_type_hints(cls.__init__).get(name)
+    except Exception:  # an annotation that names something only imported for type checking
+        return value
+    return _build(hint, value)
+
+
+def _build(hint: Any, value: Any) -> Any:
+    for option in typing.get_args(hint) or (hint,):  # `Config | None` -> Config
+        if isinstance(option, type) and dataclasses.is_dataclass(option) and isinstance(value, Mapping):
+            hints = typing.get_type_hints(option)
+            fields = {f.name for f in dataclasses.fields(option) if f.init}
+            return option(**{k: _build(hints.get(k), v) for k, v in value.items() if k in fields})
+    return value

@@ -30,8 +30,10 @@ from .checkpoint import (
     AsyncSaver,
     CheckpointError,
     SyncSaver,
+    add_lightning_keys,
     capture_rng_state,
     check_model_state,
+    engine_layout,
     find_resume_checkpoint,
     load_checkpoint,
     restore_rng_state,
@@ -526,7 +528,12 @@ class Trainer:
         ckpt_path: str | Path | None = None,
         *,
         model: Module | None = None,
+        weights_only: bool | None = None,
     ) -> None:
+        """Train; ``ckpt_path`` resumes (an engine or a Lightning checkpoint, "last" or a path).
+
+        ``weights_only=False`` lets a trusted checkpoint holding Python objects load.
+        """
         module = module if module is not None else model  # Lightning's keyword is `model=`
         if datamodule is not None and not _is_datamodule(datamodule):
             # Lightning's positional order: fit(model, train_dataloaders, val_dataloaders).
@@ -557,12 +564,13 @@ class Trainer:
                 )
             self._configure_optimizers(module)
             if ckpt_path is not None:
-                self._restore(ckpt_path)
+                self._restore(ckpt_path, weights_only)
             self._wrap(module)
             if self.is_global_zero:
                 hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
                 self.logger.log_hyperparams(hparams)
-                self.logger.watch(module)
+                if getattr(self.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
+                    self.logger.watch(module)
             self._fit_loop()
             status = "interrupted" if self.stop_reason == "preempted" else "success"
         except BaseException as exc:
@@ -620,9 +628,10 @@ class Trainer:
         *,
         model: Module | None = None,
         verbose: bool = True,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         return self._evaluate_only(
-            "validate", module if module is not None else model, datamodule, dataloaders, ckpt_path
+            "validate", module if module is not None else model, datamodule, dataloaders, ckpt_path, weights_only
         )
 
     def test(
@@ -634,8 +643,11 @@ class Trainer:
         *,
         model: Module | None = None,
         verbose: bool = True,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
-        return self._evaluate_only("test", module if module is not None else model, datamodule, dataloaders, ckpt_path)
+        return self._evaluate_only(
+            "test", module if module is not None else model, datamodule, dataloaders, ckpt_path, weights_only
+        )
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything needed to resume; global rank 0 writes, all ranks wait."""
@@ -903,7 +915,13 @@ class Trainer:
         return metrics
 
     def _evaluate_only(
-        self, stage: str, module: Module, datamodule: DataModule | None, loaders: Any, ckpt_path: str | Path | None
+        self,
+        stage: str,
+        module: Module,
+        datamodule: DataModule | None,
+        loaders: Any,
+        ckpt_path: str | Path | None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         if datamodule is not None and not _is_datamodule(datamodule):
             datamodule, loaders = None, datamodule  # Lightning's positional order: test(model, dataloaders)
@@ -921,7 +939,7 @@ class Trainer:
             if ckpt_path is not None:
                 path = self._resolve_ckpt(ckpt_path)
                 if path is not None:
-                    ckpt = load_checkpoint(path, map_location=self.device)
+                    ckpt = engine_layout(load_checkpoint(path, self.device, weights_only), path)
                     check_model_state(module, ckpt["model"], path)
                     module.load_state_dict(ckpt["model"])
             self._wrap(module)
@@ -1175,8 +1193,22 @@ class Trainer:
             "hparams": _plain(module.hparams),
             "datamodule": self.datamodule.state_dict() if self.datamodule is not None else {},
         }
+        # What load_from_checkpoint needs to rebuild the module (and datamodule), Lightning's keys.
+        unsaved = [k for k, v in module.hparams.items() if not _is_plain(v)]
+        if unsaved:  # saved as their str(): load_from_checkpoint asks for them instead of passing text
+            state["hparams_unsaved"] = unsaved
+        if getattr(module, "_hparams_name", None):
+            state["hparams_name"] = module._hparams_name
+        dm_hparams = getattr(self.datamodule, "hparams", None)
+        if dm_hparams:
+            state["datamodule_hyper_parameters"] = _plain(dm_hparams)
+            if getattr(self.datamodule, "_hparams_name", None):
+                state["datamodule_hparams_name"] = self.datamodule._hparams_name
+        add_lightning_keys(state)
         module.on_save_checkpoint(state)
         self._call("on_save_checkpoint", state)
+        if state.get("state_dict") is not state["model"]:  # a Lightning-style hook replaced the weights
+            state["model"] = state["state_dict"]
         return state
 
     def _gather(self, obj: Any) -> list[Any]:
@@ -1200,15 +1232,18 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} does not exist; pass resume=last or an existing .ckpt path")
         return path
 
-    def _restore(self, ckpt_path: str | Path) -> None:
+    def _restore(self, ckpt_path: str | Path, weights_only: bool | None = None) -> None:
         # Rank 0 picks the file (resume=last may skip unreadable ones); every rank loads that one.
         path = self.env.broadcast_object(self._resolve_ckpt(ckpt_path) if self.is_global_zero else None)
         if path is None:
             return
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = engine_layout(load_checkpoint(path, self.device, weights_only), path)
         for key in ("model", "optimizers", "loop"):
             if key not in ckpt:
-                raise CheckpointError(f"{path} is not a training checkpoint of this engine (no '{key}' entry)")
+                raise CheckpointError(
+                    f"{path} holds no '{key}' entry, so training cannot resume from it (weights only?); "
+                    "load its weights with YourModule.load_from_checkpoint(path) and fit without ckpt_path"
+                )
         check_model_state(self.module, ckpt["model"], path)
         loop = ckpt["loop"]
         mid_epoch = not loop["epoch_done"] and loop["batches_done"] > 0
@@ -1248,6 +1283,8 @@ class Trainer:
             restore_rng_state(rng[self.env.rank] if len(rng) == self.world_size else rng[0])
         self.module.on_load_checkpoint(ckpt)
         self.resumed_from = str(path)
+        if loop.get("note"):
+            self.print(loop["note"])
         self.print(f"resumed from {path} at epoch {self.current_epoch}, step {self.global_step}")
 
     def _finish(self, status: str) -> None:
@@ -1451,6 +1488,17 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether a hyperparameter survives `_plain` unchanged (numbers, str, None, lists, dicts)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 from engine_fixtures import Regressor, loader, make_trainer, regression_data
+from gen_helpers import new_project, template_repo
 from wandb_records import RunRecords, load_run, load_runs, offline_run_dirs
 
 from engine import ModelCheckpoint
@@ -27,6 +28,7 @@ from engine.loggers import STEP_KEY, WandbLogger
 wandb = pytest.importorskip("wandb")
 
 FAKE_KEY = "f" * 40
+__all__ = ["template_repo"]  # a fixture
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -483,3 +485,119 @@ def test_ddp_job_records_exactly_one_run(tmp_path: Path) -> None:
     assert run.exit_code == 0 and run.config["config"]["trainer"]["devices"] == 2
     assert set(run.column("val_loss")) == {5, 6}  # 6 steps of 2 x 8 samples: val at 5 and the epoch end
     assert len(list((tmp_path / "wandb").glob("*run-*"))) == 1  # no second run, online or offline
+
+
+# -- Lightning's WandbLogger surface -----------------------------------------------------------
+def table_file(run: RunRecords, key: str) -> dict[str, Any]:
+    """The JSON of a logged table (columns, data), from the run's files."""
+    (row,) = [r for r in run.history if f"{key}/path" in r]
+    return json.loads((run.path.parent / "files" / row[f"{key}/path"]).read_text())
+
+
+def test_lightning_arguments_and_media_methods_are_recorded(tmp_path: Path) -> None:
+    import argparse
+
+    import numpy as np
+
+    logger = WandbLogger(
+        name="n",
+        project="p",
+        save_dir=tmp_path,
+        offline=True,
+        id="abc12345",
+        job_type="eval",
+        group="g",
+        tags=["t"],
+        prefix="train",
+        notes="forwarded to wandb.init",
+    )
+    assert logger._run is None  # started lazily, by the first access to `experiment`
+    assert logger.experiment.id == "abc12345" and logger.run_mode == "offline"
+    model = torch.nn.Linear(3, 2)
+    logger.watch(model, log_freq=1)  # Lightning's default: gradients
+    logger.watch(model)  # already watched: not hooked twice
+    logger.log_image("samples", [np.zeros((8, 8)), np.ones((8, 8))], caption=["zeros", "ones"], step=3)
+    logger.log_table("tbl", columns=["a", "b"], data=[[1, "x"], [2, "y"]], step=4)
+    logger.log_text("txt", columns=["text"], data=[["hello"]])  # no step: the last one
+    logger.log_hyperparams(argparse.Namespace(lr=0.1))
+    model(torch.randn(4, 3)).sum().backward()
+    logger.log_metrics({"loss": 1.0}, step=5)
+    with contextlib.redirect_stdout(io.StringIO()):
+        logger.finalize("success")
+
+    run = only_run(tmp_path)
+    assert (run.run_id, run.name, run.project, run.job_type, run.group) == ("abc12345", "n", "p", "eval", "g")
+    assert run.tags == ["t"] and run.notes == "forwarded to wandb.init" and run.config == {"lr": 0.1}
+    images = next(r for r in run.history if "train-samples/captions" in r)
+    assert images["train-samples/captions"] == ["zeros", "ones"] and images[STEP_KEY] == 3
+    assert images["train-samples/count"] == 2 and images["train-samples/width"] == 8
+    assert table_file(run, "train-tbl") == {"columns": ["a", "b"], "data": [[1, "x"], [2, "y"]]}
+    assert table_file(run, "train-txt") == {"columns": ["text"], "data": [["hello"]]}
+    assert run.column("train-txt/nrows") == {4: 1}
+    last = run.history[-1]
+    assert last["train-loss"] == 1 and last[STEP_KEY] == 5
+    # wandb names the histograms gradients/<param> (graph_<n><param> after other watched models)
+    assert any(k.startswith("gradients/") and k.endswith("weight/_type") for k in last)
+    assert not any(k.startswith("parameters/") for r in run.history for k in r)  # gradients only
+
+
+def test_experiment_argument_logs_into_a_run_the_caller_started(tmp_path: Path) -> None:
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="p", id="mine1234")
+    logger = WandbLogger(experiment=run, checkpoint_name="weights")
+    assert logger.experiment is run and logger.run_id == "mine1234"
+    logger.log_metrics({"x": 2.0}, step=7)
+    ckpt = FakeCheckpoint(tmp_path / "ckpts")
+    logger.log_model = "all"
+    ckpt.save(logger, step=7, epoch=0, score=0.5)
+    with contextlib.redirect_stdout(io.StringIO()):
+        logger.finalize("success")
+    records = only_run(tmp_path)
+    assert records.run_id == "mine1234" and records.column("x") == {7: 2}
+    assert {a["name"] for a in records.artifacts} == {"weights"}
+
+
+def test_watch_configured_at_construction_is_what_fit_applies(tmp_path: Path) -> None:
+    # Without watch= the trainer hooks nothing; the user's own logger.watch(model) still works.
+    logger = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    trainer = make_trainer(tmp_path / "run", max_epochs=1, log_every_n_steps=1, logger=logger)
+    trainer.fit(Regressor(), train_dataloaders=loader(regression_data()))
+    assert not any(k.startswith(("gradients/", "parameters/")) for r in only_run(tmp_path).history for k in r)
+
+
+def test_digits_example_logs_a_table_of_validation_images_with_labels(
+    template_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = tmp_path_factory.mktemp("digits")
+    project = new_project(template_repo, base / "proj", "package_name=digits_tbl")
+    args = [
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "trainer.progress_bar=false",
+        "model.log_examples_every_n_epochs=2",
+        "wandb.mode=offline",
+        "run_name=r",
+        f"output_dir={base / 'runs'}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env["PYTHONPATH"] = str(project / "src")
+    proc = subprocess.run(
+        [sys.executable, "-m", "digits_tbl.train", *args], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = only_run(project)
+    (table_row,) = [r for r in run.history if "val_examples/path" in r]  # epoch 2 only (every 2nd)
+    assert table_row[STEP_KEY] == 4  # 2 epochs of 2 batches: the validation after the last step
+    table = table_file(run, "val_examples")
+    assert table["columns"] == ["image", "label", "prediction"] and len(table["data"]) == 16
+    from sklearn.datasets import load_digits
+    from torch.utils.data import random_split
+
+    labels = torch.tensor(load_digits().target)
+    _, val = random_split(range(len(labels)), [len(labels) - 359, 359], generator=torch.Generator().manual_seed(0))
+    assert [row[1] for row in table["data"]] == labels[list(val)[:16]].tolist()  # the true labels
+    assert all(0 <= row[2] <= 9 for row in table["data"])
+    # The images travel in the table's run_table artifact: 16 PNG files and the table itself.
+    (artifact,) = [a for a in run.artifacts if a["type"] == "run_table"]
+    assert artifact["name"] == f"run-{run.run_id}-val_examples"
+    assert sum(f.endswith(".png") for f in artifact["files"]) == 16

@@ -1278,12 +1278,12 @@ class Trainer:
                 )
                 self._step_fn = self._ddp
             else:
-                # Buffers are broadcast by the loop before each training_step (as DDP would before its
-                # forward): DDP broadcasting them at manual_backward would change tensors the graph saved.
                 # Unused parameters are looked for: a toggled backward (a GAN's) reaches only some.
-                self._ddp = DistributedDataParallel(
-                    _BackwardGate(module), device_ids=ids, broadcast_buffers=False, find_unused_parameters=True
-                )
+                self._ddp = DistributedDataParallel(_BackwardGate(module), device_ids=ids, find_unused_parameters=True)
+                # Buffers are broadcast by the loop before each training_step (as DDP does before its
+                # forward): DDP broadcasting them at manual_backward would change tensors the graph saved.
+                # (Set after construction: the constructor's spelling of it differs across torch versions.)
+                self._ddp.broadcast_buffers = False
                 self._ddp_buffers = list(module.buffers())
 
     def _release_ddp(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +389,42 @@ def test_bf16_mixed_manual_autocasts_training_step(tmp_path: Path) -> None:
     trainer.fit(module, loader(regression_data(8)))
     assert seen == [torch.bfloat16, torch.bfloat16] and trainer.global_step == 2
     assert module.layer.weight.dtype == torch.float32
+
+
+# -- DDP: two gloo processes ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One launch of tests/ddp_scripts/ddpjob/manual.py under torchrun (2 ranks), one without (1)."""
+    from test_ddp import _check, _run, _torchrun
+
+    out = tmp_path_factory.mktemp("manual-ddp")
+    _check(_run(_torchrun("ddpjob.manual", str(out / "two")), out))
+    _check(_run([sys.executable, "-m", "ddpjob.manual", str(out / "one")], out))
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["gan", "accumulate"])
+def test_ddp_manual_backward_syncs_gradients_like_one_process_with_the_global_batch(
+    ddp_runs: Path, scenario: str
+) -> None:
+    one = torch.load(ddp_runs / "one" / f"{scenario}-rank0.pt", weights_only=True)
+    ranks = [torch.load(ddp_runs / "two" / f"{scenario}-rank{r}.pt", weights_only=True) for r in range(2)]
+    assert (
+        one["global_step"]
+        == ranks[0]["global_step"]
+        == ranks[1]["global_step"]
+        == {"gan": 16, "accumulate": 4}[scenario]
+    )
+    assert_same_weights(ranks[0]["weights"], ranks[1]["weights"])  # synced: the ranks never drift apart
+    for name, value in one["weights"].items():  # (tolerance of tests/test_ddp.py)
+        torch.testing.assert_close(ranks[0]["weights"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_ddp_no_sync_window_and_buffer_broadcast(ddp_runs: Path) -> None:
+    ranks = [torch.load(ddp_runs / "two" / f"accumulate-rank{r}.pt", weights_only=True) for r in range(2)]
+    # inside toggle_model(sync_grad=False) each rank holds only its own gradient
+    assert not any(torch.equal(a, b) for a, b in zip(ranks[0]["local_grads"], ranks[1]["local_grads"], strict=True))
+    # each rank adds rank+1 to a buffer every batch; rank 0's value is broadcast before each step
+    assert [r["weights"]["count"].item() for r in ranks] == [8.0, 8.0]

@@ -33,12 +33,15 @@ def make_nets(seed: int = 0) -> tuple[nn.Module, nn.Module]:
 
 
 def d_loss_of(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    ones, zeros = torch.ones(len(real), 1), torch.zeros(len(fake), 1)
-    return F.binary_cross_entropy_with_logits(d(real), ones) + F.binary_cross_entropy_with_logits(d(fake), zeros)
+    d_real, d_fake = d(real), d(fake)
+    return F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(
+        d_fake, torch.zeros_like(d_fake)
+    )
 
 
 def g_loss_of(d: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(d(fake), torch.ones(len(fake), 1))
+    d_fake = d(fake)
+    return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
 
 
 class GAN(Module):
@@ -54,7 +57,7 @@ class GAN(Module):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         (real,) = batch
         opt_g, opt_d = self.optimizers()
-        z = torch.randn(len(real), D_Z)  # the global RNG: a checkpoint must restore it
+        z = torch.randn(len(real), D_Z, device=real.device)  # the global RNG: a checkpoint must restore it
 
         self.toggle_optimizer(opt_g)
         self.seen.append({"g_grad": [p.requires_grad for p in self.parameters()]})
@@ -428,3 +431,14 @@ def test_ddp_no_sync_window_and_buffer_broadcast(ddp_runs: Path) -> None:
     assert not any(torch.equal(a, b) for a, b in zip(ranks[0]["local_grads"], ranks[1]["local_grads"], strict=True))
     # each rank adds rank+1 to a buffer every batch; rank 0's value is broadcast before each step
     assert [r["weights"]["count"].item() for r in ranks] == [8.0, 8.0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_16_mixed_gan_on_cuda_scales_every_backward_and_steps_both_optimizers(tmp_path: Path) -> None:
+    module = GAN(clip=1.0)
+    trainer = make_trainer(tmp_path, accelerator="cuda", precision="16-mixed", max_epochs=1, limit_train_batches=4)
+    trainer.fit(module, loader(real_data(), batch_size=4))
+    assert trainer.precision.scaler.is_enabled() and trainer.global_step == 8
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    assert not trainer._unscaled  # every clip's unscale was consumed by its step

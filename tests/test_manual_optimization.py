@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -442,3 +444,25 @@ def test_16_mixed_gan_on_cuda_scales_every_backward_and_steps_both_optimizers(tm
     assert trainer.precision.scaler.is_enabled() and trainer.global_step == 8
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert not trainer._unscaled  # every clip's unscale was consumed by its step
+
+
+class ValidatedGAN(GAN):
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        (real,) = batch
+        self.log("val_d_real", torch.sigmoid(self.discriminator(real)).mean())
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 4:  # a preemption notice: the loop stops after this batch, every rank alike
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_validation_checkpoints_and_signals_keep_working(tmp_path: Path) -> None:
+    module = ValidatedGAN()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_last=True)
+    trainer = make_trainer(tmp_path, max_epochs=3, val_check_interval=3, callbacks=[ckpt])
+    trainer.fit(module, loader(real_data(), batch_size=4), loader(real_data(8), batch_size=4))
+    assert trainer.stop_reason == "preempted" and trainer.global_step == 10  # 5 batches, 2 steps each
+    assert "val_d_real" in trainer.callback_metrics  # validated after batch 3
+    saved = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert saved == ["epoch=0-step=8.ckpt", "last.ckpt"]  # every 4 global steps (the latest kept), and the last
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["loop"]["global_step"] == 10

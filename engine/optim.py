@@ -31,6 +31,8 @@ class LightningOptimizer:
         return self._optimizer
 
     def __getattr__(self, name: str) -> Any:  # param_groups, state, state_dict, defaults ...
+        if name == "_optimizer":  # not set yet (copy, unpickling): no endless recursion
+            raise AttributeError(name)
         return getattr(self._optimizer, name)
 
     def __repr__(self) -> str:

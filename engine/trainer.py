@@ -599,7 +599,7 @@ class Trainer:
                 signal.signal(sig, handler)
             torch.set_anomaly_enabled(anomaly)
             self.profiler.teardown(self)
-            for name in ("_optimizer_step", "_validate_now", "save_checkpoint"):
+            for name in ("_optimizer_step", "_validate_now", "save_checkpoint", "_manual_step", "_manual_backward"):
                 self.__dict__.pop(name, None)  # drop the profiler's wrappers
             self.state.stage = None
             self.state.status = TrainerStatus.FINISHED if status == "success" else TrainerStatus.INTERRUPTED
@@ -630,6 +630,8 @@ class Trainer:
         """Time the loop's phases through the profiler: wrappers set here, so an off profiler costs nothing."""
         prof, cls = self.profiler, type(self)
         self._optimizer_step = prof.wrap("[phase] optimizer", partial(cls._optimizer_step, self))
+        self._manual_step = prof.wrap("[phase] optimizer", partial(cls._manual_step, self))
+        self._manual_backward = prof.wrap("[phase] backward", partial(cls._manual_backward, self))
         self._validate_now = prof.wrap("[phase] validation", partial(cls._validate_now, self))
         self.save_checkpoint = prof.wrap("[phase] checkpoint", partial(cls.save_checkpoint, self))
 
@@ -813,6 +815,8 @@ class Trainer:
         data, val_every = iter(self.train_loader), self._val_every(n)
         distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
         autocast, step_fn, results, t = self.precision.autocast(), self._step_fn, self._train_results, self.timer
+        if self.profiler.enabled:  # the module's own backward and steps are timed inside it
+            step_fn = self.profiler.wrap("[phase] training_step (manual: with its backward and steps)", step_fn)
         start_hooks, end_hooks = self._hooks_for("on_train_batch_start"), self._hooks_for("on_train_batch_end")
         every, buffers, now = self.log_every_n_steps, self._ddp_buffers, time.perf_counter
         while batch_idx < n and not self._stop_agreed:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
+
+from .optim import LightningOptimizer
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -41,11 +44,15 @@ class Module(nn.Module):
     on_validation_epoch_end, on_test_epoch_end, on_train_end, on_fit_end,
     on_save_checkpoint(checkpoint), on_load_checkpoint(checkpoint),
     on_before_optimizer_step(optimizer).
+
+    Set ``self.automatic_optimization = False`` to step the optimizers yourself in
+    training_step (GANs, RL): see the manual-optimization section below.
     """
 
     # Which __init__ argument `hparams` came from: "kwargs" (all of them) or one argument's name
     # when save_hyperparameters got a single dict/dataclass (Lightning's `hparams_name`).
     _hparams_name: str | None = None
+    automatic_optimization: bool = True  # False: training_step calls manual_backward and opt.step()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -179,6 +186,100 @@ class Module(nn.Module):
         obj.load_state_dict(state, strict=strict)
         device = next((t.device for t in state.values() if isinstance(t, torch.Tensor)), None)
         return obj.to(device) if device is not None else obj  # where map_location put the weights
+
+    # -- manual optimization (automatic_optimization = False) --------------------------------
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        """The optimizer from configure_optimizers, or a list of them when there are several.
+
+        Each is wrapped so that ``opt.step()`` goes through the run's precision (gradient
+        scaling) and counts one global step; ``use_pl_optimizer=False`` gives the torch objects.
+        """
+        trainer = self.trainer
+        opts = trainer._lightning_optimizers if use_pl_optimizer else trainer.optimizers
+        return opts[0] if len(opts) == 1 else list(opts)
+
+    def lr_schedulers(self) -> Any:
+        """The scheduler, a list of them, or None; under manual optimization you step them."""
+        schedulers = [s.scheduler for s in self.trainer.lr_schedulers]
+        if not schedulers:
+            return None
+        return schedulers[0] if len(schedulers) == 1 else schedulers
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward()`` with the run's gradient scaling and, under DDP, the gradient sync
+        (skipped inside ``opt.toggle_model(sync_grad=False)``); extra arguments go to backward."""
+        if self.automatic_optimization:
+            raise RuntimeError(
+                "manual_backward needs manual optimization: set self.automatic_optimization = False "
+                "in __init__ (or return the loss from training_step and let the trainer step)"
+            )
+        self.trainer._manual_backward(loss, *args, **kwargs)
+
+    def toggle_optimizer(self, optimizer: torch.optim.Optimizer | LightningOptimizer) -> None:
+        """Only `optimizer`'s parameters require grad until `untoggle_optimizer` (as Lightning):
+        every parameter of the other optimizers is switched off, its previous state kept."""
+        state: dict[nn.Parameter, bool] = {}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    if param not in state:
+                        state[param] = param.requires_grad
+                        param.requires_grad = False
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.requires_grad = state[param]
+        self._param_requires_grad_state = state
+
+    def untoggle_optimizer(self, optimizer: torch.optim.Optimizer | LightningOptimizer) -> None:
+        """Give the other optimizers' parameters back the requires_grad they had before toggling."""
+        optimizer = optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
+        state = getattr(self, "_param_requires_grad_state", {})
+        for opt in self.trainer.optimizers:
+            if opt is optimizer:
+                continue
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    if param in state:
+                        param.requires_grad = state[param]
+        self._param_requires_grad_state = {}
+
+    @contextmanager
+    def toggled_optimizer(self, optimizer: torch.optim.Optimizer | LightningOptimizer) -> Iterator[None]:
+        """``with self.toggled_optimizer(opt):`` toggles on entry and untoggles on exit."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    def clip_gradients(
+        self,
+        optimizer: torch.optim.Optimizer | LightningOptimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip `optimizer`'s gradients by norm (default) or value; under 16-mixed they are
+        unscaled first, so the threshold applies to the true gradients."""
+        trainer = self.trainer
+        if gradient_clip_val is None:
+            gradient_clip_val = trainer.gradient_clip_val or 0.0
+        elif trainer.gradient_clip_val is not None and trainer.gradient_clip_val != gradient_clip_val:
+            raise ValueError(
+                f"clip_gradients(gradient_clip_val={gradient_clip_val}) contradicts "
+                f"Trainer(gradient_clip_val={trainer.gradient_clip_val}); set one of them"
+            )
+        algorithm = (gradient_clip_algorithm or trainer.gradient_clip_algorithm or "norm").lower()
+        if algorithm not in ("norm", "value"):
+            raise ValueError(f"gradient_clip_algorithm {algorithm!r} is invalid; use 'norm' or 'value'")
+        if gradient_clip_val <= 0:
+            return
+        optimizer = optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
+        trainer._unscale_for_clipping(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if algorithm == "norm":
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
 
     # -- the research code overrides these ----------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,13 +70,13 @@ class Precision:
         if self.scaling:
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Step the optimizer; False when the scaler skipped it (inf/nan gradients)."""
+    def step(self, optimizer: torch.optim.Optimizer, **kwargs: Any) -> bool:
+        """Step the optimizer (`kwargs` go to its step); False when the scaler skipped it (inf/nan gradients)."""
         if not self.scaling:
-            optimizer.step()
+            optimizer.step(**kwargs)
             return True
         scale = self.scaler.get_scale()
-        self.scaler.step(optimizer)
+        self.scaler.step(optimizer, **kwargs)
         self.scaler.update()
         # A skipped step lowers the scale; schedulers must not advance then.
         return self.scaler.get_scale() >= scale

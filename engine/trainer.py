@@ -41,6 +41,7 @@ from .checkpoint import (
 from .config import ConfigError
 from .loggers import NullLogger, make_logger
 from .module import DataModule, Module
+from .optim import LightningOptimizer
 from .precision import NULL_CONTEXT, Precision
 from .profilers import make_profiler
 from .results import Results
@@ -196,6 +197,22 @@ def _parse_devices(devices: Any) -> int | list[int] | None:
     raise ValueError(f"devices={devices!r}: use 'auto', a count (1, 2, -1 for all), '0,1' or a list of indices")
 
 
+class _BackwardGate(nn.Module):
+    """Manual optimization under DDP: `manual_backward` passes the loss through DDP's forward.
+
+    training_step calls backward and steps before it returns, so it cannot run inside DDP's
+    forward (DDP readies its gradient sync after forward returns). Passing each loss through
+    this identity forward is DDP's public contract, forward then backward, once per backward.
+    """
+
+    def __init__(self, module: Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+
 class Trainer:
     """Fit, validate and test a `Module` (see DESIGN.md's config keys for the arguments)."""
 
@@ -331,6 +348,10 @@ class Trainer:
         self._sanity_names: set[str] = set()  # what the sanity check's validation logged
         self.optimizers: list[torch.optim.Optimizer] = []
         self.lr_schedulers: list[_Scheduler] = []
+        self._lightning_optimizers: list[LightningOptimizer] = []  # what module.optimizers() returns
+        self._automatic = True  # module.automatic_optimization, read once per fit
+        self._unscaled: set[int] = set()  # optimizers clip_gradients unscaled before their step (16-mixed)
+        self._ddp_buffers: list[torch.Tensor] = []  # manual optimization under DDP: broadcast each batch
         self.timer = Timer()
         self.env = D.DistEnv()
         self.module: Module | None = None
@@ -463,8 +484,9 @@ class Trainer:
 
     @property
     def _reads_loss_late(self) -> bool:
-        """On an accelerator with on_nonfinite_loss=stop, the loss flag waits for `check_finite`."""
-        return self.on_nonfinite_loss == "stop" and self.device.type != "cpu"
+        """On an accelerator with on_nonfinite_loss=stop, the loss flag waits for `check_finite`
+        (always under manual optimization: the module has stepped before the loop sees the loss)."""
+        return self.on_nonfinite_loss == "stop" and (self.device.type != "cpu" or not self._automatic)
 
     @property
     def device(self) -> torch.device:
@@ -585,7 +607,7 @@ class Trainer:
                 signal.signal(sig, handler)
             torch.set_anomaly_enabled(anomaly)
             self.profiler.teardown(self)
-            for name in ("_optimizer_step", "_validate_now", "save_checkpoint"):
+            for name in ("_optimizer_step", "_validate_now", "save_checkpoint", "_manual_step", "_manual_backward"):
                 self.__dict__.pop(name, None)  # drop the profiler's wrappers
             self.state.stage = None
             self.state.status = TrainerStatus.FINISHED if status == "success" else TrainerStatus.INTERRUPTED
@@ -616,6 +638,8 @@ class Trainer:
         """Time the loop's phases through the profiler: wrappers set here, so an off profiler costs nothing."""
         prof, cls = self.profiler, type(self)
         self._optimizer_step = prof.wrap("[phase] optimizer", partial(cls._optimizer_step, self))
+        self._manual_step = prof.wrap("[phase] optimizer", partial(cls._manual_step, self))
+        self._manual_backward = prof.wrap("[phase] backward", partial(cls._manual_backward, self))
         self._validate_now = prof.wrap("[phase] validation", partial(cls._validate_now, self))
         self.save_checkpoint = prof.wrap("[phase] checkpoint", partial(cls.save_checkpoint, self))
 
@@ -706,6 +730,9 @@ class Trainer:
         self._call("on_train_epoch_start")
         self._agree_stop()
         module.train()
+        if not self._automatic:  # the module steps its own optimizers: a loop body of its own
+            self._end_train_epoch(*self._manual_batches(self._batches_done, n))
+            return
         self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
         batch_idx, data = self._batches_done, iter(self.train_loader)
         val_every = self._val_every(n)
@@ -786,6 +813,68 @@ class Trainer:
                     self.request_stop("max_steps")
                 if distributed or self._signal is not None or self.should_stop != self._stop_agreed:
                     self._agree_stop()  # (in one process without a signal it only copies should_stop)
+        self._end_train_epoch(batch_idx, n)
+
+    def _manual_batches(self, batch_idx: int, n: int) -> tuple[int, int]:
+        """The batch loop under manual optimization; returns (batches done, batches in the epoch).
+
+        training_step runs its own backward passes and optimizer steps (each ``opt.step()``
+        is one global step, as in Lightning); the loop keeps the rest: hooks, logging every
+        `log_every_n_steps` global steps, validation, max_steps, signals, and the non-finite
+        check of the loss training_step returns (read at the next sync point, before anything
+        is logged, validated or saved: the module has already stepped on it).
+        """
+        data, val_every = iter(self.train_loader), self._val_every(n)
+        distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
+        autocast, step_fn, results, t = self.precision.autocast(), self._step_fn, self._train_results, self.timer
+        if self.profiler.enabled:  # the module's own backward and steps are timed inside it
+            step_fn = self.profiler.wrap("[phase] training_step (manual: with its backward and steps)", step_fn)
+        start_hooks, end_hooks = self._hooks_for("on_train_batch_start"), self._hooks_for("on_train_batch_end")
+        every, buffers, now = self.log_every_n_steps, self._ddp_buffers, time.perf_counter
+        while batch_idx < n and not self._stop_agreed:
+            start = now()
+            try:
+                batch = next(data)
+            except StopIteration:  # a loader without len() ends the epoch here
+                n = self.num_training_batches = batch_idx
+                break
+            waited = now() - start
+            batch, batch_size = _prepare_batch(batch, device, dtype)
+            results.batch_size = batch_size
+            for fn in start_hooks:
+                fn(batch, batch_idx)
+            for buffer in buffers:  # what DDP does before each forward: rank 0's buffers everywhere
+                torch.distributed.broadcast(buffer, 0)
+            steps_before = self.global_step
+            with autocast:
+                outputs = step_fn(batch, batch_idx)
+            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+            if isinstance(loss, torch.Tensor):
+                ok = torch.isfinite(loss.detach()).all()
+                self._unchecked = ok if self._unchecked is None else self._unchecked & ok
+            batch_idx = self._batches_done = batch_idx + 1
+            t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
+            self.should_log = self.global_step // every > steps_before // every
+            if self.should_log:
+                if not self.check_finite():
+                    break  # stop before anything reads or saves these weights
+                self._log_step()
+            t.total += now() - start
+            if val_every and batch_idx % val_every == 0 and batch_idx < n:
+                self._validate_now()
+            for fn in end_hooks:
+                fn(outputs, batch, batch_idx - 1)
+            if self._pending_log:
+                self._flush_log()
+            if self.max_steps >= 0 and self.global_step >= self.max_steps:
+                self.request_stop("max_steps")
+            if distributed or self._signal is not None or self.should_stop != self._stop_agreed:
+                self._agree_stop()
+        return batch_idx, n
+
+    def _end_train_epoch(self, batch_idx: int, n: int) -> None:
+        """The epoch-end work: validation, on_train_epoch_end, epoch metrics and schedulers."""
+        module = self.module
         if batch_idx < n or not self.check_finite():
             return  # stopped mid-epoch: the epoch-end work belongs to the resumed run
         self._epoch_done, self.at_epoch_end = True, True
@@ -799,7 +888,8 @@ class Trainer:
         epoch_metrics = self._train_results.compute_epoch()
         latest = {**self._train_results.step_values(), **epoch_metrics}  # also between logging steps
         self.callback_metrics.update(self.env.broadcast_object(latest))
-        self._step_schedulers("epoch")
+        if self._automatic:  # under manual optimization the module steps its schedulers
+            self._step_schedulers("epoch")
         self.log_metrics({**epoch_metrics, "epoch": float(self.current_epoch)})
         self._call("on_train_epoch_end")
         self._flush_log()
@@ -827,6 +917,48 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         if stepped and self.lr_schedulers:
             self._step_schedulers("step")
+
+    # -- manual optimization: what module.manual_backward and LightningOptimizer.step call ----------
+    def _manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        self._call("on_before_backward", loss)
+        if self._ddp is not None:
+            loss = self._ddp(loss)  # readies DDP's gradient sync (a no-op inside no_sync)
+        if self.precision.scaling:
+            loss = self.precision.scaler.scale(loss)
+        loss.backward(*args, **kwargs)
+        self._call("on_after_backward")
+
+    def _manual_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
+        """One optimizer step as Lightning takes it: the closure, then (on true gradients)
+        on_before_optimizer_step, then the step; counted as a global step even when the
+        gradient scaler skips it."""
+        precision, hooks = self.precision, self._hooks_for("on_before_optimizer_step")
+        if precision.scaling:
+            result = closure() if closure is not None else None
+            if id(optimizer) in self._unscaled:
+                self._unscaled.discard(id(optimizer))
+            else:
+                precision.unscale(optimizer)
+            for fn in hooks:
+                fn(optimizer)
+            precision.step(optimizer, **kwargs)
+        else:
+
+            def closure_then_hooks() -> Any:  # the optimizer runs it (with grad enabled) before stepping
+                out = closure() if closure is not None else None
+                for fn in hooks:
+                    fn(optimizer)
+                return out
+
+            result = optimizer.step(closure=closure_then_hooks, **kwargs)
+        self.global_step += 1
+        return result
+
+    def _unscale_for_clipping(self, optimizer: torch.optim.Optimizer) -> None:
+        """Under manual optimization with gradient scaling, clip true gradients: unscale once per step."""
+        if not self._automatic and self.precision.scaling and id(optimizer) not in self._unscaled:
+            self.precision.unscale(optimizer)
+            self._unscaled.add(id(optimizer))
 
     def check_finite(self) -> bool:
         """Whether every training loss so far was finite; callbacks that save weights ask first.
@@ -1134,7 +1266,18 @@ class Trainer:
                 c.setup(self, self.module, stage)
 
     def _configure_optimizers(self, module: Module) -> None:
+        self._automatic = bool(module.automatic_optimization)
+        if not self._automatic:
+            _check_manual_optimization(self)
         self.optimizers, self.lr_schedulers = parse_optimizers(module.configure_optimizers())
+        if self._automatic and len(self.optimizers) > 1:
+            raise RuntimeError(
+                "Training with multiple optimizers is only supported with manual optimization. Set "
+                "`self.automatic_optimization = False`, then access your optimizers in `training_step` "
+                "with `opt1, opt2, ... = self.optimizers()`."
+            )
+        self._lightning_optimizers = [LightningOptimizer(o, self) for o in self.optimizers]
+        self._unscaled = set()
 
     def _wrap(self, module: Module) -> None:
         """Compile and wrap in DDP after any checkpoint was loaded (pytorch/examples' order)."""
@@ -1151,17 +1294,26 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._ddp = DistributedDataParallel(
-                _StepWrapper(module), device_ids=ids, find_unused_parameters=self.find_unused_parameters
-            )
-            self._step_fn = self._ddp
+            if self._automatic:
+                self._ddp = DistributedDataParallel(
+                    _StepWrapper(module), device_ids=ids, find_unused_parameters=self.find_unused_parameters
+                )
+                self._step_fn = self._ddp
+            else:
+                # Unused parameters are looked for: a toggled backward (a GAN's) reaches only some.
+                self._ddp = DistributedDataParallel(_BackwardGate(module), device_ids=ids, find_unused_parameters=True)
+                # Buffers are broadcast by the loop before each training_step (as DDP does before its
+                # forward): DDP broadcasting them at manual_backward would change tensors the graph saved.
+                # (Set after construction: the constructor's spelling of it differs across torch versions.)
+                self._ddp.broadcast_buffers = False
+                self._ddp_buffers = list(module.buffers())
 
     def _release_ddp(self) -> None:
         """Free the DDP wrapper now: its reducer holds the process group, and left to the garbage
         collector at interpreter exit (DDP sits in reference cycles), gloo's threads abort the
         process ("terminate called without an active exception")."""
         if self._ddp is not None:
-            self._ddp, self._step_fn = None, None
+            self._ddp, self._step_fn, self._ddp_buffers = None, None, []
             gc.collect()
 
     def _checkpoint_state(self) -> dict[str, Any]:
@@ -1324,7 +1476,8 @@ class Trainer:
 
 
 def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Scheduler]]:
-    """Accept what Lightning's configure_optimizers accepts (with one optimizer)."""
+    """Accept what Lightning's configure_optimizers accepts: an optimizer, a dict with "optimizer"
+    (and "lr_scheduler"), a list of optimizers or of such dicts, or ([optimizers], [schedulers])."""
     optimizers: list[Any] = []
     schedulers: list[_Scheduler] = []
 
@@ -1371,11 +1524,11 @@ def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Sch
         raise TypeError(
             f"configure_optimizers returned {type(value).__name__}; return an optimizer, or a dict with 'optimizer'"
         )
-    if len(optimizers) != 1:
-        raise ValueError(
-            f"configure_optimizers returned {len(optimizers)} optimizers; this engine steps exactly one "
-            "(combine parameter groups in one optimizer)"
-        )
+    if not optimizers:
+        raise ValueError("configure_optimizers returned no optimizer; return at least one")
+    for opt in optimizers:
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"configure_optimizers returned a {type(opt).__name__} where an optimizer belongs")
     return optimizers, schedulers
 
 
@@ -1384,6 +1537,28 @@ def _length(loader: Any) -> int | str:
         return len(loader)
     except TypeError:
         return "an unknown number of"
+
+
+def _check_manual_optimization(trainer: Trainer) -> None:
+    """Trainer settings that mean automatic optimization fail early and say so (Lightning's messages)."""
+    if trainer.gradient_clip_val is not None and trainer.gradient_clip_val > 0:
+        raise ValueError(
+            "Automatic gradient clipping is not supported for manual optimization. Remove "
+            f"`Trainer(gradient_clip_val={trainer.gradient_clip_val})` or switch to automatic optimization "
+            "(in training_step, call self.clip_gradients(opt, gradient_clip_val=...) before opt.step())."
+        )
+    if trainer.accumulate_grad_batches != 1:
+        raise ValueError(
+            "Automatic gradient accumulation is not supported for manual optimization. Remove "
+            f"`Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches})` or switch to automatic "
+            "optimization (accumulate yourself: step the optimizer every N batches)."
+        )
+    if trainer.on_nonfinite_loss == "skip":
+        raise ValueError(
+            "trainer.on_nonfinite_loss=skip needs automatic optimization: under manual optimization the module "
+            "has stepped before the trainer sees the loss; use on_nonfinite_loss=stop, or check the loss in "
+            "training_step before opt.step()"
+        )
 
 
 def _is_datamodule(obj: Any) -> bool:

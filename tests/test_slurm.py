@@ -203,7 +203,7 @@ def test_one_task_per_process_mode(project, tmp_path: Path) -> None:
     info = wait_for(job)
     assert info["JobState"] == "COMPLETED", log(tmp_path, job)
     summary = json.loads((run_dir(tmp_path) / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["global_step"] == 12
+    assert summary["world_size"] == 2 and summary["global_step"] == 6  # 12 batches of 128, shared by 2
     assert "2 task(s) x 1 process(es) per node" in log(tmp_path, job)
 
 

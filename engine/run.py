@@ -128,8 +128,6 @@ def record_exit_code(code: int) -> None:
     arrives after the last step does not mean the run is unfinished: the job script decides
     whether to requeue from this file, not from exit codes or signals.
     """
-    import os
-
     path = os.environ.get("SCAFFOLD_EXIT_FILE")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

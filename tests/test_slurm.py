@@ -220,9 +220,11 @@ def test_late_usr1_after_the_run_finished_is_not_requeued(project, tmp_path: Pat
 
 def test_reused_job_id_does_not_resume_an_old_run(project, tmp_path: Path) -> None:
     """A controller that lost its state hands out old job ids again: the new job starts fresh."""
+    reset = [str(ROOT / "ci" / "slurm-up"), "--reset"]
+    subprocess.run(reset, check=True, capture_output=True)
     first = submit(project, tmp_path, overrides=("trainer.max_epochs=1",))
     assert wait_for(first)["JobState"] == "COMPLETED"
-    subprocess.run([str(ROOT / "ci" / "slurm-up"), "--reset"], check=True, capture_output=True)
+    subprocess.run(reset, check=True, capture_output=True)
     second = submit(project, tmp_path, overrides=("trainer.max_epochs=1",))
     assert second == first  # the id repeats
     assert wait_for(second)["JobState"] == "COMPLETED", log(tmp_path, second)

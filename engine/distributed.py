@@ -4,6 +4,11 @@ Processes come from `torchrun` (or from `launch`, which calls torch's own elasti
 when `trainer.devices > 1`). Rank, world size and the rendezvous come from the environment
 that torchrun sets (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
 
+Under SLURM, a job step of several tasks (`srun` with one task per GPU, the way Jean Zay and
+other clusters document it) is read the same way: SLURM_PROCID, SLURM_LOCALID and
+SLURM_STEP_NUM_TASKS give the ranks, the step's first node and a port derived from the job
+id give the rendezvous (`adopt_slurm_env`). torchrun's variables win when both are set.
+
 Environment knobs:
     SCAFFOLD_DIST_TIMEOUT   seconds a rank waits in a collective before it fails (default 1800).
                             A crashed rank fails the job at once (torchrun stops the others);
@@ -127,6 +132,7 @@ def setup(accelerator: str, timeout: timedelta | None = None) -> DistEnv:
     ``SCAFFOLD_DIST_TIMEOUT``) bounds how long a rank waits for the others in a collective.
     Calling it again in the same process returns the same environment.
     """
+    adopt_slurm_env()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -155,7 +161,48 @@ def teardown() -> None:
 
 
 def under_launcher() -> bool:
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+    """Whether a launcher (torchrun, or srun with one task per process) started this process."""
+    return ("LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ) or slurm_tasks() > 1
+
+
+def slurm_tasks() -> int:
+    """Tasks in the SLURM job step running this process (0 outside a step).
+
+    Only inside an `srun` step (SLURM_STEP_ID is set): the batch script itself also sees
+    SLURM_NTASKS, but it is one process, and must not wait for others.
+    """
+    if "SLURM_STEP_ID" not in os.environ or "SLURM_PROCID" not in os.environ:
+        return 0
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1")))
+
+
+def adopt_slurm_env() -> None:
+    """Set torch's rendezvous variables from SLURM's in an `srun` step of several tasks.
+
+    Nothing to do under torchrun (its variables are already there) or in one task.
+    """
+    if "WORLD_SIZE" in os.environ or slurm_tasks() <= 1:
+        return
+    env = os.environ
+    env["RANK"] = env["SLURM_PROCID"]
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    env["WORLD_SIZE"] = str(slurm_tasks())
+    env.setdefault("MASTER_ADDR", first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")))
+    env.setdefault("MASTER_PORT", str(slurm_port(env.get("SLURM_JOB_ID", "0"))))
+
+
+def slurm_port(job_id: str) -> int:
+    """A rendezvous port per job, so two jobs sharing a node never share a store."""
+    return 20000 + int(job_id or 0) % 20000
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: "gpu[07-09,12],cpu1" -> "gpu07"."""
+    import re
+
+    prefix, ranges, suffix = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?([^,]*)", nodelist).groups()  # type: ignore[union-attr]
+    first = ranges.split(",", 1)[0].split("-", 1)[0] if ranges else ""
+    return prefix + first + suffix or "127.0.0.1"
 
 
 def seed_rank(env: DistEnv, seed: int) -> None:

@@ -80,9 +80,11 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg))
         if env.is_global_zero:
             report(trainer, run_dir)
-        if trainer.stop_reason == "preempted":
-            return PREEMPTED_EXIT_CODE
-        return 1 if trainer.stop_reason == "nonfinite_loss" else 0
+        code = 1 if trainer.stop_reason == "nonfinite_loss" else 0
+        code = PREEMPTED_EXIT_CODE if trainer.stop_reason == "preempted" else code
+        if env.is_global_zero:
+            record_exit_code(code)
+        return code
     except BaseException:
         # A run that failed before its first step leaves no folder behind (a resumed one keeps its own).
         if created and run_dir is not None and (trainer is None or trainer.global_step == 0):
@@ -117,6 +119,19 @@ def run_main(main: Callable[[], int]) -> int:
         if int(os.environ.get("RANK", "0")) == 0:  # every process of a multi-process run fails alike
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2 if isinstance(exc, ConfigError) else 1
+
+
+def record_exit_code(code: int) -> None:
+    """Write the run's exit code where SCAFFOLD_EXIT_FILE says (scripts/slurm.sbatch reads it).
+
+    torchrun turns a worker's 75 ("preempted: requeue me") into its own 1, and a signal that
+    arrives after the last step does not mean the run is unfinished: the job script decides
+    whether to requeue from this file, not from exit codes or signals.
+    """
+    path = os.environ.get("SCAFFOLD_EXIT_FILE")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(f"{code}\n")
 
 
 def report(trainer: Trainer, run_dir: Path) -> None:

@@ -1341,6 +1341,7 @@ class Trainer:
             },
             "logger": self.logger.state_dict(),
             "results": self._train_results.state_dict(),
+            "callback_metrics": dict(self.callback_metrics),  # a resumed finished run still reports them
             "config": _plain(self.config),
             "hparams": _plain(module.hparams),
             "datamodule": self.datamodule.state_dict() if self.datamodule is not None else {},
@@ -1427,6 +1428,7 @@ class Trainer:
             key = getattr(c, "state_key", None)
             if key in saved and hasattr(c, "load_state_dict"):
                 c.load_state_dict(saved[key])
+        self.callback_metrics.update(ckpt.get("callback_metrics", {}))
         self.logger.load_state_dict(ckpt.get("logger", {}))
         if self.datamodule is not None:
             self.datamodule.load_state_dict(ckpt.get("datamodule", {}))

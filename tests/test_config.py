@@ -204,7 +204,7 @@ def _vendored_engine(tmp_path: Path, layout: str) -> object:
     import sys
     import uuid
 
-    from conftest import ROOT
+    ROOT = Path(__file__).resolve().parents[1]
 
     project = tmp_path / "proj"
     package = f"pkg_{uuid.uuid4().hex[:8]}"

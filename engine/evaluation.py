@@ -141,7 +141,7 @@ def _model_eval(module: Module, name: str) -> dict[torch.nn.Module, bool]:
 def _model_train(module: Module, name: str, modes: dict[torch.nn.Module, bool]) -> None:
     """Restore each submodule's mode (a frozen BatchNorm stays in eval), unless the module overrides the hook."""
     hook = f"on_{name}_model_train"
-    if getattr(type(module), hook, None) is not getattr(Module, hook, None):
+    if hook in vars(module) or getattr(type(module), hook, None) is not getattr(Module, hook, None):
         getattr(module, hook)()
         return
     for m, training in modes.items():
@@ -340,8 +340,10 @@ def _data_source(trainer: Trainer, module: Module, datamodule: Any, loaders: Any
 def resolve_ckpt(trainer: Trainer, verb: str, ckpt_path: str | Path | None, model_given: bool) -> Path | None:
     """The checkpoint whose weights `verb` uses, or None for the module's weights as they are."""
     checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    if ckpt_path in ("best", "last") and trainer.fast_dev_run:
+        raise ValueError(f'{verb}(ckpt_path="{ckpt_path}"): fast_dev_run saves no checkpoints; pass a checkpoint path')
     if ckpt_path is None:
-        if model_given or not checkpoints or not checkpoints[0].best_model_path:
+        if model_given or trainer.fast_dev_run or not checkpoints or not checkpoints[0].best_model_path:
             return None
         best = checkpoints[0].best_model_path  # as Lightning: a verb after fit uses the best weights
         trainer.print(f"{verb}: using the best checkpoint of the fit, {best} (pass ckpt_path= to choose)")

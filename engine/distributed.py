@@ -101,6 +101,18 @@ class DistEnv:
         dist.all_gather_object(out, obj)
         return out
 
+    def all_gather(self, tensor: torch.Tensor, group: Any = None, sync_grads: bool = False) -> torch.Tensor:
+        """Every process's `tensor` (same shape on each), stacked: shape (world_size, *tensor.shape)."""
+        tensor = tensor.contiguous()
+        if sync_grads:  # differentiable: each process gets the gradient of its own slice back
+            from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+            return torch.stack(all_gather_with_grad(tensor, group=group or dist.group.WORLD))
+        size = dist.get_world_size(group) if group is not None else self.world_size
+        out = [torch.empty_like(tensor) for _ in range(size)]
+        dist.all_gather(out, tensor, group=group)
+        return torch.stack(out)
+
 
 def select_device(accelerator: str, local_rank: int) -> torch.device:
     if accelerator in ("auto", "cuda") and torch.cuda.is_available():

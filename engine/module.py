@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,12 +38,20 @@ class Module(nn.Module):
     """A `torch.nn.Module` with training hooks.
 
     Override `training_step` (return a loss tensor or a dict with ``"loss"``), optionally
-    `validation_step`/`test_step`, and `configure_optimizers`. Hooks (all optional):
-    on_fit_start, on_train_start, on_train_epoch_start, on_train_batch_start,
-    on_train_batch_end, on_train_epoch_end, on_validation_epoch_start,
-    on_validation_epoch_end, on_test_epoch_end, on_train_end, on_fit_end,
-    on_save_checkpoint(checkpoint), on_load_checkpoint(checkpoint),
-    on_before_optimizer_step(optimizer).
+    `validation_step`/`test_step`/`predict_step`, and `configure_optimizers`. Hooks (all
+    optional, Lightning's names and arguments):
+    prepare_data, setup(stage), teardown(stage), configure_callbacks,
+    on_fit_start, on_train_start, on_train_epoch_start, on_train_batch_start(batch, batch_idx),
+    on_before_zero_grad(optimizer), on_before_backward(loss), on_after_backward,
+    on_before_optimizer_step(optimizer), on_train_batch_end(outputs, batch, batch_idx),
+    on_train_epoch_end, on_train_end, on_fit_end;
+    for each of validation, test and predict: on_<stage>_model_eval, on_<stage>_start,
+    on_<stage>_epoch_start, on_<stage>_batch_start(batch, batch_idx[, dataloader_idx]),
+    on_<stage>_batch_end(outputs, batch, batch_idx[, dataloader_idx]), on_<stage>_epoch_end,
+    on_<stage>_end, on_validation_model_train / on_test_model_train;
+    on_save_checkpoint(checkpoint), on_load_checkpoint(checkpoint).
+    Loaders may be defined here too (train/val/test/predict_dataloader), used when neither
+    loaders nor a datamodule are passed to the Trainer.
 
     Set ``self.automatic_optimization = False`` to step the optimizers yourself in
     training_step (GANs, RL): see the manual-optimization section below.
@@ -85,6 +93,63 @@ class Module(nn.Module):
     def current_epoch(self) -> int:
         return self._trainer.current_epoch if self._trainer is not None else 0
 
+    @property
+    def global_rank(self) -> int:
+        return self._trainer.env.rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        return self._trainer.env.local_rank if self._trainer is not None else 0
+
+    @property
+    def logger(self) -> Any:
+        """The Trainer's (first) logger; None when not attached."""
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list[Any]:
+        if self._trainer is None:
+            return []
+        loggers = getattr(self._trainer, "loggers", None)
+        return list(loggers) if loggers is not None else [self._trainer.logger]
+
+    @property
+    def example_input_array(self) -> Any:
+        """An example input for `forward` (the model summary shows output shapes with it)."""
+        return self.__dict__.get("_example_input_array")
+
+    @example_input_array.setter
+    def example_input_array(self, value: Any) -> None:
+        self.__dict__["_example_input_array"] = value
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """`print` on global rank 0 only (one line per job, not one per process)."""
+        if self._trainer is None or self._trainer.is_global_zero:
+            print(*args, **kwargs)
+
+    def freeze(self) -> None:
+        """No gradients for any parameter, and eval mode (as Lightning)."""
+        for p in self.parameters():
+            p.requires_grad = False
+        self.eval()
+
+    def unfreeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad = True
+        self.train()
+
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+        """Every process's tensors (in nested dicts/lists/tuples), stacked on a new leading dim of size
+        world_size. In one process the data come back unchanged, as in Lightning; numbers become
+        tensors. With `sync_grads`, gradients flow back through the gather."""
+        env = self._trainer.env if self._trainer is not None else None
+        device = self.device
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            return env.all_gather(t, group, sync_grads) if env is not None and env.active else t
+
+        return _map_tensors(data, gather, device)
+
     # -- logging ---------------------------------------------------------------------------
     def log(
         self,
@@ -97,8 +162,14 @@ class Module(nn.Module):
         sync_dist: bool = False,
         batch_size: int | None = None,
         reduce_fx: str = "mean",
+        add_dataloader_idx: bool = True,
     ) -> None:
-        """Record a metric; epoch values are sample-weighted means (torchmetrics: `compute()`)."""
+        """Record a metric; epoch values are sample-weighted means (torchmetrics: `compute()`).
+
+        With several validation/test dataloaders the name gets ``/dataloader_idx_N`` (unless
+        add_dataloader_idx=False). Logged with both on_step and on_epoch, a value is logged as
+        ``<name>_step`` and ``<name>_epoch``, and trainer.callback_metrics also holds ``<name>``.
+        """
         if self._trainer is None:
             return
         self._trainer.results.log(
@@ -111,6 +182,7 @@ class Module(nn.Module):
             sync_dist=sync_dist,
             batch_size=batch_size,
             reduce_fx=reduce_fx,
+            add_dataloader_idx=add_dataloader_idx,
         )
 
     def log_dict(self, metrics: Mapping[str, Any], **kwargs: Any) -> None:
@@ -291,8 +363,42 @@ class Module(nn.Module):
     def test_step(self, batch: Any, batch_idx: int) -> Any:
         return None
 
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        """Lightning's default: the module's forward on the whole batch."""
+        return self(batch)
+
     def configure_optimizers(self) -> Any:
         raise NotImplementedError("define configure_optimizers(self) in your Module")
+
+    def configure_callbacks(self) -> Any:
+        """Callbacks this module needs (a callback or a list); each replaces the Trainer's callbacks of its type."""
+        return []
+
+    def prepare_data(self) -> None:
+        """Download or build files; runs on one process per node, before `setup`."""
+
+    def setup(self, stage: str) -> None:
+        """Runs on every process at the start of fit/validate/test/predict (`stage`), before the move to the device."""
+
+    def teardown(self, stage: str) -> None:
+        """Runs on every process at the end of fit/validate/test/predict (`stage`)."""
+
+    # Modes around evaluation: Lightning's defaults (the loops restore each submodule's mode afterwards
+    # unless the *_model_train hook is overridden).
+    def on_validation_model_eval(self) -> None:
+        self.eval()
+
+    def on_validation_model_train(self) -> None:
+        self.train()
+
+    def on_test_model_eval(self) -> None:
+        self.eval()
+
+    def on_test_model_train(self) -> None:
+        self.train()
+
+    def on_predict_model_eval(self) -> None:
+        self.eval()
 
     # Hooks: no-ops unless overridden (Lightning's defaults).
     def on_fit_start(self, *args: Any, **kwargs: Any) -> None:
@@ -340,15 +446,83 @@ class Module(nn.Module):
     def on_before_optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def on_before_zero_grad(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_before_backward(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_after_backward(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_validation_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_validation_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_validation_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_test_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_test_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_test_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_test_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_predict_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_predict_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_predict_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_predict_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_predict_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_predict_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
 
 class DataModule:
-    """Owns the data: `prepare_data` (once per node), `setup(stage)`, and the loaders."""
+    """Owns the data: `prepare_data` (once per node), `setup(stage)`, the loaders, `teardown(stage)`.
+
+    `save_hyperparameters()` and `hparams` work as on the Module; `trainer` is set by the Trainer;
+    `state_dict`/`load_state_dict` travel in checkpoints (e.g. a data curriculum's position).
+    """
+
+    prepare_data_per_node = True  # False: prepare_data runs on global rank 0 only (a shared filesystem)
+    trainer: Trainer | None = None
+    save_hyperparameters = Module.save_hyperparameters
+
+    @property
+    def hparams(self) -> AttributeDict:
+        if "_hparams" not in self.__dict__:  # subclasses need not call super().__init__()
+            self.__dict__["_hparams"] = AttributeDict()
+        return self.__dict__["_hparams"]
 
     def prepare_data(self) -> None:
         """Download or build files; runs on local rank 0 only."""
 
     def setup(self, stage: str) -> None:
-        """Build datasets for `stage` ("fit", "validate" or "test"); runs on every process."""
+        """Build datasets for `stage` ("fit", "validate", "test" or "predict"); runs on every process."""
+
+    def teardown(self, stage: str) -> None:
+        """Release what `setup(stage)` built; runs on every process at the end of the stage."""
 
     def train_dataloader(self) -> Any:
         raise NotImplementedError("define train_dataloader(self) in your DataModule")
@@ -357,6 +531,9 @@ class DataModule:
         return None
 
     def test_dataloader(self) -> Any:
+        return None
+
+    def predict_dataloader(self) -> Any:
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -444,3 +621,25 @@ def _build(hint: Any, value: Any) -> Any:
             fields = {f.name for f in dataclasses.fields(option) if f.init}
             return option(**{k: _build(hints.get(k), v) for k, v in value.items() if k in fields})
     return value
+
+
+def is_datamodule(obj: Any) -> bool:
+    """A DataModule (ours or duck-typed), as opposed to a DataLoader or other iterable."""
+    if isinstance(obj, nn.Module):
+        return False  # a Module has setup() too
+    return callable(getattr(obj, "train_dataloader", None)) or callable(getattr(obj, "setup", None))
+
+
+def _map_tensors(data: Any, fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> Any:
+    """`fn` applied to every tensor (and number, as a tensor on `device`) in nested dicts, lists, tuples."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, (int, float)) and not isinstance(data, bool):
+        return fn(torch.tensor(data, device=device))
+    if isinstance(data, Mapping):
+        return type(data)({k: _map_tensors(v, fn, device) for k, v in data.items()})
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(_map_tensors(v, fn, device) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(_map_tensors(v, fn, device) for v in data)
+    return data

@@ -38,6 +38,8 @@ class Results:
         self.step_metric_objects: list[Any] = []  # torchmetrics logged on_step only: reset at epoch end too
         self.enabled = True
         self.epoch_end = False  # inside on_train_epoch_end: self.log defaults to on_epoch (Lightning)
+        self.dataloader_suffix = ""  # "/dataloader_idx_N" while evaluating one of several dataloaders
+        self.forked: dict[str, str] = {}  # "x_step"/"x_epoch" -> "x" for values logged on_step and on_epoch
 
     def log(
         self,
@@ -51,16 +53,23 @@ class Results:
         sync_dist: bool,
         batch_size: int | None,
         reduce_fx: str,
+        add_dataloader_idx: bool = True,
     ) -> None:
         if not self.enabled:
             return
+        if self.dataloader_suffix and add_dataloader_idx:
+            name += self.dataloader_suffix
         training = self.stage == "train" and not self.epoch_end
         on_step = training if on_step is None else on_step
         on_epoch = (not training) if on_epoch is None else on_epoch
         if reduce_fx not in _REDUCE:
             raise ValueError(f"self.log('{name}', reduce_fx={reduce_fx!r}): use one of {_REDUCE}")
         # Lightning's naming: both on_step and on_epoch -> name_step and name_epoch.
-        step_name, epoch_name = (f"{name}_step", f"{name}_epoch") if on_step and on_epoch else (name, name)
+        if on_step and on_epoch:
+            step_name, epoch_name = f"{name}_step", f"{name}_epoch"
+            self.forked[step_name] = self.forked[epoch_name] = name
+        else:
+            step_name = epoch_name = name
         for n in (step_name, epoch_name):
             if prog_bar:
                 self.prog_bar.add(n)
@@ -99,6 +108,18 @@ class Results:
                 entry.total = torch.maximum(entry.total, value_in)
             else:
                 entry.total = torch.minimum(entry.total, value_in)
+
+    def with_plain_names(self, values: dict[str, float]) -> dict[str, float]:
+        """`values` plus, for names logged with both on_step and on_epoch, the plain name (Lightning's
+        callback_metrics): later entries win, so an epoch value placed after a step value is kept."""
+        if not self.forked:
+            return values
+        out = dict(values)
+        for key, value in values.items():
+            plain = self.forked.get(key)
+            if plain is not None:
+                out[plain] = value
+        return out
 
     def step_values(self) -> dict[str, float]:
         """Last step values as floats (one device sync for all of them)."""
@@ -146,6 +167,7 @@ class Results:
 
     def reset(self, stage: str) -> None:
         self.stage = stage
+        self.forked.clear()
         self.step.clear()
         self.epoch.clear()
         self.metric_objects.clear()

@@ -12,9 +12,8 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, evaluation
 from . import distributed as D
-from .callbacks import EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
+from .batch import infer_batch_size, move_to_device
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
 from .callbacks import Timer as TimerCallback
 from .checkpoint import (
     AsyncSaver,
@@ -41,10 +41,12 @@ from .checkpoint import (
 from .config import ConfigError
 from .loggers import NullLogger, make_logger
 from .module import DataModule, Module
+from .module import is_datamodule as _is_datamodule
 from .optim import LightningOptimizer
 from .precision import NULL_CONTEXT, Precision
 from .profilers import make_profiler
 from .results import Results
+from .states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from .utilities import rank_zero_only
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; scripts/slurm.sbatch requeues on it
@@ -58,6 +60,14 @@ _MODULE_HOOKS = {
     "on_train_epoch_start": False,
     "on_train_end": False,
     "on_fit_end": False,
+    # Called once per batch only where a callback or the module defines them (see `_backward_fn`).
+    "on_before_zero_grad": True,
+    "on_before_backward": True,
+    "on_after_backward": False,
+    # The evaluation and prediction loops (engine/evaluation.py).
+    **{f"on_{stage}_{when}": False for stage in ("validation", "test", "predict") for when in ("start", "end")},
+    **{f"on_{stage}_epoch_{when}": False for stage in ("validation", "test", "predict") for when in ("start", "end")},
+    **{f"on_{stage}_batch_{when}": True for stage in ("validation", "test", "predict") for when in ("start", "end")},
 }
 
 
@@ -98,58 +108,6 @@ class _StepWrapper(nn.Module):
 
     def forward(self, batch: Any, batch_idx: int) -> Any:
         return self.module.training_step(batch, batch_idx)
-
-
-class TrainerFn(str, Enum):
-    """`trainer.state.fn`: the verb running."""
-
-    FITTING = "fit"
-    VALIDATING = "validate"
-    TESTING = "test"
-    PREDICTING = "predict"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class RunningStage(str, Enum):
-    """`trainer.state.stage`: the loop running (training inside fit is "train", as in Lightning)."""
-
-    TRAINING = "train"
-    SANITY_CHECKING = "sanity_check"
-    VALIDATING = "validate"
-    TESTING = "test"
-    PREDICTING = "predict"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class TrainerStatus(str, Enum):
-    INITIALIZING = "initializing"
-    RUNNING = "running"
-    FINISHED = "finished"
-    INTERRUPTED = "interrupted"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass
-class TrainerState:
-    """Lightning's `trainer.state`: what the trainer is doing (strings compare equal to the members)."""
-
-    status: TrainerStatus = TrainerStatus.INITIALIZING
-    fn: TrainerFn | None = None
-    stage: RunningStage | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status == TrainerStatus.FINISHED
-
-    @property
-    def stopped(self) -> bool:
-        return self.status == TrainerStatus.INTERRUPTED
 
 
 # Lightning's accelerator names -> the engine's.
@@ -494,7 +452,7 @@ class Trainer:
 
     @property
     def has_validation(self) -> bool:
-        return self.val_loader is not None and self._limit(self.val_loader, self.limit_val_batches) > 0
+        return any(self._limit(loader, self.limit_val_batches) > 0 for loader in evaluation.as_list(self.val_loader))
 
     @property
     def results_prog_bar(self) -> set[str]:
@@ -573,11 +531,15 @@ class Trainer:
         if self.profiler.enabled:
             self._instrument()
         try:
-            if datamodule is not None:
-                train_dataloaders = datamodule.train_dataloader()
-                val_dataloaders = datamodule.val_dataloader() if val_dataloaders is None else val_dataloaders
+            source = datamodule if datamodule is not None else module  # Lightning: loaders defined on the module
             if train_dataloaders is None:
-                raise ValueError("fit needs a datamodule or train_dataloaders")
+                train_dataloaders = evaluation.request_loader(source, "train_dataloader")
+            if val_dataloaders is None:
+                val_dataloaders = evaluation.request_loader(source, "val_dataloader")
+            if train_dataloaders is None:
+                raise ValueError(
+                    "fit needs train_dataloaders, a datamodule, or a train_dataloader() method on the module"
+                )
             self._set_fit_loaders(train_dataloaders, val_dataloaders)
             if self.num_training_batches == 0:
                 raise ConfigError(
@@ -594,6 +556,7 @@ class Trainer:
                 if getattr(self.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
                     self.logger.watch(module)
             self._fit_loop()
+            self._teardown_hooks("fit")
             status = "interrupted" if self.stop_reason == "preempted" else "success"
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -618,9 +581,10 @@ class Trainer:
         if self.use_distributed_sampler:
             seed = self.seed if self.seed is not None else 0
             train_dataloaders = D.prepare_loader(train_dataloaders, self.env, seed, train=True)
-            val_dataloaders = D.prepare_loader(val_dataloaders, self.env, seed, train=False)
-        for loader in (self.train_loader, self.val_loader):
-            if loader is not None and loader is not train_dataloaders and loader is not val_dataloaders:
+            val_dataloaders = evaluation.prepare_loaders(self, val_dataloaders)
+        new = [train_dataloaders, *evaluation.as_list(val_dataloaders)]
+        for loader in (self.train_loader, *evaluation.as_list(self.val_loader)):
+            if loader is not None and all(loader is not n for n in new):
                 _shutdown_workers(loader)  # a reload: stop the old loaders' workers
         self.train_loader, self.val_loader = train_dataloaders, val_dataloaders
         self.train_num_workers = getattr(self.train_loader, "num_workers", 0)
@@ -654,8 +618,10 @@ class Trainer:
         verbose: bool = True,
         weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
-        return self._evaluate_only(
-            "validate", module if module is not None else model, datamodule, dataloaders, ckpt_path, weights_only
+        """Run one validation epoch; without a model, on the fitted one (see `evaluation.resolve_ckpt`)."""
+        module = module if module is not None else model
+        return evaluation.evaluate_only(
+            self, "validate", module, datamodule, dataloaders, ckpt_path, verbose, weights_only
         )
 
     def test(
@@ -669,9 +635,23 @@ class Trainer:
         verbose: bool = True,
         weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
-        return self._evaluate_only(
-            "test", module if module is not None else model, datamodule, dataloaders, ckpt_path, weights_only
-        )
+        """Run one test epoch; without a model, on the fitted one (see `evaluation.resolve_ckpt`)."""
+        module = module if module is not None else model
+        return evaluation.evaluate_only(self, "test", module, datamodule, dataloaders, ckpt_path, verbose, weights_only)
+
+    def predict(
+        self,
+        model: Module | None = None,
+        dataloaders: Any = None,
+        datamodule: DataModule | None = None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | Path | None = None,
+    ) -> list[Any] | None:
+        """What `predict_step` returned for each batch (a list per dataloader when there are several).
+
+        Under DDP each process returns the predictions for its own shard of the data (as Lightning).
+        """
+        return evaluation.predict(self, model, dataloaders, datamodule, return_predictions, ckpt_path)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything needed to resume; global rank 0 writes, all ranks wait."""
@@ -690,11 +670,7 @@ class Trainer:
         self._call("on_fit_start")
         if self.resumed_from is None and self.has_validation and self.num_sanity_val_steps > 0:
             self.sanity_checking, self.state.stage = True, RunningStage.SANITY_CHECKING
-            self._run_eval(
-                "val",
-                self.val_loader,
-                min(self.num_sanity_val_steps, self._limit(self.val_loader, self.limit_val_batches)),
-            )
+            self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
             self.sanity_checking = False
         self.state.stage = RunningStage.TRAINING
         self._loaders_epoch = self.current_epoch  # the loaders fit made serve this epoch (also after a resume)
@@ -743,7 +719,7 @@ class Trainer:
         autocast = self.precision.autocast()  # one context, entered every step
         plain = autocast is NULL_CONTEXT and self._ddp is None  # no context to enter around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
-        step_fn, backward, results, t = self._step_fn, self.precision.backward, self._train_results, self.timer
+        step_fn, backward, results, t = self._step_fn, self._backward_fn(), self._train_results, self.timer
         if self.profiler.enabled:  # timed wrappers, made once per epoch: an off profiler adds nothing per step
             step_fn = self.profiler.wrap("[phase] forward (training_step)", step_fn)
             backward = self.profiler.wrap("[phase] backward", backward)
@@ -887,7 +863,7 @@ class Trainer:
         self._train_results.epoch_end = False
         epoch_metrics = self._train_results.compute_epoch()
         latest = {**self._train_results.step_values(), **epoch_metrics}  # also between logging steps
-        self.callback_metrics.update(self.env.broadcast_object(latest))
+        self.callback_metrics.update(self.env.broadcast_object(self._train_results.with_plain_names(latest)))
         if self._automatic:  # under manual optimization the module steps its schedulers
             self._step_schedulers("epoch")
         self.log_metrics({**epoch_metrics, "epoch": float(self.current_epoch)})
@@ -1003,94 +979,20 @@ class Trainer:
     def _validate_now(self) -> None:
         if not self.check_finite():
             return
-        self._run_eval("val", self.val_loader, self._limit(self.val_loader, self.limit_val_batches))
+        self._run_eval("val", self.val_loader, self.limit_val_batches)
         self._flush_log()
         self.results = self._train_results
         self._agree_stop()
 
-    def _run_eval(self, stage: str, loader: Any, limit: int) -> dict[str, float]:
-        module = self.module
-        results = self.results = self._eval_results
-        results.reset(stage)
-        hook = "validation" if stage == "val" else "test"
-        step = module.validation_step if stage == "val" else module.test_step
-        outer_stage = self.state.stage
-        if self.sanity_checking:
-            self.state.stage = RunningStage.SANITY_CHECKING
-        else:
-            self.state.stage = RunningStage.VALIDATING if stage == "val" else RunningStage.TESTING
-        self._call(f"on_{hook}_start")
-        getattr(module, f"on_{hook}_epoch_start")()
-        was_training = module.training
-        module.eval()
-        with torch.no_grad():
-            for batch_idx, batch in enumerate(loader):
-                if batch_idx >= limit:
-                    break
-                batch = move_to_device(batch, self.device, self.precision.input_dtype)
-                results.batch_size = infer_batch_size(batch)
-                with self.precision.autocast():
-                    step(batch, batch_idx)
-        self._call(f"on_{hook}_epoch_end")
-        getattr(module, f"on_{hook}_epoch_end")()
-        metrics = results.compute_epoch()
-        module.train(was_training)
-        if self.sanity_checking:
-            self._sanity_names = set(metrics)
-        else:
-            self.last_eval_metrics = self.env.broadcast_object(metrics)
-            self.callback_metrics.update(self.last_eval_metrics)
-            if stage == "val":
-                self.log_metrics(metrics)
-        self._call(f"on_{hook}_end")
-        self.state.stage = outer_stage
-        return metrics
-
-    def _evaluate_only(
-        self,
-        stage: str,
-        module: Module,
-        datamodule: DataModule | None,
-        loaders: Any,
-        ckpt_path: str | Path | None,
-        weights_only: bool | None = None,
-    ) -> list[dict[str, float]]:
-        if datamodule is not None and not _is_datamodule(datamodule):
-            datamodule, loaders = None, datamodule  # Lightning's positional order: test(model, dataloaders)
-        elif datamodule is None and _is_datamodule(loaders):
-            datamodule, loaders = loaders, None
-        self._setup(module, datamodule, "validate" if stage == "validate" else "test")
-        self.state.fn = TrainerFn.VALIDATING if stage == "validate" else TrainerFn.TESTING
-        self.state.status = TrainerStatus.RUNNING
-        try:
-            if loaders is None and datamodule is not None:
-                loaders = datamodule.val_dataloader() if stage == "validate" else datamodule.test_dataloader()
-            if loaders is None:
-                raise ValueError(f"{stage} needs a datamodule with a {stage} dataloader, or dataloaders=")
-            loader = D.prepare_loader(loaders, self.env, self.seed or 0, train=False)
-            if ckpt_path is not None:
-                path = self._resolve_ckpt(ckpt_path)
-                if path is not None:
-                    ckpt = engine_layout(load_checkpoint(path, self.device, weights_only), path)
-                    check_model_state(module, ckpt["model"], path)
-                    module.load_state_dict(ckpt["model"])
-            self._wrap(module)
-            metrics = self._run_eval(
-                "val" if stage == "validate" else "test", loader, self._limit(loader, self.limit_val_batches)
-            )
-            self._flush_log()
-            self.print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-            self.state.status = TrainerStatus.FINISHED
-            return [metrics]
-        finally:
-            if self.state.status != TrainerStatus.FINISHED:
-                self.state.status = TrainerStatus.INTERRUPTED
-            self._release_ddp()
-            self.checkpoint_io.wait()
+    def _run_eval(
+        self, stage: str, loaders: Any, limit: int | float | None, cap: int | None = None
+    ) -> dict[str, float]:
+        """One validation ("val") or test epoch over `loaders` (see engine/evaluation.py)."""
+        return evaluation.run_eval(self, stage, loaders, limit, cap)
 
     def _log_step(self) -> None:
         metrics = self._train_results.step_values()  # the one device sync per logging step
-        self.callback_metrics.update(self.env.broadcast_object(metrics))
+        self.callback_metrics.update(self.env.broadcast_object(self._train_results.with_plain_names(metrics)))
         self.log_metrics({**metrics, "epoch": float(self.current_epoch)})
 
     def _flush_log(self) -> None:
@@ -1136,6 +1038,33 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for fn in self._hooks_for(hook):
             fn(*args)
+
+    def _backward_fn(self) -> Callable[[torch.Tensor], None]:
+        """`precision.backward`, wrapped in the backward hooks only where someone defines them.
+
+        Lightning's order: on_before_zero_grad (first micro-batch of a window; the engine has
+        already set the gradients to None after the last step), on_before_backward(loss),
+        backward, on_after_backward.
+        """
+        backward = self.precision.backward
+        zero_grad, before, after = (
+            self._hooks_for(h) for h in ("on_before_zero_grad", "on_before_backward", "on_after_backward")
+        )
+        if not (zero_grad or before or after):
+            return backward  # the common case: the loop calls backward itself, nothing in between
+        k = self.accumulate_grad_batches
+
+        def hooked(loss: torch.Tensor) -> None:
+            if zero_grad and self._batches_done % k == 0:  # (the loop counts the batch after backward)
+                for fn in zero_grad:
+                    fn(self.optimizers[0])
+            for fn in before:
+                fn(loss)
+            backward(loss)
+            for fn in after:
+                fn()
+
+        return hooked
 
     def _hooks_for(self, hook: str) -> list[Callable[..., Any]]:
         hooks = self._hooks.get(hook)
@@ -1249,21 +1178,62 @@ class Trainer:
             self.logger = NullLogger()  # one W&B run per job: only global rank 0 logs
         self.module, self.datamodule = module, datamodule
         module.trainer = self
-        module.to(self.device)
-        self.precision.convert_module(module)
+        self._attach_module_callbacks(module)
         self._hooks = {}
-        self._step_fn = module.training_step
+        # Lightning's order: prepare_data (datamodule, module) on one process per node, then setup
+        # (datamodule, callbacks, module) on every process, before the module moves to the device
+        # (so layers built in setup move with it).
         if datamodule is not None:
-            if self.env.local_rank == 0:
-                datamodule.prepare_data()
-            self.env.barrier()
+            datamodule.trainer = self
+        for owner in (datamodule, module):
+            if owner is not None and self._prepares_data(owner):
+                owner.prepare_data()
+        self.env.barrier()
+        if datamodule is not None:
             datamodule.setup(stage)
         self._call_setup(stage)
+        module.setup(stage)
+        module.to(self.device)
+        self.precision.convert_module(module)
+        self._step_fn = module.training_step
+
+    def _prepares_data(self, owner: Any) -> bool:
+        """`prepare_data` runs on local rank 0 of each node, or on global rank 0 with prepare_data_per_node=False."""
+        per_node = getattr(owner, "prepare_data_per_node", True)
+        return self.env.local_rank == 0 if per_node else self.is_global_zero
 
     def _call_setup(self, stage: str) -> None:
         for c in self.callbacks:
             if callable(getattr(c, "setup", None)):
                 c.setup(self, self.module, stage)
+
+    def _teardown_hooks(self, stage: str) -> None:
+        """Lightning's order: the datamodule's teardown(stage), the callbacks', the module's."""
+        if self.datamodule is not None and callable(getattr(self.datamodule, "teardown", None)):
+            self.datamodule.teardown(stage)
+        for c in self.callbacks:
+            if callable(getattr(c, "teardown", None)):
+                c.teardown(self, self.module, stage)
+        self.module.teardown(stage)
+
+    def _attach_module_callbacks(self, module: Module) -> None:
+        """Add what `module.configure_callbacks()` returns, as Lightning does: a returned callback
+        replaces the Trainer's callbacks of its type (or a parent type), and checkpoint callbacks
+        move to the end, so they save what the others did."""
+        extra = module.configure_callbacks()
+        if not extra:
+            return
+        extra = list(extra) if isinstance(extra, (list, tuple)) else [extra]
+        replaced = {
+            type(c) for c in self.callbacks if type(c) is not Callback and any(isinstance(e, type(c)) for e in extra)
+        }
+        if replaced:
+            names = ", ".join(sorted(t.__name__ for t in replaced))
+            self.print(f"configure_callbacks replaces the Trainer's {names}")
+        merged = [c for c in self.callbacks if type(c) not in replaced] + extra
+        self.callbacks = [c for c in merged if not isinstance(c, ModelCheckpoint)] + [
+            c for c in merged if isinstance(c, ModelCheckpoint)
+        ]
 
     def _configure_optimizers(self, module: Module) -> None:
         self._automatic = bool(module.automatic_optimization)
@@ -1445,7 +1415,7 @@ class Trainer:
         self._release_ddp()
         try:
             self.checkpoint_io.wait()
-            for loader in (self.train_loader, self.val_loader):
+            for loader in (self.train_loader, *evaluation.as_list(self.val_loader)):
                 _shutdown_workers(loader)
         finally:
             if self.is_global_zero:
@@ -1563,11 +1533,6 @@ def _check_manual_optimization(trainer: Trainer) -> None:
         )
 
 
-def _is_datamodule(obj: Any) -> bool:
-    """A DataModule (ours or duck-typed), as opposed to a DataLoader or other iterable."""
-    return callable(getattr(obj, "train_dataloader", None)) or callable(getattr(obj, "setup", None))
-
-
 def _loss_of(outputs: Any) -> torch.Tensor | None:
     """The loss in what training_step returned: a tensor, a mapping with "loss", or None (skip)."""
     return outputs["loss"] if isinstance(outputs, Mapping) else outputs
@@ -1583,49 +1548,6 @@ def _prepare_batch(batch: Any, device: torch.device, dtype: torch.dtype | None) 
             return batch, batch[0].shape[0] if batch[0].ndim else 1
     batch = move_to_device(batch, device, dtype)
     return batch, infer_batch_size(batch)
-
-
-def move_to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
-    """Move tensors in nested dicts, lists, tuples, namedtuples and dataclasses to `device`.
-
-    With `dtype`, floating-point tensors are also cast to it (bf16-true inputs).
-    """
-    if isinstance(batch, torch.Tensor):
-        if dtype is not None and batch.is_floating_point() and batch.dtype != dtype:
-            batch = batch.to(dtype)
-        return batch.to(device, non_blocking=batch.is_pinned()) if batch.device != device else batch
-    if type(batch) is tuple or type(batch) is list:  # the common case first (no ABC or hasattr checks)
-        moved = [move_to_device(v, device, dtype) for v in batch]
-        return moved if type(batch) is list else tuple(moved)
-    if isinstance(batch, Mapping):
-        items = {k: move_to_device(v, device, dtype) for k, v in batch.items()}
-        return items if type(batch) is dict else type(batch)(items)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(move_to_device(v, device, dtype) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device, dtype) for v in batch)
-    if is_dataclass(batch) and not isinstance(batch, type):
-        moved = {f.name: move_to_device(getattr(batch, f.name), device, dtype) for f in fields(batch) if f.init}
-        return replace(batch, **moved)
-    return batch
-
-
-def infer_batch_size(batch: Any) -> int:
-    """The leading dimension of the first tensor found (the weight of epoch means)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0] if batch.ndim > 0 else 1
-    if type(batch) is tuple or type(batch) is list:
-        pass  # the common case: skip the Mapping and dataclass checks
-    elif isinstance(batch, Mapping):
-        batch = list(batch.values())
-    elif is_dataclass(batch) and not isinstance(batch, type):
-        batch = [getattr(batch, f.name) for f in fields(batch)]
-    if isinstance(batch, (list, tuple)):
-        for item in batch:
-            size = infer_batch_size(item)
-            if size:
-                return size
-    return 0 if not isinstance(batch, (list, tuple)) else 1
 
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:

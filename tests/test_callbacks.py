@@ -59,19 +59,31 @@ def test_duck_typed_callback_sees_hooks_in_the_documented_order(tmp_path: Path) 
     module = ModuleHooks(calls)
     trainer = make_trainer(tmp_path, max_epochs=2, num_sanity_val_steps=1, callbacks=[HookRecorder(calls)])
     trainer.fit(module, loader(regression_data(8)), loader(regression_data(8)))  # 2 batches, 2 epochs
-    validation = [
-        "on_validation_start",
-        "on_validation_epoch_end",
-        "module.on_validation_epoch_end",
-        "on_validation_end",
+
+    def validation(batches: int) -> list[str]:
+        return [
+            "on_validation_start",
+            "on_validation_epoch_start",
+            *["on_validation_batch_start", "on_validation_batch_end"] * batches,
+            "on_validation_epoch_end",
+            "module.on_validation_epoch_end",
+            "on_validation_end",
+        ]
+
+    batch = [  # Lightning's order around the optimizer step
+        "on_train_batch_start",
+        "on_before_zero_grad",
+        "on_before_backward",
+        "on_after_backward",
+        "on_before_optimizer_step",
+        "on_train_batch_end",
     ]
-    batch = ["on_train_batch_start", "on_before_optimizer_step", "on_train_batch_end"]
     epoch = [
         "on_train_epoch_start",
         "module.on_train_epoch_start",
         *batch,
         *batch,
-        *validation,
+        *validation(2),
         "module.on_train_epoch_end",
         "on_train_epoch_end",
     ]
@@ -79,7 +91,7 @@ def test_duck_typed_callback_sees_hooks_in_the_documented_order(tmp_path: Path) 
         "setup(fit)",
         "on_fit_start",
         "module.on_fit_start",
-        *validation,  # the sanity check
+        *validation(1),  # the sanity check
         "on_train_start",
         "module.on_train_start",
         *epoch,
@@ -91,7 +103,15 @@ def test_duck_typed_callback_sees_hooks_in_the_documented_order(tmp_path: Path) 
     ]
     calls.clear()
     trainer.test(module, dataloaders=loader(regression_data(8)))
-    assert calls == ["setup(test)", "on_test_start", "on_test_epoch_end", "on_test_end"]
+    test_batch = ["on_test_batch_start", "on_test_batch_end"]
+    assert calls == [
+        "setup(test)",
+        "on_test_start",
+        "on_test_epoch_start",
+        *test_batch * 2,
+        "on_test_epoch_end",
+        "on_test_end",
+    ]
 
 
 def test_every_hook_the_trainer_calls_is_documented(tmp_path: Path) -> None:

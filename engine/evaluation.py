@@ -1,0 +1,394 @@
+"""The evaluation and prediction loops, and the `validate`/`test`/`predict` verbs around them.
+
+Each function takes the Trainer as its first argument (this file never imports trainer.py).
+After `fit`, the verbs run on the fitted module when none is passed; `ckpt_path` chooses the
+weights: None (a passed module's own weights; otherwise the best checkpoint of the fit when
+there is one, else the fitted weights), "best", "last" or a path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import distributed as D
+from .batch import infer_batch_size, move_to_device
+from .callbacks import ModelCheckpoint
+from .checkpoint import CheckpointError, check_model_state, engine_layout, find_resume_checkpoint, load_checkpoint
+from .module import Module, is_datamodule
+from .states import RunningStage, TrainerFn, TrainerStatus
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+_HOOK_NAME = {"val": "validation", "test": "test", "predict": "predict"}
+
+
+def as_list(loaders: Any) -> list[Any]:
+    """Several dataloaders arrive as a list or tuple; one as itself; none as None."""
+    if loaders is None:
+        return []
+    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+
+
+def request_loader(source: Any, method: str) -> Any:
+    """`source.<method>()` (a datamodule's or the module's own loader), or None where it has none."""
+    fn = getattr(source, method, None)
+    return fn() if callable(fn) else None
+
+
+def prepare_loaders(trainer: Trainer, loaders: Any) -> Any:
+    """Shard evaluation loaders over the processes (unpadded); a list stays a list."""
+    seed = trainer.seed if trainer.seed is not None else 0
+    if isinstance(loaders, (list, tuple)):
+        return [D.prepare_loader(loader, trainer.env, seed, train=False) for loader in loaders]
+    return D.prepare_loader(loaders, trainer.env, seed, train=False)
+
+
+# -- the evaluation loop ---------------------------------------------------------------------
+def run_eval(
+    trainer: Trainer, stage: str, loaders: Any, limit: int | float | None, cap: int | None
+) -> dict[str, float]:
+    """One validation ("val") or test epoch over one or several loaders; returns the epoch metrics.
+
+    Lightning's hook order: on_<stage>_model_eval, on_<stage>_start, on_<stage>_epoch_start, per
+    batch (on_<stage>_batch_start, the step, on_<stage>_batch_end), on_<stage>_epoch_end,
+    on_<stage>_end, on_<stage>_model_train. With several loaders, the steps and batch hooks get a
+    `dataloader_idx` and logged names end in ``/dataloader_idx_N``.
+    """
+    module = trainer.module
+    loaders = as_list(loaders)
+    results = trainer.results = trainer._eval_results
+    results.reset(stage)
+    name = _HOOK_NAME[stage]
+    step = module.validation_step if stage == "val" else module.test_step
+    several = len(loaders) > 1
+    if several:
+        _check_takes_dataloader_idx(step, f"{name}_step")
+    batch_start, batch_end = trainer._hooks_for(f"on_{name}_batch_start"), trainer._hooks_for(f"on_{name}_batch_end")
+    device, dtype, precision = trainer.device, trainer.precision.input_dtype, trainer.precision
+    outer_stage = trainer.state.stage
+    if trainer.sanity_checking:
+        trainer.state.stage = RunningStage.SANITY_CHECKING
+    else:
+        trainer.state.stage = RunningStage.VALIDATING if stage == "val" else RunningStage.TESTING
+    modes = _model_eval(module, name)
+    trainer._call(f"on_{name}_start")
+    trainer._call(f"on_{name}_epoch_start")
+    with torch.no_grad():
+        for dataloader_idx, loader in enumerate(loaders):
+            n = trainer._limit(loader, limit)
+            n = min(n, cap) if cap is not None else n
+            if n <= 0:
+                continue
+            results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
+            extra = (dataloader_idx,) if several else ()
+            for batch_idx, batch in enumerate(loader):
+                if batch_idx >= n:
+                    break
+                batch = move_to_device(batch, device, dtype)
+                results.batch_size = infer_batch_size(batch)
+                for fn in batch_start:
+                    fn(batch, batch_idx, *extra)
+                with precision.autocast():
+                    outputs = step(batch, batch_idx, *extra)
+                for fn in batch_end:
+                    fn(outputs, batch, batch_idx, *extra)
+                if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
+                    _log_eval_step(trainer)
+    results.dataloader_suffix = ""
+    trainer._call(f"on_{name}_epoch_end")
+    metrics = results.compute_epoch()
+    if trainer.sanity_checking:
+        trainer._sanity_names = set(metrics)
+    else:
+        trainer.last_eval_metrics = trainer.env.broadcast_object(metrics)
+        # Lightning's callback_metrics: epoch values under the logged name and, for values logged
+        # with both on_step and on_epoch, under the plain name too (never the `_step` values).
+        trainer.callback_metrics.update(results.with_plain_names(trainer.last_eval_metrics))
+        if stage == "val":
+            trainer.log_metrics(metrics)
+    trainer._call(f"on_{name}_end")
+    _model_train(module, name, modes)
+    trainer.state.stage = outer_stage
+    return metrics
+
+
+def _log_eval_step(trainer: Trainer) -> None:
+    results = trainer._eval_results
+    values = results.step_values()
+    results.step.clear()
+    if trainer.sanity_checking:
+        return
+    values = {k: v for k, v in values.items() if k not in results.hidden}
+    trainer.logged_metrics.update(values)
+    if trainer.is_global_zero and values:
+        # At the current training step: a logger's step must not go backwards (W&B drops such rows).
+        trainer.logger.log_metrics(values, step=trainer.global_step)
+
+
+def _model_eval(module: Module, name: str) -> dict[torch.nn.Module, bool]:
+    """Call on_<name>_model_eval (default: module.eval()); returns every submodule's mode to restore."""
+    modes = {m: m.training for m in module.modules()}
+    getattr(module, f"on_{name}_model_eval")()
+    return modes
+
+
+def _model_train(module: Module, name: str, modes: dict[torch.nn.Module, bool]) -> None:
+    """Restore each submodule's mode (a frozen BatchNorm stays in eval), unless the module overrides the hook."""
+    hook = f"on_{name}_model_train"
+    if hook in vars(module) or getattr(type(module), hook, None) is not getattr(Module, hook, None):
+        getattr(module, hook)()
+        return
+    for m, training in modes.items():
+        m.training = training
+
+
+def _check_takes_dataloader_idx(fn: Callable[..., Any], name: str) -> None:
+    params = inspect.signature(fn).parameters
+    if "dataloader_idx" not in params and not any(p.kind is p.VAR_POSITIONAL for p in params.values()):
+        raise TypeError(
+            f"{name} is given several dataloaders: add a `dataloader_idx` argument, "
+            f"e.g. def {name}(self, batch, batch_idx, dataloader_idx=0)"
+        )
+
+
+# -- validate / test after (or without) fit ---------------------------------------------------------
+def evaluate_only(
+    trainer: Trainer,
+    verb: str,
+    module: Module | None,
+    datamodule: Any,
+    loaders: Any,
+    ckpt_path: str | Path | None,
+    verbose: bool = True,
+    weights_only: bool | None = None,
+) -> list[dict[str, float]]:
+    """`trainer.validate` / `trainer.test`: one epoch; a metrics dict per dataloader (as Lightning)."""
+    if datamodule is not None and not is_datamodule(datamodule):
+        datamodule, loaders = None, datamodule  # Lightning's positional order: test(model, dataloaders)
+    elif datamodule is None and is_datamodule(loaders):
+        datamodule, loaders = loaders, None
+    model_given = module is not None
+    module = _target(trainer, verb, module)
+    method = "val_dataloader" if verb == "validate" else "test_dataloader"
+    datamodule = _data_source(trainer, module, datamodule, loaders, method)
+    path = resolve_ckpt(trainer, verb, ckpt_path, model_given)  # before setup: "best" is the fit's
+    trainer._setup(module, datamodule, verb)
+    trainer.state.fn = TrainerFn.VALIDATING if verb == "validate" else TrainerFn.TESTING
+    trainer.state.status = TrainerStatus.RUNNING
+    try:
+        if loaders is None:
+            loaders = request_loader(datamodule if datamodule is not None else module, method)
+        if not as_list(loaders):
+            raise ValueError(
+                f"{verb} needs dataloaders=, a datamodule with {method}(), or a {method}() method on the module"
+            )
+        prepared = prepare_loaders(trainer, loaders)
+        if path is not None:
+            _load_weights(trainer, module, path, weights_only)
+        trainer._wrap(module)
+        if verb == "validate":
+            limit = trainer.limit_val_batches
+        else:  # Lightning's own limit for testing, not the validation one
+            limit = getattr(trainer, "limit_test_batches", None)
+            limit = trainer.fast_dev_run if limit is None and trainer.fast_dev_run else limit
+        metrics = trainer._run_eval("val" if verb == "validate" else "test", prepared, limit)
+        trainer._flush_log()
+        if verbose:
+            trainer.print(f"{verb}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        trainer._teardown_hooks(verb)
+        trainer.state.status = TrainerStatus.FINISHED
+        return _per_dataloader(metrics, len(as_list(prepared)))
+    finally:
+        if trainer.state.status != TrainerStatus.FINISHED:
+            trainer.state.status = TrainerStatus.INTERRUPTED
+        trainer._release_ddp()
+        trainer.checkpoint_io.wait()
+
+
+def _per_dataloader(metrics: dict[str, float], count: int) -> list[dict[str, float]]:
+    """One dict per dataloader: its own ``/dataloader_idx_N`` values plus those logged without the suffix."""
+    if count <= 1:
+        return [metrics]
+    shared = {k: v for k, v in metrics.items() if "/dataloader_idx_" not in k}
+    return [
+        {**shared, **{k: v for k, v in metrics.items() if k.endswith(f"/dataloader_idx_{i}")}} for i in range(count)
+    ]
+
+
+# -- predict -------------------------------------------------------------------------------------------
+def predict(
+    trainer: Trainer,
+    module: Module | None,
+    loaders: Any,
+    datamodule: Any,
+    return_predictions: bool | None,
+    ckpt_path: str | Path | None,
+) -> list[Any] | None:
+    """`trainer.predict`: run `predict_step` over the predict loaders, gradients off, module in eval mode.
+
+    Returns the steps' outputs, moved to the CPU: a list over batches, or a list of such lists with
+    several dataloaders; None with return_predictions=False. Under DDP each process predicts its own
+    shard (samples rank, rank + world_size, ...) and returns those: gather them with
+    `self.all_gather` in predict_step, or write each rank's to its own file.
+    """
+    if datamodule is None and is_datamodule(loaders):
+        datamodule, loaders = loaders, None
+    model_given = module is not None
+    module = _target(trainer, "predict", module)
+    datamodule = _data_source(trainer, module, datamodule, loaders, "predict_dataloader")
+    path = resolve_ckpt(trainer, "predict", ckpt_path, model_given)
+    trainer._setup(module, datamodule, "predict")
+    trainer.state.fn, trainer.state.status = TrainerFn.PREDICTING, TrainerStatus.RUNNING
+    try:
+        if loaders is None:
+            loaders = request_loader(datamodule if datamodule is not None else module, "predict_dataloader")
+        if not as_list(loaders):
+            raise ValueError(
+                "predict needs dataloaders=, a datamodule with predict_dataloader(), "
+                "or a predict_dataloader() method on the module"
+            )
+        prepared = as_list(prepare_loaders(trainer, loaders))
+        if path is not None:
+            _load_weights(trainer, module, path)
+        trainer._wrap(module)
+        outputs = _run_predict(trainer, module, prepared, getattr(trainer, "limit_predict_batches", None))
+        trainer._teardown_hooks("predict")
+        trainer.state.status = TrainerStatus.FINISHED
+    finally:
+        if trainer.state.status != TrainerStatus.FINISHED:
+            trainer.state.status = TrainerStatus.INTERRUPTED
+        trainer._release_ddp()
+        trainer.checkpoint_io.wait()
+    if return_predictions is False:
+        return None
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: int | float | None) -> list[list[Any]]:
+    """Lightning's order: on_predict_model_eval, on_predict_start, on_predict_epoch_start, per batch
+    (on_predict_batch_start, predict_step, on_predict_batch_end), on_predict_epoch_end, on_predict_end."""
+    results = trainer.results = trainer._eval_results
+    results.reset("predict")
+    results.enabled = False  # nothing is logged while predicting
+    several = len(loaders) > 1
+    if several:
+        _check_takes_dataloader_idx(module.predict_step, "predict_step")
+    batch_start, batch_end = trainer._hooks_for("on_predict_batch_start"), trainer._hooks_for("on_predict_batch_end")
+    device, dtype, precision, cpu = (
+        trainer.device,
+        trainer.precision.input_dtype,
+        trainer.precision,
+        torch.device("cpu"),
+    )
+    predictions: list[list[Any]] = [[] for _ in loaders]
+    trainer.state.stage = RunningStage.PREDICTING
+    modes = _model_eval(module, "predict")
+    try:
+        trainer._call("on_predict_start")
+        trainer._call("on_predict_epoch_start")
+        with torch.no_grad():
+            for dataloader_idx, loader in enumerate(loaders):
+                n = trainer._limit(loader, limit)
+                if n <= 0:
+                    continue
+                extra = (dataloader_idx,) if several else ()
+                for batch_idx, batch in enumerate(loader):
+                    if batch_idx >= n:
+                        break
+                    batch = move_to_device(batch, device, dtype)
+                    for fn in batch_start:
+                        fn(batch, batch_idx, *extra)
+                    with precision.autocast():
+                        outputs = module.predict_step(batch, batch_idx, *extra)
+                    for fn in batch_end:
+                        fn(outputs, batch, batch_idx, *extra)
+                    predictions[dataloader_idx].append(move_to_device(outputs, cpu))
+        trainer._call("on_predict_epoch_end")
+        trainer._call("on_predict_end")
+    finally:
+        results.enabled = True
+        trainer.state.stage = None
+        for m, training in modes.items():
+            m.training = training
+    return predictions
+
+
+# -- which module, which data, which weights ------------------------------------------------------------
+def _target(trainer: Trainer, verb: str, module: Module | None) -> Module:
+    if module is not None:
+        return module
+    if trainer.module is None:
+        raise ValueError(f"trainer.{verb}() without a model needs a previous trainer.fit(model): pass the model")
+    return trainer.module
+
+
+def _data_source(trainer: Trainer, module: Module, datamodule: Any, loaders: Any, method: str) -> Any:
+    """The datamodule to set up: the one passed; with no data passed, none when the module defines
+    `method` itself, else the fit's datamodule."""
+    if datamodule is not None or loaders is not None:
+        return datamodule
+    if callable(getattr(module, method, None)):
+        return None
+    return trainer.datamodule
+
+
+def resolve_ckpt(trainer: Trainer, verb: str, ckpt_path: str | Path | None, model_given: bool) -> Path | None:
+    """The checkpoint whose weights `verb` uses, or None for the module's weights as they are."""
+    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    if ckpt_path in ("best", "last") and trainer.fast_dev_run:
+        raise ValueError(f'{verb}(ckpt_path="{ckpt_path}"): fast_dev_run saves no checkpoints; pass a checkpoint path')
+    if ckpt_path is None:
+        if model_given or trainer.fast_dev_run or not checkpoints or not checkpoints[0].best_model_path:
+            return None
+        best = checkpoints[0].best_model_path  # as Lightning: a verb after fit uses the best weights
+        trainer.print(f"{verb}: using the best checkpoint of the fit, {best} (pass ckpt_path= to choose)")
+        return _existing(Path(best), verb)
+    if ckpt_path == "best":
+        if not checkpoints:
+            raise ValueError(
+                f'{verb}(ckpt_path="best") needs a ModelCheckpoint callback in Trainer(callbacks=[...]); '
+                "or pass a checkpoint path"
+            )
+        if not checkpoints[0].best_model_path:
+            raise ValueError(
+                f'{verb}(ckpt_path="best"): the ModelCheckpoint has saved no best checkpoint yet (fit first; '
+                'fast_dev_run saves none); pass ckpt_path="last" or a checkpoint path'
+            )
+        return _existing(Path(checkpoints[0].best_model_path), verb)
+    if ckpt_path == "last":
+        saved = [Path(c.last_model_path) for c in checkpoints if c.last_model_path]
+        saved = [p for p in saved if p.is_file()]
+        found = max(saved, key=lambda p: p.stat().st_mtime) if saved else None
+        found = found or find_resume_checkpoint(Path(trainer.default_root_dir) / "checkpoints")
+        if found is None:
+            raise ValueError(
+                f'{verb}(ckpt_path="last"): no last checkpoint was saved (ModelCheckpoint(save_last=True) '
+                "writes one); pass a checkpoint path"
+            )
+        return found
+    return _existing(Path(ckpt_path), verb)
+
+
+def _existing(path: Path, verb: str) -> Path:
+    if not path.is_file():
+        raise CheckpointError(f"{verb}: checkpoint {path} does not exist; pass ckpt_path= an existing .ckpt file")
+    return path
+
+
+def _load_weights(trainer: Trainer, module: Module, path: Path, weights_only: bool | None = None) -> None:
+    """Load the module's weights from `path` (every rank reads the file rank 0 chose)."""
+    path = trainer.env.broadcast_object(path)
+    ckpt = engine_layout(load_checkpoint(path, trainer.device, weights_only), path)
+    state = ckpt.get("model", ckpt.get("state_dict"))
+    if state is None:
+        raise CheckpointError(f"{path} holds no model weights (no 'model' or 'state_dict' entry)")
+    module.on_load_checkpoint(ckpt)
+    check_model_state(module, state, path)
+    module.load_state_dict(state)
+    trainer.print(f"loaded the weights of {path}")

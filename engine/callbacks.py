@@ -475,6 +475,7 @@ class ProgressBar(Callback):
         self.stream = stream
         self.line_interval_s = line_interval_s
         self._progress: Any = None  # rich.progress.Progress while the bar is on screen
+        self._want_bar = False
         self._task: Any = None
         self._started = 0.0
         self._start_step = 0
@@ -486,10 +487,14 @@ class ProgressBar(Callback):
     def on_train_start(self, trainer: Trainer, module: Module) -> None:
         self._started, self._start_step = time.perf_counter(), trainer.global_step
         self._last_line, self._metrics = -math.inf, ""
-        if trainer.is_global_zero and self.stream is None and self.refresh_rate > 0 and _is_terminal(sys.stdout):
-            self._start_bar()
+        self._want_bar = (
+            trainer.is_global_zero and self.stream is None and self.refresh_rate > 0 and _is_terminal(sys.stdout)
+        )
 
     def on_train_epoch_start(self, trainer: Trainer, module: Module) -> None:
+        if self._want_bar and self._progress is None:
+            self._want_bar = False
+            self._start_bar()
         if self._progress is not None:
             total = trainer.num_training_batches
             self._progress.reset(
@@ -550,7 +555,7 @@ class ProgressBar(Callback):
             redirect_stderr=True,
             refresh_per_second=4,
         )
-        self._task = self._progress.add_task("", total=None, step=0, times="", rate="", metrics="")
+        self._task = self._progress.add_task("", total=None, start=True, step=0, times="", rate="", metrics="")
         self._progress.start()
         console.set_live(True)
 

@@ -158,7 +158,8 @@ def report(trainer: Trainer, run_dir: Path, elapsed: float | None = None) -> Non
 
 
 def end_of_run_lines(trainer: Trainer, run_dir: Path, elapsed: float | None = None) -> list[str]:
-    took = f" after {_duration(elapsed)}" if elapsed is not None else ""
+    ends_in_command = trainer.stop_reason in ("interrupted", "preempted")  # a command is copied: keep it last
+    took = f" after {_duration(elapsed)}" if elapsed is not None and not ends_in_command else ""
     lines = [stop_words(trainer) + took]
     metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val")}
     lines.append(

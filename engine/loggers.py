@@ -513,7 +513,8 @@ class WandbLogger:
             try:
                 run = wandb.init(mode=attempt, **kwargs)
             except Exception as err:  # no network, bad key, server error, timeout ...
-                failures.append(f"{attempt}: {type(err).__name__}: {_redact(str(err)).strip()}")
+                first_line = (_redact(str(err)).strip().splitlines() or [""])[0]  # wandb adds advice lines
+                failures.append(f"{attempt}: {type(err).__name__}: {first_line}")
                 continue
             self._start(run, attempt)
             break

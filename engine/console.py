@@ -127,7 +127,8 @@ def session(log_file: Path | None, rank: int = 0, world_size: int = 1) -> Iterat
         handler.setFormatter(_Formatter(rank))
         log.addHandler(handler)
     previous = warnings.showwarning
-    warnings.showwarning = _show_warning
+    if not _recording_warnings():
+        warnings.showwarning = _show_warning
     try:
         yield
     finally:
@@ -136,6 +137,12 @@ def session(log_file: Path | None, rank: int = 0, world_size: int = 1) -> Iterat
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+
+
+def _recording_warnings() -> bool:
+    """Inside ``warnings.catch_warnings(record=True)`` (pytest.warns): leave the warnings to it."""
+    impl = getattr(warnings, "_showwarnmsg_impl", None)
+    return isinstance(getattr(impl, "__self__", None), list)
 
 
 def _show_warning(

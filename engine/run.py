@@ -203,7 +203,7 @@ def stop_words(trainer: Trainer) -> str:
     if reason == "early_stopping":
         return f"stopped early at step {t.global_step}: {message}"
     if reason == "preempted":
-        return f"preempted at step {t.global_step} ({message}); a requeued job resumes with: {t.resume_command}"
+        return f"preempted at step {t.global_step} ({message}); resume with: {t.resume_command}"
     return f"stopped at step {t.global_step}: {message or reason}"
 
 

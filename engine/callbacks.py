@@ -710,7 +710,7 @@ class RichProgressBarTheme:
 class TQDMProgressBar(ProgressBar):
     """Lightning's name for the engine's progress display; ``refresh_rate=0`` turns it off.
 
-    Arguments the display does not use (its refresh follows `log_every_n_steps`) are kept as
+    Arguments the display does not use (`process_position`, `leave`) are kept as
     attributes, so code that reads them works.
     """
 
@@ -742,7 +742,7 @@ class TQDMProgressBar(ProgressBar):
 
 
 class RichProgressBar(TQDMProgressBar):
-    """Lightning's rich display, as the engine's display (no `rich` dependency); same arguments."""
+    """Lightning's rich display: the engine's display, which draws its bar with rich on a terminal."""
 
     def __init__(
         self,

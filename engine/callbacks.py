@@ -27,6 +27,7 @@ Hooks (every one optional; `trainer` and `module` are passed to each):
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 import re
@@ -41,6 +42,8 @@ from .config import ConfigError
 if TYPE_CHECKING:
     from .module import Module
     from .trainer import Trainer
+
+_log = logging.getLogger(__name__)
 
 
 class Callback:
@@ -465,29 +468,68 @@ class ThroughputMonitor(Callback):
 
 
 class ProgressBar(Callback):
-    """One status line: rewritten in place on a terminal, printed periodically otherwise."""
+    """The training progress: a live bar on a terminal, plain lines otherwise (CI logs, SLURM files).
 
-    def __init__(self, stream: Any = None) -> None:
+    Both show epoch x/N, batch, step, elapsed time, the ETA of the whole fit, samples/s, the
+    share of time spent waiting for data and the ``prog_bar`` metrics; each validation adds one
+    line. On a terminal the bar (rich) is redrawn at most every `refresh_rate` batches (0: no
+    bar), and every other message prints above it, never glued onto it. Elsewhere a line is
+    written every ``log_every_n_steps`` steps but at most every `line_interval_s` seconds, and at
+    each epoch's end. The lines go through the engine's logger (so into ``train.log`` too), or
+    to `stream` when one is given.
+    """
+
+    def __init__(self, refresh_rate: int = 1, stream: Any = None, line_interval_s: float = 10.0) -> None:
+        self.refresh_rate = refresh_rate
         self.stream = stream
-        self._tty = False
+        self.line_interval_s = line_interval_s
+        self._progress: Any = None  # rich.progress.Progress while the bar is on screen
+        self._want_bar = False
+        self._task: Any = None
         self._started = 0.0
+        self._start_step = 0
+        self._last_line = -math.inf
+        self._last_draw = -math.inf
+        self._metrics = ""
 
+    # -- hooks ---------------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, module: Module) -> None:
-        self.stream = self.stream or sys.stdout
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._started = time.perf_counter()
+        self._started, self._start_step = time.perf_counter(), trainer.global_step
+        self._last_line, self._metrics = -math.inf, ""
+        self._want_bar = (
+            trainer.is_global_zero and self.stream is None and self.refresh_rate > 0 and _is_terminal(sys.stdout)
+        )
+
+    def on_train_epoch_start(self, trainer: Trainer, module: Module) -> None:
+        if self._want_bar and self._progress is None:
+            self._want_bar = False
+            self._start_bar()
+        if self._progress is not None:
+            total = trainer.num_training_batches
+            self._progress.reset(
+                self._task,
+                total=total if total < sys.maxsize else None,
+                completed=trainer._batches_done,
+                description=self._epoch(trainer),
+            )
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not trainer.should_log or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
-        shown = {k: v for k, v in trainer.progress_metrics().items()}
-        total = trainer.num_training_batches
-        parts = [f"epoch {trainer.current_epoch}", f"batch {batch_idx + 1}/{total}", f"step {trainer.global_step}"]
-        parts += [f"{k}={v:.4g}" for k, v in shown.items()]
-        t = trainer.timer
-        if t.total > 0:
-            parts.append(f"{t.samples_per_sec(trainer.world_size):.0f} samples/s, data wait {t.wait / t.total:.0%}")
-        self._write(" | ".join(parts))
+        if trainer.should_log:
+            shown = {**trainer.progress_metrics(), **self._val_metrics(trainer)}
+            self._metrics = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        last = batch_idx + 1 == trainer.num_training_batches
+        now = time.perf_counter()
+        if self._progress is not None:
+            if (batch_idx + 1) % self.refresh_rate == 0 and (now - self._last_draw >= 0.1 or last):
+                self._last_draw = now
+                self._progress.update(self._task, completed=batch_idx + 1, **self._fields(trainer, now))
+            if trainer.should_log:  # train.log keeps the lines the bar shows
+                self._emit(self._line(trainer, batch_idx, now), progress=True)
+        elif (trainer.should_log and now - self._last_line >= self.line_interval_s) or last:
+            self._last_line = now
+            self._emit(self._line(trainer, batch_idx, now), progress=True)
 
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -495,18 +537,105 @@ class ProgressBar(Callback):
         latest = trainer.last_eval_metrics
         shown = {k: v for k, v in latest.items() if k in trainer.results_prog_bar} or latest
         text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "(nothing logged)"
-        self._write(f"epoch {trainer.current_epoch} step {trainer.global_step} validation: {text}", end=True)
-
-    def _write(self, line: str, end: bool = False) -> None:
-        if self._tty:
-            self.stream.write("\r\033[K" + line + ("\n" if end else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self._emit(f"{self._epoch(trainer)} step {trainer.global_step} validation: {text}")
 
     def on_train_end(self, trainer: Trainer, module: Module) -> None:
-        if self._tty and trainer.is_global_zero:
-            self.stream.write("\n")
+        self._stop_bar()
+
+    def on_exception(self, trainer: Trainer, module: Module, exception: BaseException) -> None:
+        self._stop_bar()
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _start_bar(self) -> None:
+        try:  # rich draws the bar; without it, the plain lines
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        except ImportError:
+            return
+        from . import console
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TextColumn("step {task.fields[step]} | {task.fields[times]} | {task.fields[rate]} {task.fields[metrics]}"),
+            console=Console(file=sys.stdout),
+            redirect_stdout=True,  # every print and log line goes above the bar
+            redirect_stderr=True,
+            refresh_per_second=4,
+        )
+        self._task = self._progress.add_task("", total=None, start=True, step=0, times="", rate="", metrics="")
+        self._progress.start()
+        console.set_live(True)
+
+    def _stop_bar(self) -> None:
+        if self._progress is not None:
+            from . import console
+
+            self._progress.stop()
+            self._progress = None
+            console.set_live(False)
+
+    def _fields(self, trainer: Trainer, now: float) -> dict[str, Any]:
+        t = trainer.timer
+        rate = f"{t.samples_per_sec(trainer.world_size):.0f} samples/s, data wait {t.wait / t.total:.0%}"
+        return {
+            "step": trainer.global_step,
+            "times": self._times(trainer, now),
+            "rate": rate if t.total > 0 else "",
+            "metrics": self._metrics,
+        }
+
+    def _line(self, trainer: Trainer, batch_idx: int, now: float) -> str:
+        total = trainer.num_training_batches
+        parts = [
+            self._epoch(trainer),
+            f"batch {batch_idx + 1}/{total}" if total < sys.maxsize else f"batch {batch_idx + 1}",
+            f"step {trainer.global_step}",
+            self._times(trainer, now),
+        ]
+        t = trainer.timer
+        if t.total > 0:
+            parts.append(f"{t.samples_per_sec(trainer.world_size):.0f} samples/s, data wait {t.wait / t.total:.0%}")
+        if self._metrics:
+            parts.append(self._metrics)
+        return " | ".join(parts)
+
+    def _times(self, trainer: Trainer, now: float) -> str:
+        elapsed = now - self._started
+        done = trainer.global_step - self._start_step
+        left = trainer.estimated_stepping_batches - trainer.global_step
+        eta = f", ETA {_clock(left * elapsed / done)}" if done > 0 and left >= 0 else ""
+        return f"{_clock(elapsed)} elapsed{eta}"
+
+    @staticmethod
+    def _epoch(trainer: Trainer) -> str:
+        n = trainer.max_epochs
+        return f"epoch {trainer.current_epoch + 1}/{n}" if n is not None else f"epoch {trainer.current_epoch + 1}"
+
+    @staticmethod
+    def _val_metrics(trainer: Trainer) -> dict[str, float]:
+        return {k: v for k, v in trainer.last_eval_metrics.items() if k in trainer.results_prog_bar}
+
+    def _emit(self, line: str, progress: bool = False) -> None:
+        if self.stream is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        else:
+            _log.info(line, extra={"progress": progress})
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+
+
+def _clock(seconds: float) -> str:
+    """1:05 or 1:02:03."""
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 # -- Lightning's names for the display callbacks, and its Timer ---------------------------------
@@ -590,7 +719,7 @@ class RichProgressBarTheme:
 class TQDMProgressBar(ProgressBar):
     """Lightning's name for the engine's progress display; ``refresh_rate=0`` turns it off.
 
-    Arguments the display does not use (its refresh follows `log_every_n_steps`) are kept as
+    Arguments the display does not use (`process_position`, `leave`) are kept as
     attributes, so code that reads them works.
     """
 
@@ -622,7 +751,7 @@ class TQDMProgressBar(ProgressBar):
 
 
 class RichProgressBar(TQDMProgressBar):
-    """Lightning's rich display, as the engine's display (no `rich` dependency); same arguments."""
+    """Lightning's rich display: the engine's display, which draws its bar with rich on a terminal."""
 
     def __init__(
         self,

@@ -89,6 +89,7 @@ class WandbConfig:
     log_model: Literal[False, True, "best", "last", "all"] = False
     watch: Literal[False, "gradients", "parameters", "all"] = False
     watch_log_freq: int = 100
+    init_timeout: float = 30.0  # seconds an online start may take before the run continues offline
 
 
 @dataclass

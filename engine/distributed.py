@@ -17,6 +17,7 @@ Environment knobs:
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -40,6 +41,7 @@ from torch.utils.data import (
 
 from .config import ConfigError
 
+SELF_LAUNCHED = "SCAFFOLD_SELF_LAUNCHED"  # set for the workers `launch` starts (not for torchrun's)
 DEFAULT_TIMEOUT_S = 1800.0  # torch's gloo default; generous because prepare_data and rank-0 saves sit behind barriers
 
 
@@ -271,6 +273,16 @@ def launch(devices: int, module: str, argv: list[str]) -> int:
 
     from .trainer import PREEMPTED_EXIT_CODE
 
+    os.environ[SELF_LAUNCHED] = "1"
+    if "OMP_NUM_THREADS" not in os.environ:
+        # torch's launcher would set 1 and print a 4-line banner saying so; a share of the cores
+        # is a better default for CPU work, and saying it explicitly keeps the console quiet.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // devices))
+    # The launcher's own notes on a Ctrl-C or SIGTERM ("Received SIGINT death signal, shutting
+    # down workers", "Closing process ... via signal") repeat what the workers print.
+    for name in ("torch.distributed.elastic.agent.server.api", "torch.distributed.elastic.multiprocessing.api"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     parser = get_args_parser()
     options = ["--nproc_per_node", str(devices), "--standalone"]
     # Forward SIGUSR1 too (torch >= 2.7 knows the option); SIGTERM is forwarded by every version.
@@ -348,6 +360,9 @@ class WorkerInit:
         self.rank, self.seed_workers = rank, seed_workers
 
     def __call__(self, worker_id: int) -> None:
+        # A Ctrl-C reaches the workers too (one process group): the training process decides
+        # what happens (finish the step, save), so a worker must not die of it mid-epoch.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if "file_system" in torch.multiprocessing.get_all_sharing_strategies():
             torch.multiprocessing.set_sharing_strategy("file_system")
         if self.seed_workers:

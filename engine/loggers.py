@@ -358,6 +358,9 @@ class WandbLogger:
       save, ``best``/``last``/``True`` log at the end.
     - A failing ``wandb.init`` (no network, bad key, server error, timeout) warns once and falls
       back to offline, then to disabled; logging errors warn and never stop training.
+      ``init_timeout`` (seconds) bounds the online attempt: with no network it gives up then.
+    - W&B's own run header and footer are quieted (``Settings(quiet=True)``) unless the
+      settings or ``WANDB_QUIET``/``WANDB_SILENT`` say otherwise: the end-of-run lines say it once.
     - Extra keyword arguments go to ``wandb.init`` (e.g. ``settings=``, ``resume=``).
 
     Lightning's arguments work too: ``id``/``version`` (the run id), ``offline=True``, ``dir``
@@ -395,6 +398,7 @@ class WandbLogger:
         prefix: str = "",
         checkpoint_name: str | None = None,
         add_file_policy: str = "mutable",
+        print_sync_command: bool = True,
         **init_kwargs: Any,
     ):
         if offline and mode == "auto":
@@ -421,6 +425,8 @@ class WandbLogger:
         self.mode, self.save_dir = mode, Path(save_dir)
         self.log_model, self.watch_mode, self.watch_log_freq = log_model, watch, watch_log_freq
         self.init_timeout, self.finish_timeout, self.init_kwargs = init_timeout, finish_timeout, init_kwargs
+        self.print_sync_command = print_sync_command  # False when the caller reports the run itself
+        self.url: str | None = None  # the online run's page
         self._config: dict[str, Any] = _plain(dict(config or {}))
         self._run: Any = None
         self._run_mode: str | None = None  # online | offline | disabled, once started
@@ -535,7 +541,8 @@ class WandbLogger:
             try:
                 run = wandb.init(mode=attempt, **kwargs)
             except Exception as err:  # no network, bad key, server error, timeout ...
-                failures.append(f"{attempt}: {type(err).__name__}: {_redact(str(err)).strip()}")
+                first_line = (_redact(str(err)).strip().splitlines() or [""])[0]  # wandb adds advice lines
+                failures.append(f"{attempt}: {type(err).__name__}: {first_line}")
                 continue
             self._start(run, attempt)
             break
@@ -548,6 +555,10 @@ class WandbLogger:
             settings.init_timeout = self.init_timeout
         if self.finish_timeout is not None:  # give up uploading after this long; `wandb sync` the rest
             settings.finish_timeout = self.finish_timeout
+        chosen = getattr(settings, "model_fields_set", set())
+        env_says = any(os.environ.get(v) for v in ("WANDB_QUIET", "WANDB_SILENT"))
+        if "quiet" in getattr(type(settings), "model_fields", {}) and not ({"quiet", "silent"} & chosen or env_says):
+            settings.quiet = True  # no "Tracking run ..." header or "You can sync ..." footer
         # wandb-core buffers the run file for 15 s: a SIGKILLed offline run (OOM killer, the
         # end of a SLURM grace period) would lose that much. Flush every 2 s unless told otherwise.
         fields = getattr(type(settings), "model_fields", {})
@@ -563,6 +574,8 @@ class WandbLogger:
         self._run_mode = mode
         self._run_id = run.id
         self._sync_dir = getattr(run, "sync_dir", None) or getattr(run.settings, "sync_dir", None)
+        if mode == "online":  # an offline run's url warns that there is none
+            self.url = getattr(run, "url", None)
         # Every metric is plotted against the trainer's step, not wandb's internal counter.
         run.define_metric(STEP_KEY)
         run.define_metric("*", step_metric=STEP_KEY)
@@ -573,9 +586,12 @@ class WandbLogger:
     def _warn_init(self, mode: str, failures: list[str]) -> None:
         tried = "; ".join(failures)
         if self._run_mode == "offline":
+            article = "an" if mode[0] in "aeiou" else "a"
+            within = f" within {self.init_timeout:g} s" if self.init_timeout is not None else ""
             msg = (
-                f"W&B could not start a {mode} run ({tried}). Logging offline instead to {self._sync_dir}; "
-                f"upload it later with `{self.sync_command}`. Set wandb.mode=offline to skip the online attempt."
+                f"W&B could not start {article} {mode} run{within} ({tried}). Logging offline instead to "
+                f"{self._sync_dir}; upload it later with `{self.sync_command}`. Set wandb.mode=offline to skip "
+                "the online attempt, or raise wandb.init_timeout on a slow network."
             )
         else:
             msg = (
@@ -816,7 +832,7 @@ class WandbLogger:
             self._guard("finish", run.finish, exit_code=EXIT_CODES.get(status, 1))
             command = self.sync_command
             self._run = None  # a later log call resumes the same run id
-            if command:
+            if command and self.print_sync_command:
                 print(f"wandb: run {self._run_id} was saved offline; upload it with:\n  {command}", flush=True)
         except Exception as err:  # finalize runs in `finally` blocks: it must not mask the real error
             warnings.warn(

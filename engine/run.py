@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -11,18 +13,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from . import console
 from . import distributed as D
 from .callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError, dump_yaml, resolve_path
 from .module import DataModule, Module
-from .trainer import PREEMPTED_EXIT_CODE, Trainer
+from .trainer import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, Trainer
+
+_log = logging.getLogger(__name__)
 
 
 def default_run_name() -> str:
     """Stable across SLURM requeues (so resume=auto finds the run), else a timestamp."""
-    import os
-
     job = os.environ.get("SLURM_JOB_ID")
     return f"slurm-{job}" if job else time.strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -33,7 +36,8 @@ def build_logger(cfg: Config, run_name: str) -> Any:
     if cfg.wandb.mode == "disabled":
         return NullLogger()  # wandb is not even imported
     keys = asdict(cfg.wandb) | {"name": cfg.wandb.name or run_name}
-    return WandbLogger(**keys, save_dir=cfg.project_root or ".")  # wandb/ sits in the project, like runs/
+    # wandb/ sits in the project, like runs/; the end-of-run block prints the sync command
+    return WandbLogger(**keys, save_dir=cfg.project_root or ".", print_sync_command=False)
 
 
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None, logger: Any = None) -> Trainer:
@@ -53,8 +57,10 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None
 def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any] | None = None) -> int:
     """Fit `module` on `datamodule` as `cfg` says; returns the process exit code.
 
-    0: finished; 75: preempted (checkpoint saved, requeue and resume); 1: stopped on a
-    non-finite loss. With ``trainer.devices > 1`` outside torchrun, starts the processes.
+    0: finished; 75: preempted (checkpoint saved, requeue and resume); 130: interrupted by
+    Ctrl-C (checkpoint saved); 1: stopped on a non-finite loss. With ``trainer.devices > 1``
+    outside torchrun, starts the processes. The console output is also appended to
+    ``<output_dir>/<run_name>/train.log``.
     """
     if cfg.trainer.devices > 1 and not D.under_launcher():
         main = sys.modules["__main__"]
@@ -63,25 +69,36 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
             raise RuntimeError("trainer.devices > 1 needs `python -m <package>.train`, or launch with torchrun")
         return D.launch(cfg.trainer.devices, spec.name, sys.argv[1:])
 
+    started = time.monotonic()
     env = D.setup(cfg.trainer.accelerator)
+    console.setup(env.rank)
     run_dir: Path | None = None
     created = False
     trainer: Trainer | None = None
     try:
-        run_name = env.broadcast_object(cfg.run_name or default_run_name())
+        dry = bool(cfg.trainer.fast_dev_run)  # a dry run leaves no files
+        name = cfg.run_name or default_run_name()
+        # Rank 0 looks before any process can create the folder (the others wait in the broadcast).
+        created = (
+            env.is_global_zero and not dry and not (resolve_path(cfg.output_dir, cfg.project_root) / name).exists()
+        )
+        run_name = env.broadcast_object(name)
         cfg.run_name = run_name
         run_dir = resolve_path(cfg.output_dir, cfg.project_root) / run_name
-        if env.is_global_zero and not cfg.trainer.fast_dev_run:  # a dry run leaves no files
-            created = not run_dir.exists()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-        logger = build_logger(cfg, run_name) if not cfg.trainer.fast_dev_run else None
-        trainer = build_trainer(cfg, run_dir, callbacks, logger)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg))
-        if env.is_global_zero:
-            report(trainer, run_dir)
-        code = 1 if trainer.stop_reason == "nonfinite_loss" else 0
-        code = PREEMPTED_EXIT_CODE if trainer.stop_reason == "preempted" else code
+        with console.session(None if dry else run_dir / "train.log", env.rank, env.world_size):
+            if env.is_global_zero and not dry:
+                (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+            logger = build_logger(cfg, run_name) if not dry else None
+            trainer = build_trainer(cfg, run_dir, callbacks, logger)
+            trainer.resume_command = resume_command(run_name, env.world_size)
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg))
+            except KeyboardInterrupt:  # a Ctrl-C before the loop handles them (setup, data loading)
+                trainer.stop_reason = "interrupted"
+            if env.is_global_zero:
+                report(trainer, run_dir, time.monotonic() - started)
+        codes = {"preempted": PREEMPTED_EXIT_CODE, "interrupted": INTERRUPTED_EXIT_CODE, "nonfinite_loss": 1}
+        code = codes.get(trainer.stop_reason or "", 0)
         if env.is_global_zero:
             record_exit_code(code)
         return code
@@ -134,19 +151,77 @@ def record_exit_code(code: int) -> None:
         Path(path).write_text(f"{code}\n")
 
 
-def report(trainer: Trainer, run_dir: Path) -> None:
+def resume_command(run_name: str, world_size: int = 1) -> str:
+    """The command that resumes this run: this one's, with ``run_name=<name> resume=last``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    target = ["-m", spec.name] if spec is not None else [sys.argv[0]]
+    if D.under_launcher() and not os.environ.get(D.SELF_LAUNCHED):
+        head = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', world_size)}"]
+    else:
+        head = ["python"]
+    keep = [a for a in sys.argv[1:] if not a.lstrip("-").startswith(("run_name=", "resume="))]
+    return shlex.join([*head, *target, *keep, f"run_name={run_name}", "resume=last"])
+
+
+def report(trainer: Trainer, run_dir: Path, elapsed: float | None = None) -> None:
+    """The end-of-run block: why it stopped, final metrics, best checkpoint, run folder, W&B."""
+    for line in end_of_run_lines(trainer, run_dir, elapsed):
+        _log.info(line)
+
+
+def end_of_run_lines(trainer: Trainer, run_dir: Path, elapsed: float | None = None) -> list[str]:
+    ends_in_command = trainer.stop_reason in ("interrupted", "preempted")  # a command is copied: keep it last
+    took = f" after {_duration(elapsed)}" if elapsed is not None and not ends_in_command else ""
+    lines = [stop_words(trainer) + took]
     metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val")}
-    print("final validation metrics: " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "none"))
+    lines.append(
+        "final validation metrics: " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "none")
+    )
+    if trainer.fast_dev_run:
+        lines.append("fast_dev_run: nothing was written (no checkpoints, run folder, train.log or W&B run)")
+        return lines
     ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if ckpt is not None:
+    if ckpt is not None and ckpt.best_model_path:
         score = (
-            f", {ckpt.monitor}={ckpt.best_model_score:.4f}"
+            f" ({ckpt.monitor}={ckpt.best_model_score:.4f})"
             if ckpt.monitor and ckpt.best_model_score is not None
             else ""
         )
-        best = f" (best: {ckpt.best_model_path}{score})" if ckpt.best_model_path else ""
-        print(f"checkpoints: {ckpt.dirpath}{best}")
-    print(f"run folder: {run_dir} (summary.json, config.yaml)")
+        lines.append(f"best checkpoint: {ckpt.best_model_path}{score}")
+    if ckpt is not None and ckpt.last_model_path and Path(ckpt.last_model_path).exists():
+        lines.append(f"last checkpoint: {ckpt.last_model_path}")
+    lines.append(f"run folder: {run_dir} (train.log, summary.json, config.yaml)")
     run_id = getattr(trainer.logger, "run_id", None)
     if run_id:
-        print(f"W&B run: {run_id} (files under wandb/)")
+        sync, url = getattr(trainer.logger, "sync_command", None), getattr(trainer.logger, "url", None)
+        if sync:
+            lines.append(f"W&B: run {run_id} was saved offline; upload it with: {sync}")
+        else:
+            lines.append(f"W&B: run {run_id}" + (f" at {url}" if url else " (files under wandb/)"))
+    return lines
+
+
+def stop_words(trainer: Trainer) -> str:
+    """Why the run stopped, in words."""
+    reason, message, t = trainer.stop_reason, trainer.stop_message, trainer
+    if reason == "interrupted":
+        return trainer.interrupted_line()
+    if reason == "max_epochs":
+        return f"finished: reached trainer.max_epochs={t.max_epochs} at step {t.global_step}"
+    if reason == "max_steps":
+        return f"finished: reached trainer.max_steps={t.max_steps} in epoch {t.current_epoch}"
+    if reason == "fast_dev_run":
+        return f"finished: fast_dev_run ran {t.global_step} training step(s) and a validation"
+    if reason == "early_stopping":
+        return f"stopped early at step {t.global_step}: {message}"
+    if reason == "preempted":
+        return f"preempted at step {t.global_step} ({message}); resume with: {t.resume_command}"
+    return f"stopped at step {t.global_step}: {message or reason}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s" if m else f"{s}s"

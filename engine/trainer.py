@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, evaluation
+from . import __version__, console, evaluation
 from . import distributed as D
 from .batch import infer_batch_size, move_to_device
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
@@ -50,6 +51,8 @@ from .states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from .utilities import rank_zero_only
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; scripts/slurm.sbatch requeues on it
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
+_log = logging.getLogger(__name__)
 # Module hooks the loop calls through `_call`: name -> whether they take the hook's arguments.
 _MODULE_HOOKS = {
     "on_train_batch_start": True,
@@ -323,6 +326,9 @@ class Trainer:
         self._batches_done = 0  # position inside the current epoch (for mid-epoch resume)
         self._epoch_done = False
         self._signal: int | None = None
+        self._stop_announced = False
+        # How to resume this run, for the line printed after a Ctrl-C (`run` sets the command).
+        self.resume_command: str | None = None
         self._pending_log: dict[str, float] = {}
         self._train_results = Results(self._reduce)
         self._eval_results = Results(self._reduce)
@@ -467,17 +473,30 @@ class Trainer:
         total = min(by_epochs, by_steps)
         return int(total) if total != math.inf else per_epoch
 
-    def print(self, *args: Any) -> None:
+    def print(self, *args: Any, sep: str = " ") -> None:
+        """A message for the user, from global rank 0, through `logging` (console and train.log).
+
+        A message that starts with ``warning:`` is logged as a warning, so it stays visible when
+        the engine's logger is set to WARNING.
+        """
         if self.is_global_zero:
-            print(*args, flush=True)
+            text = sep.join(str(a) for a in args)
+            _log.log(logging.WARNING if text.startswith("warning:") else logging.INFO, text)
 
     def request_stop(self, reason: str, message: str = "") -> None:
-        """Ask the loop to stop after the current step (callbacks call this)."""
+        """Ask the loop to stop after the current step (callbacks call this).
+
+        The message is printed (``stopping: ...``) when the loop acts on the stop, after the
+        validation line that caused it.
+        """
         self.should_stop = True
         if self.stop_reason is None:
             self.stop_reason, self.stop_message = reason, message
-            if message:
-                self.print(f"stopping: {message}")
+
+    def _announce_stop(self) -> None:
+        if self.should_stop and self.stop_message and not self._stop_announced:
+            self._stop_announced = True
+            self.print(f"stopping: {self.stop_message}")
 
     def logged_names(self) -> set[str]:
         """Every metric name logged so far in this fit (callbacks check their `monitor` against it)."""
@@ -557,7 +576,7 @@ class Trainer:
                     self.logger.watch(module)
             self._fit_loop()
             self._teardown_hooks("fit")
-            status = "interrupted" if self.stop_reason == "preempted" else "success"
+            status = "interrupted" if self.stop_reason in ("preempted", "interrupted") else "success"
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             if self.stop_reason is None:
@@ -566,15 +585,17 @@ class Trainer:
             self._call("on_exception", exc)
             raise
         finally:
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
             torch.set_anomaly_enabled(anomaly)
             self.profiler.teardown(self)
             for name in ("_optimizer_step", "_validate_now", "save_checkpoint", "_manual_step", "_manual_backward"):
                 self.__dict__.pop(name, None)  # drop the profiler's wrappers
             self.state.stage = None
             self.state.status = TrainerStatus.FINISHED if status == "success" else TrainerStatus.INTERRUPTED
-            self._finish(status)
+            try:
+                self._finish(status)  # a second Ctrl-C here still exits at once
+            finally:
+                for sig, handler in previous_handlers.items():
+                    signal.signal(sig, handler)
 
     def _set_fit_loaders(self, train_dataloaders: Any, val_dataloaders: Any) -> None:
         """Prepare the loaders (the engine's resumable, sharded sampler unless use_distributed_sampler=False)."""
@@ -688,6 +709,7 @@ class Trainer:
                 self.current_epoch += 1
                 self._batches_done, self._epoch_done = 0, False
         self.check_finite()  # the last steps' losses, before the end hooks save anything
+        self._announce_stop()
         if self.fast_dev_run:
             self.stop_reason = "fast_dev_run"
         self._call("on_train_end")
@@ -1112,7 +1134,13 @@ class Trainer:
         only it saw); that rank leaving the loop alone would hang the others in a collective.
         Callbacks see rank 0's `callback_metrics` on every rank, so most decisions agree anyway.
         """
-        if self._signal is not None:
+        if self._signal == signal.SIGINT:
+            self.request_stop(
+                "interrupted",
+                f"interrupted (Ctrl-C) at step {self.global_step}: saving a checkpoint; "
+                "press Ctrl-C again to exit at once without saving",
+            )
+        elif self._signal is not None:
             name = signal.Signals(self._signal).name
             self.request_stop("preempted", f"received {name}; saving and exiting with code {PREEMPTED_EXIT_CODE}")
         if self.should_stop and (self.min_epochs or self.min_steps) and self._below_minimum():
@@ -1121,10 +1149,10 @@ class Trainer:
         if self.env.active and self.env.any(self.should_stop):
             mine = (self.stop_reason, self.stop_message) if self.should_stop else None
             reason, message = next(r for r in self.env.gather_object(mine) if r is not None)  # lowest rank's
-            if not self.should_stop and message:
-                self.print(f"stopping: {message}")
             self.should_stop, self.stop_reason, self.stop_message = True, reason, message
         self._stop_agreed = self.should_stop
+        if self._stop_agreed:
+            self._announce_stop()
 
     def _below_minimum(self) -> bool:
         """Whether min_epochs / min_steps hold back the requested stop (never a safety stop)."""
@@ -1140,10 +1168,16 @@ class Trainer:
             return {}
 
         def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None and signal.SIGINT in (signum, self._signal):
+                # A second Ctrl-C (or a launcher's SIGTERM after it): the user wants out now.
+                os.write(2, b"\ninterrupted again: exiting now, without saving\n")
+                os._exit(INTERRUPTED_EXIT_CODE)
             self._signal = signum  # acted on after the current step
 
         previous = {}
-        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        # SIGINT too: the first Ctrl-C finishes the step and saves, as SIGTERM does. torchrun and
+        # `trainer.devices=N` start the workers in their own session: the launcher forwards it once.
+        for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
             if sig is not None:
                 previous[sig] = signal.signal(sig, handler)
         return previous
@@ -1171,6 +1205,7 @@ class Trainer:
                 stacklevel=3,
             )
         rank_zero_only.rank = self.env.rank
+        console.setup(self.env.rank)
         D.seed_rank(self.env, self.seed if self.seed is not None else torch.initial_seed())
         self.precision = Precision(self.precision_name, self.device)
         self._unchecked, self._checked_at, self._nonfinite_seen = None, 0, False
@@ -1424,6 +1459,15 @@ class Trainer:
                 self.logger.finalize(status)
                 if not self.fast_dev_run:
                     _write_json(self.default_root_dir / "summary.json", summary)
+                if self.stop_reason == "interrupted" and self.resume_command is None:
+                    self.print(self.interrupted_line())
+
+    def interrupted_line(self) -> str:
+        """``interrupted at step N; resume with: ...`` (`resume_command`, else the Trainer call)."""
+        ckpt = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+        last = ckpt.last_model_path if ckpt is not None and ckpt.last_model_path else "last"
+        how = self.resume_command or f"trainer.fit(model, datamodule, ckpt_path={str(last)!r})"
+        return f"interrupted at step {self.global_step}; resume with: {how}"
 
     def summary(self, status: str = "success") -> dict[str, Any]:
         ckpt = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)

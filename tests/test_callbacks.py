@@ -404,13 +404,30 @@ def test_progress_bar_prints_plain_lines_when_not_a_tty(tmp_path: Path) -> None:
     from engine import ProgressBar
 
     stream = io.StringIO()
-    trainer = make_trainer(tmp_path, max_epochs=1, log_every_n_steps=2, callbacks=[ProgressBar(stream=stream)])
-    trainer.fit(Regressor(), loader(regression_data(16)), loader(regression_data(8)))  # 4 steps
+    bar = ProgressBar(stream=stream, line_interval_s=0)
+    trainer = make_trainer(tmp_path, max_epochs=2, log_every_n_steps=2, callbacks=[bar])
+    trainer.fit(Regressor(), loader(regression_data(16)), loader(regression_data(8)))  # 4 steps an epoch
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 3 and "\r" not in stream.getvalue()
+    assert len(lines) == 6 and "\r" not in stream.getvalue()
     assert re.fullmatch(
-        r"epoch 0 \| batch 2/4 \| step 2 \| train_loss=[\d.e+-]+ \| \d+ samples/s, data wait \d+%", lines[0]
-    )
-    assert lines[1].startswith("epoch 0 | batch 4/4 | step 4 | train_loss=")
+        r"epoch 1/2 \| batch 2/4 \| step 2 \| 0:00 elapsed, ETA 0:00 \| \d+ samples/s, data wait \d+% \| "
+        r"train_loss=[\d.e+-]+",
+        lines[0],
+    ), lines[0]
+    assert lines[1].startswith("epoch 1/2 | batch 4/4 | step 4 | ")
     # No prog_bar validation metric: every validation metric is shown.
-    assert re.fullmatch(r"epoch 0 step 4 validation: val_loss=[0-9.]+", lines[2])
+    assert re.fullmatch(r"epoch 1/2 step 4 validation: val_loss=[0-9.]+", lines[2])
+    assert lines[5].startswith("epoch 2/2 step 8 validation: ")
+
+
+def test_progress_lines_are_throttled_in_time_but_every_epoch_ends_with_one(tmp_path: Path) -> None:
+    import io
+
+    from engine import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream=stream, line_interval_s=3600)
+    trainer = make_trainer(tmp_path, max_epochs=2, log_every_n_steps=1, callbacks=[bar])
+    trainer.fit(Regressor(), loader(regression_data(16)), loader(regression_data(8)))
+    batches = [line.split(" | ")[1] for line in stream.getvalue().splitlines() if "validation" not in line]
+    assert batches == ["batch 1/4", "batch 4/4", "batch 4/4"]  # the first, then each epoch's last

@@ -103,6 +103,7 @@ def test_pyproject(project: Path) -> None:
     assert any(d.startswith("torchmetrics") for d in deps)
     assert any(d.startswith("wandb") for d in deps)
     assert any(d.startswith("pyyaml") for d in deps)
+    assert any(d.startswith("rich") for d in deps)  # the engine's progress bar
     assert any(d.startswith("scikit-learn") for d in deps)
     assert data["project"]["name"] == "my-research"
     assert data["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/my_research"]

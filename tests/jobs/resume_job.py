@@ -5,7 +5,8 @@
 Test-only environment variables make it die at a chosen instant:
 KILL_AT_STEP=N (SIGKILL itself before optimizer step N), KILL_IN_SAVE=N (SIGKILL itself in
 the middle of writing its N-th checkpoint), STEP_FILE=path (write the step after each
-optimizer step, so a test can signal it at a known point), SLOW=seconds (sleep per batch).
+optimizer step, so a test can signal it at a known point), SLOW=seconds (sleep per batch),
+SLOW_SAVE=seconds (sleep while building each checkpoint).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Chaos(engine.Callback):
         self.kill_at = int(os.environ.get("KILL_AT_STEP", "-1"))
         self.step_file = os.environ.get("STEP_FILE")
         self.slow = float(os.environ.get("SLOW", "0"))
+        self.slow_save = float(os.environ.get("SLOW_SAVE", "0"))
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if trainer.global_step == self.kill_at:
@@ -102,6 +104,9 @@ class Chaos(engine.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if self.step_file:
             Path(self.step_file).write_text(str(trainer.global_step))
+
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        time.sleep(self.slow_save)
 
 
 def _die_in_nth_save(n: int) -> None:

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_sources.hydra_mnist_datamodule import MNISTDataModule
-from lightning_sources.hydra_mnist_module import MNISTLitModule
-from lightning_sources.hydra_simple_dense_net import SimpleDenseNet
 from port_data import assert_same_as_lightning, learning_rates, metrics, weights_summary
 
 
 def scenario(workdir: Path) -> dict[str, Any]:
+    # Imported here: a missing name fails this port's test, not the collection of the suite.
+    from lightning_sources.hydra_mnist_datamodule import MNISTDataModule
+    from lightning_sources.hydra_mnist_module import MNISTLitModule
+    from lightning_sources.hydra_simple_dense_net import SimpleDenseNet
+
     import engine as L
     from engine.callbacks import EarlyStopping, ModelCheckpoint, RichModelSummary, RichProgressBar
 

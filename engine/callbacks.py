@@ -211,6 +211,8 @@ class ModelCheckpoint(Callback):
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.filename = filename or ("{epoch}-{step}" + (f"-{{{monitor}:.4f}}" if monitor else ""))
         self.monitor, self.mode, self.save_top_k, self.save_last = monitor, mode, save_top_k, save_last
+        if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
+            every_n_epochs = 1  # Lightning: with no trigger given, save every epoch
         self.every_n_train_steps = every_n_train_steps or None
         self.every_n_epochs = every_n_epochs or None
         self.best_k_models: dict[str, float] = {}

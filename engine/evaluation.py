@@ -110,8 +110,7 @@ def run_eval(
         # Lightning's callback_metrics: epoch values under the logged name and, for values logged
         # with both on_step and on_epoch, under the plain name too (never the `_step` values).
         trainer.callback_metrics.update(results.with_plain_names(trainer.last_eval_metrics))
-        if stage == "val":
-            trainer.log_metrics(metrics)
+        trainer.log_metrics(metrics)  # validation and test epoch values go to the loggers (as Lightning)
     trainer._call(f"on_{name}_end")
     _model_train(module, name, modes)
     trainer.state.stage = outer_stage

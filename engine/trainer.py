@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import logging
 import math
@@ -108,9 +109,10 @@ class _StepWrapper(nn.Module):
     def __init__(self, module: Module) -> None:
         super().__init__()
         self.module = module
+        self.step = training_step_fn(module)
 
     def forward(self, batch: Any, batch_idx: int) -> Any:
-        return self.module.training_step(batch, batch_idx)
+        return self.step(batch, batch_idx)
 
 
 # Lightning's accelerator names -> the engine's.
@@ -267,7 +269,8 @@ class Trainer:
         self.on_nonfinite_loss = on_nonfinite_loss
         self.default_root_dir = Path(default_root_dir) if default_root_dir is not None else Path.cwd()
         self.config = config
-        self.callbacks: list[Any] = list(callbacks or [])
+        # One callback or several, as Lightning accepts.
+        self.callbacks: list[Any] = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks] if callbacks else []
         # The enable_* switches add Lightning's default callbacks; ones passed in `callbacks` are kept.
         if progress_bar and enable_progress_bar is not False and not self._has(ProgressBar):
             self.callbacks.append(ProgressBar())
@@ -1230,7 +1233,7 @@ class Trainer:
         module.setup(stage)
         module.to(self.device)
         self.precision.convert_module(module)
-        self._step_fn = module.training_step
+        self._step_fn = training_step_fn(module)
 
     def _prepares_data(self, owner: Any) -> bool:
         """`prepare_data` runs on local rank 0 of each node, or on global rank 0 with prepare_data_per_node=False."""
@@ -1575,6 +1578,20 @@ def _check_manual_optimization(trainer: Trainer) -> None:
             "has stepped before the trainer sees the loss; use on_nonfinite_loss=stop, or check the loss in "
             "training_step before opt.step()"
         )
+
+
+def training_step_fn(module: Module) -> Callable[[Any, int], Any]:
+    """`module.training_step` called as (batch, batch_idx), also when it takes only the batch
+    (Lightning inspects the signature and allows both)."""
+    step = module.training_step
+    try:
+        params = list(inspect.signature(step).parameters.values())
+    except (TypeError, ValueError):
+        return step
+    kinds = [p.kind for p in params]
+    if inspect.Parameter.VAR_POSITIONAL in kinds or len(params) >= 2:
+        return step
+    return lambda batch, batch_idx: step(batch)
 
 
 def _loss_of(outputs: Any) -> torch.Tensor | None:

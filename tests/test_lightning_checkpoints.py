@@ -265,8 +265,8 @@ def test_strict_names_every_misfit_and_false_loads_what_fits(tmp_path: Path) -> 
 def test_datamodule_load_from_checkpoint_rebuilds_from_its_hparams(tmp_path: Path) -> None:
     class Data(DataModule):
         def __init__(self, batch_size: int = 4, n: int = 16) -> None:
-            self.hparams = {"batch_size": batch_size, "n": n}  # what save_hyperparameters() records
-            self._hparams_name = "kwargs"
+            super().__init__()
+            self.save_hyperparameters()
 
         def train_dataloader(self) -> DataLoader:
             return loader(regression_data(self.hparams["n"]), self.hparams["batch_size"])

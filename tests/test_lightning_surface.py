@@ -144,7 +144,7 @@ def test_progress_bar_aliases_accept_lightning_arguments(tmp_path: Path) -> None
     assert trainer.progress_bar_callback is rich
     assert sum(isinstance(c, pl.ProgressBar) for c in trainer.callbacks) == 1  # no second, default bar
     trainer.fit(Regressor(), loader(regression_data(8)))
-    assert "epoch 0" in shown.getvalue() and rich.theme.description == "green" and rich.leave is True
+    assert "epoch 1/1" in shown.getvalue() and rich.theme.description == "green" and rich.leave is True
 
 
 class _Nested(pl.LightningModule):

@@ -29,7 +29,7 @@ from engine.checkpoint import (
 from engine.config import load_config
 from engine.precision import DefaultDtype, matmul_precision_advice
 from engine.results import Results
-from engine.trainer import move_to_device
+from engine.batch import move_to_device
 
 
 # -- sync_dist values are made on the run's device ------------------------------------------------

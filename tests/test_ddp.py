@@ -394,6 +394,15 @@ def test_gpu_check_script_runs_its_checks_on_cpu(tmp_path: Path, monkeypatch: py
     assert "bf16-mixed loss" in gpu_check.check_precision("cpu", tmp_path)
     assert "tensors equal" in gpu_check.check_checkpoint("cpu", tmp_path)
     assert "samples/s" in gpu_check.check_throughput("cpu", tmp_path)
+    # The GPU-path checks that a CPU can run (a CPU GradScaler stands in for 16-mixed's).
+    assert "weights and LR unchanged" in gpu_check.check_overflow("cpu", tmp_path / "overflow")
+    assert "global_step 3" in gpu_check.check_none_window("cpu", tmp_path / "none")
+    assert "randn in the step is bf16" in gpu_check.check_bf16_true("cpu", tmp_path / "bf16")
+    assert "sync == async" in gpu_check.check_checkpoint_files("cpu", tmp_path / "files")
+    assert "bit for bit" in gpu_check.check_resume("cpu", tmp_path / "resume")
+    with pytest.raises(gpu_check.Skip):
+        gpu_check.check_sync_audit("cpu", tmp_path)
+    assert gpu_check.DEFAULT_CHECKS + gpu_check.DDP_CHECKS == list(gpu_check.CHECKS)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -402,6 +411,7 @@ def test_gpu_check_script_runs_its_checks_on_cpu(tmp_path: Path, monkeypatch: py
     ).items():
         monkeypatch.setenv(key, value)
     try:
+        assert gpu_check.check_ddp_sync_dist("cpu", tmp_path / "sd") == "gloo: rank_plus_half 0.5, cpu_tensor 2.0"
         assert gpu_check.check_ddp("cpu", tmp_path).startswith("gloo, world size 1, DDP-wrapped")
     finally:
         D.teardown()

@@ -178,16 +178,20 @@ def trainer_for(device: str, precision: str, root: Path, **kwargs) -> engine.Tra
     )
 
 
-class UseCpuScaler:
-    """On a CPU, 16-mixed's path with a CPU GradScaler (precision 32 plus an enabled scaler)."""
+class UseScaler:
+    """A GradScaler starting at 2**10 (so only the deliberate overflow overflows); on a CPU it runs
+    16-mixed's scaler path under precision 32."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
 
     def setup(self, trainer, module, stage):
-        trainer.precision.use_scaler(torch.amp.GradScaler("cpu", init_scale=2.0**16))
+        trainer.precision.use_scaler(torch.amp.GradScaler(self.device, init_scale=2.0**10))
 
 
 def scaled(device: str) -> tuple[str, list]:
     """The precision and callbacks that run 16-mixed's GradScaler path on `device`."""
-    return ("16-mixed", []) if device == "cuda" else ("32", [UseCpuScaler()])
+    return ("16-mixed" if device == "cuda" else "32"), [UseScaler(device)]
 
 
 class SyncCounter:
@@ -273,7 +277,7 @@ class OverflowNet(Net):
 
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
-        return loss * 1e35 if batch_idx == self.k else loss
+        return loss * 1e37 if batch_idx == self.k else loss  # finite in fp32; inf once scaled by 2**10
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=0.1)
@@ -482,7 +486,8 @@ def environment(device: str) -> str:
     parts = [f"torch {torch.__version__}", f"float32 matmul precision {torch.get_float32_matmul_precision()}"]
     if device == "cuda":
         major, minor = torch.cuda.get_device_capability()
-        nccl = ".".join(map(str, torch.cuda.nccl.version()))
+        version = torch.cuda.nccl.version()
+        nccl = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
         parts = [
             f"{torch.cuda.get_device_name()} (sm {major}.{minor})",
             *parts,

@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
 from engine import distributed as D
+from engine.batch import move_to_device
 from engine.checkpoint import (
     AsyncSaver,
     SyncSaver,
@@ -29,7 +30,6 @@ from engine.checkpoint import (
 from engine.config import load_config
 from engine.precision import DefaultDtype, matmul_precision_advice
 from engine.results import Results
-from engine.batch import move_to_device
 
 
 # -- sync_dist values are made on the run's device ------------------------------------------------

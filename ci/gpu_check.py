@@ -519,10 +519,13 @@ def run_ddp_child(device: str, names: list[str]) -> list[list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         rows_file = Path(tmp) / "rows.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", __file__]
-        proc = subprocess.run([*cmd, "--device", device, "--rows", str(rows_file), *names], timeout=600)
+        try:
+            code = subprocess.run([*cmd, "--device", device, "--rows", str(rows_file), *names], timeout=600).returncode
+        except subprocess.TimeoutExpired:
+            code = "a timeout (600 s)"
         if rows_file.is_file():
             return json.loads(rows_file.read_text())
-        return [[name, "FAIL", f"the torchrun child exited with {proc.returncode} before reporting"] for name in names]
+        return [[name, "FAIL", f"the torchrun child ended with {code} before reporting"] for name in names]
 
 
 def print_table(rows: list[list[str]]) -> None:

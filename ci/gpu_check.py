@@ -1,22 +1,31 @@
 """GPU checks of the engine (run by ci/gpu-check): mixed precision, NCCL DDP, checkpoints, speed.
 
-    python ci/gpu_check.py [--device cuda|cpu] CHECK...       CHECK: precision checkpoint throughput
-    torchrun --nproc_per_node=1 ci/gpu_check.py ddp           the DDP check needs a launcher
+    python ci/gpu_check.py [--device cuda|cpu] [--ddp] [CHECK...]   all single-process checks by default
+    torchrun --nproc_per_node=1 ci/gpu_check.py ddp ...               DDP checks need a launcher (--ddp starts one)
 
-Each check prints one ``ok``/``FAIL`` line; the exit status is non-zero when any failed.
-``--device cpu`` runs what a CPU can (bf16-mixed, gloo), so the suite can test this file.
+Prints one table (check, status, detail) and exits non-zero when any check failed. ``--ddp`` also
+runs the DDP checks in a ``torchrun --nproc_per_node=1`` child and puts its rows in the same table.
+``--device cpu`` runs what a CPU can (bf16, gloo, a CPU GradScaler standing in for 16-mixed's), so
+the suite can test this file; the checks that only mean something on a GPU say "skip" there.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+# Before any cuBLAS call: the resume check runs with trainer.deterministic=true (strict).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch
 from torch import nn
@@ -149,18 +158,389 @@ def check_ddp(device: str, root: Path) -> str:
     return f"{backend}, world size {env.world_size}, DDP-wrapped, loss {first:.3f} -> {last:.3f}"
 
 
+class Skip(Exception):
+    """The check means nothing on this device (a CPU dry run)."""
+
+
+def trainer_for(device: str, precision: str, root: Path, **kwargs) -> engine.Trainer:
+    kwargs.setdefault("max_epochs", None)
+    kwargs.setdefault("log_every_n_steps", 10**9)
+    return engine.Trainer(
+        precision=precision,
+        accelerator=device,
+        progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+        seed=0,
+        **kwargs,
+    )
+
+
+class UseScaler:
+    """A GradScaler starting at 2**10 (so only the deliberate overflow overflows); on a CPU it runs
+    16-mixed's scaler path under precision 32."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def setup(self, trainer, module, stage):
+        trainer.precision.use_scaler(torch.amp.GradScaler(self.device, init_scale=2.0**10))
+
+
+def scaled(device: str) -> tuple[str, list]:
+    """The precision and callbacks that run 16-mixed's GradScaler path on `device`."""
+    return ("16-mixed" if device == "cuda" else "32"), [UseScaler(device)]
+
+
+class SyncCounter:
+    """Counts CUDA synchronizations (torch.cuda.set_sync_debug_mode("warn")) from the start of batch
+    `first` to the end of batch `last`: the loop, the step and the hooks between them."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+        self.syncs: list[str] = []
+        self._catch = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.first:
+            self._catch = warnings.catch_warnings(record=True)
+            self._records = self._catch.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx == self.last and self._catch is not None:
+            torch.cuda.set_sync_debug_mode(0)
+            self._catch.__exit__(None, None, None)
+            self._catch = None
+            self.syncs = [str(w.message) for w in self._records if "synchroniz" in str(w.message)]
+
+
+class AuditNet(Net):
+    """Logs every step (kept on the device) and steps a fused AdamW: with 16-mixed the GradScaler then
+    needs no host read of its inf check (the fused kernel skips the update itself)."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=3e-3, fused=self.device.type == "cuda")
+
+
+def check_sync_audit(device: str, root: Path) -> str:
+    """Host syncs per steady-state training step (20 non-logging steps, pinned loader), per precision.
+
+    Under torchrun (the DDP variant) the same count covers the DDP code path; expected: 0 everywhere."""
+    if device != "cuda":
+        raise Skip("torch.cuda.set_sync_debug_mode needs CUDA")
+    out, bad = [], []
+    for precision in ("32", "bf16-mixed", "16-mixed", "bf16-true"):
+        torch.manual_seed(0)
+        counter = SyncCounter(first=5, last=24)
+        trainer = trainer_for(device, precision, root / f"audit-{precision}", max_steps=30, callbacks=[counter])
+        data = loader(n=30 * 64)
+        pinned = DataLoader(data.dataset, batch_size=64, shuffle=True, pin_memory=True)
+        trainer.fit(AuditNet(), train_dataloaders=pinned)
+        per_step = len(counter.syncs) / 20
+        out.append(f"{precision} {per_step:g}")
+        if counter.syncs:
+            bad.append(f"{precision}: {len(counter.syncs)} syncs in 20 steps, e.g. {counter.syncs[0]!r}")
+    assert not bad, "; ".join(bad)
+    return "syncs per step: " + ", ".join(out)
+
+
+class OverflowNet(Net):
+    """Batch `k`'s loss overflows once scaled (inf gradients); SGD with a per-step LR schedule."""
+
+    k = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, list] = {"scale": [], "lr": [], "weight": []}
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._record()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self._record()
+
+    def _record(self) -> None:
+        trainer = self.trainer
+        self.seen["scale"].append(trainer.precision.scaler.get_scale())
+        self.seen["lr"].append(trainer.optimizers[0].param_groups[0]["lr"])
+        self.seen["weight"].append(self.net[0].weight.detach().clone())
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * 1e37 if batch_idx == self.k else loss  # finite in fp32; inf once scaled by 2**10
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def check_overflow(device: str, root: Path) -> str:
+    """16-mixed overflow: the scale halves, the weights and the LR stay as they were; other steps train."""
+    precision, callbacks = scaled(device)
+    torch.manual_seed(0)
+    module = OverflowNet()
+    trainer = trainer_for(device, precision, root / "overflow", max_steps=6, callbacks=callbacks)
+    trainer.fit(module, train_dataloaders=loader(n=6 * 64))
+    seen, k = module.seen, OverflowNet.k
+    before, after = 2 * k, 2 * k + 1  # records at the start and the end of batch k
+    assert seen["scale"][after] == seen["scale"][before] / 2, f"scale {seen['scale'][before]} -> {seen['scale'][after]}"
+    assert torch.equal(seen["weight"][after], seen["weight"][before]), "the overflowing step changed the weights"
+    assert seen["lr"][after] == seen["lr"][before], "the LR schedule advanced on a skipped step"
+    assert not torch.equal(seen["weight"][before - 1], seen["weight"][before - 2]), "a normal step did not train"
+    assert seen["lr"][before - 1] == seen["lr"][before - 2] / 2
+    assert all(torch.isfinite(w).all() for w in seen["weight"])
+    return f"scale {seen['scale'][before]:g} -> {seen['scale'][after]:g}, weights and LR unchanged at the skipped step"
+
+
+class NoneWindowNet(Net):
+    """training_step returns None for the whole first accumulation window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        return None if batch_idx < 2 else super().training_step(batch, batch_idx)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.weights.append(self.net[0].weight.detach().clone())
+
+
+def check_none_window(device: str, root: Path) -> str:
+    """16-mixed, accumulate_grad_batches=2, a first window without backward: no GradScaler error, no step."""
+    precision, callbacks = scaled(device)
+    torch.manual_seed(0)
+    module = NoneWindowNet()
+    start = module.net[0].weight.detach().clone().to(device)
+    trainer = trainer_for(device, precision, root / "none", max_steps=3, accumulate_grad_batches=2, callbacks=callbacks)
+    trainer.fit(module, train_dataloaders=loader(n=6 * 64))
+    assert trainer.global_step == 3
+    # (on_train_batch_end runs once per optimizer step, at the window's last batch)
+    assert torch.equal(module.weights[0], start), "the window without backward changed the weights"
+    assert not torch.equal(module.weights[1], start), "the next window did not train"
+    return f"global_step {trainer.global_step}, scale {trainer.precision.scaler.get_scale():g}"
+
+
+class RandnNet(Net):
+    """torch.randn without a dtype inside training_step, as research code writes it."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        noise = torch.randn(x.shape, device=x.device)
+        assert noise.dtype == torch.bfloat16, f"randn made {noise.dtype} inside a bf16-true step"
+        loss = F.cross_entropy(self.net(x + 0.01 * noise), y)
+        self.losses.append(loss.detach())
+        self.log("constant", 0.25, sync_dist=True)  # a Python float: made as fp32 on the device
+        return loss
+
+
+def check_bf16_true(device: str, root: Path) -> str:
+    torch.manual_seed(0)
+    module = RandnNet()
+    trainer = trainer_for(device, "bf16-true", root / "bf16-true", max_steps=20, log_every_n_steps=5)
+    trainer.fit(module, train_dataloaders=loader(n=20 * 64))
+    losses = torch.stack(module.losses).float().cpu()
+    assert next(module.parameters()).dtype == torch.bfloat16
+    assert torch.get_default_dtype() == torch.float32, "the default dtype leaked out of the step"
+    assert torch.isfinite(losses).all() and losses[-5:].mean() < losses[:5].mean()
+    assert trainer.callback_metrics["constant"] == 0.25
+    return f"randn in the step is bf16; loss {losses[:5].mean():.3f} -> {losses[-5:].mean():.3f}"
+
+
+def _same(a, b, where: str = "state") -> None:
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert a.device.type == b.device.type == "cpu", f"{where}: {a.device} / {b.device}"
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            _same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def check_checkpoint_files(device: str, root: Path) -> str:
+    """Sync and async saves hold the same CPU tensors; async reuses its pinned staging buffers;
+    validate(ckpt_path=...) puts no second copy of the model (nor the optimizer state) on the GPU."""
+    width = 2048 if device == "cuda" else 64
+    trainer, module = fit(device, "32", 5, root / "files", width=width)
+    state = trainer._checkpoint_state()
+    engine.checkpoint.SyncSaver().save(state, root / "files" / "sync.ckpt")
+    saver = engine.checkpoint.AsyncSaver()
+    saver.save(state, root / "files" / "async.ckpt")
+    saver.wait()
+    first = {k: v.data_ptr() for k, v in saver._staging.items()}
+    saver.save(state, root / "files" / "async.ckpt")
+    saver.close()
+    second = {k: v.data_ptr() for k, v in saver._staging.items()}
+    assert first == second, "the async saver did not reuse its staging buffers"
+    if device == "cuda":
+        assert first and all(v.is_pinned() for v in saver._staging.values()), "no pinned staging buffers"
+    loaded = [torch.load(root / "files" / n, weights_only=True) for n in ("sync.ckpt", "async.ckpt")]
+    _same(*loaded)  # map_location=None: every tensor comes back on the CPU
+    out = (
+        f"sync == async, CPU tensors, {len(first)} pinned staging buffers reused"
+        if first
+        else "sync == async, CPU tensors"
+    )
+    if device == "cuda":
+        model_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+        fresh = Net(width).to(device)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        trainer_for(device, "32", root / "val").validate(
+            fresh, dataloaders=loader(n=256), ckpt_path=root / "files" / "sync.ckpt"
+        )
+        extra = torch.cuda.max_memory_allocated() - base
+        assert extra < model_bytes, (
+            f"validate(ckpt_path) peaked {extra / 2**20:.1f} MiB above the model's {model_bytes / 2**20:.1f} MiB"
+        )
+        out += f"; validate(ckpt_path) peak +{extra / 2**20:.1f} MiB for a {model_bytes / 2**20:.1f} MiB model"
+    return out
+
+
+class DropNet(Net):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net.insert(2, nn.Dropout(0.2))
+
+
+def check_resume(device: str, root: Path) -> str:
+    """Stop after 10 steps, resume in a new Trainer: bit-identical to 20 straight steps (dropout, deterministic)."""
+    modes = ["bf16-mixed", "16-mixed"] if device == "cuda" else ["bf16-mixed"]
+    try:
+        for precision in modes:
+            runs = {}
+            for name, steps, ckpt in (("straight", 20, None), ("first", 10, None), ("resumed", 20, "first")):
+                torch.manual_seed(0)
+                module = DropNet()
+                trainer = trainer_for(device, precision, root / precision / name, max_steps=steps, deterministic=True)
+                path = root / precision / f"{ckpt}.ckpt" if ckpt else None
+                trainer.fit(module, train_dataloaders=loader(), ckpt_path=path)
+                trainer.save_checkpoint(root / precision / f"{name}.ckpt")
+                runs[name] = module.state_dict()
+            for key, value in runs["straight"].items():
+                assert torch.equal(runs["resumed"][key], value), f"{precision}: {key} differs after the resume"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    return f"{', '.join(modes)}: resumed weights equal the straight run's, bit for bit (one process)"
+
+
+class SyncDistNet(Net):
+    def training_step(self, batch, batch_idx):
+        rank = float(self.trainer.global_rank)
+        self.log("rank_plus_half", rank + 0.5, on_step=True, on_epoch=True, sync_dist=True)  # a Python float
+        self.log("cpu_tensor", torch.tensor(2.0), sync_dist=True)  # a CPU tensor
+        return super().training_step(batch, batch_idx)
+
+
+def check_ddp_sync_dist(device: str, root: Path) -> str:
+    """Under torchrun: self.log(<Python float or CPU tensor>, sync_dist=True) reduces over NCCL."""
+    assert engine.distributed.under_launcher(), "run the DDP checks under torchrun"
+    torch.manual_seed(0)
+    trainer = trainer_for(device, "bf16-mixed", root / "sync-dist", max_steps=4, max_epochs=1, log_every_n_steps=1)
+    trainer.fit(SyncDistNet(), train_dataloaders=loader(n=4 * 64))
+    expected = (trainer.world_size - 1) / 2 + 0.5
+    m = trainer.callback_metrics
+    assert m["rank_plus_half_step"] == m["rank_plus_half_epoch"] == expected and m["cpu_tensor"] == 2.0, m
+    return f"{torch.distributed.get_backend()}: rank_plus_half {m['rank_plus_half_step']}, cpu_tensor {m['cpu_tensor']}"
+
+
 CHECKS: dict[str, Callable[[str, Path], str]] = {
     "precision": check_precision,
     "checkpoint": check_checkpoint,
+    "checkpoint-files": check_checkpoint_files,
+    "overflow": check_overflow,
+    "none-window": check_none_window,
+    "bf16-true": check_bf16_true,
+    "sync-audit": check_sync_audit,
+    "resume": check_resume,
     "throughput": check_throughput,
+    # under torchrun (check_ddp last: it leaves the process group)
+    "ddp-sync-dist": check_ddp_sync_dist,
+    "ddp-sync-audit": check_sync_audit,
     "ddp": check_ddp,
 }
+DDP_CHECKS = ["ddp-sync-dist", "ddp-sync-audit", "ddp"]
+DEFAULT_CHECKS = [name for name in CHECKS if name not in DDP_CHECKS]
+
+
+def environment(device: str) -> str:
+    parts = [f"torch {torch.__version__}", f"float32 matmul precision {torch.get_float32_matmul_precision()}"]
+    if device == "cuda":
+        major, minor = torch.cuda.get_device_capability()
+        version = torch.cuda.nccl.version()
+        nccl = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+        parts = [
+            f"{torch.cuda.get_device_name()} (sm {major}.{minor})",
+            *parts,
+            f"CUDA {torch.version.cuda}",
+            f"NCCL {nccl}",
+        ]
+    return ", ".join(parts)
+
+
+def run_checks(names: list[str], device: str) -> list[list[str]]:
+    """Each check as a row: [name, ok | FAIL | skip, detail]."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            start = time.perf_counter()
+            try:
+                detail, status = CHECKS[name](device, Path(tmp) / name), "ok"
+            except Skip as exc:
+                detail, status = str(exc), "skip"
+            except Exception as exc:
+                print(f"{name}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+                detail, status = f"{type(exc).__name__}: {exc}".splitlines()[0], "FAIL"
+            rows.append([name, status, f"{detail} ({time.perf_counter() - start:.1f} s)"])
+    return rows
+
+
+def run_ddp_child(device: str, names: list[str]) -> list[list[str]]:
+    """The DDP checks in a `torchrun --nproc_per_node=1` child (the engine's real DDP path); its rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows_file = Path(tmp) / "rows.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", __file__]
+        try:
+            code = subprocess.run([*cmd, "--device", device, "--rows", str(rows_file), *names], timeout=600).returncode
+        except subprocess.TimeoutExpired:
+            code = "a timeout (600 s)"
+        if rows_file.is_file():
+            return json.loads(rows_file.read_text())
+        return [[name, "FAIL", f"the torchrun child ended with {code} before reporting"] for name in names]
+
+
+def print_table(rows: list[list[str]]) -> None:
+    width = max(len(r[0]) for r in rows)
+    print(f"{'check':<{width}}  status  detail")
+    for name, status, detail in rows:
+        print(f"{name:<{width}}  {status:<6}  {detail}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("checks", nargs="*", default=["precision", "checkpoint", "throughput"])
+    parser.add_argument("--ddp", action="store_true", help="also run the DDP checks under torchrun (one process)")
+    parser.add_argument("--rows", type=Path, help=argparse.SUPPRESS)  # a torchrun child writes its rows here
+    parser.add_argument("checks", nargs="*")
     args = parser.parse_args(argv)
     unknown = [c for c in args.checks if c not in CHECKS]
     if unknown:
@@ -168,14 +548,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("FAIL no CUDA device visible (use --device cpu for a dry run)", file=sys.stderr)
         return 1
-    failed = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.checks:
-            try:
-                print(f"ok   {name}: {CHECKS[name](args.device, Path(tmp))}", flush=True)
-            except Exception:
-                failed += 1
-                print(f"FAIL {name}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    names = args.checks or DEFAULT_CHECKS
+    rows = run_checks(names, args.device)
+    if args.rows is not None:  # a torchrun child: the parent prints the table
+        args.rows.write_text(json.dumps(rows))
+        return 0
+    if args.ddp:
+        rows += run_ddp_child(args.device, DDP_CHECKS)
+    print(f"environment: {environment(args.device)}")
+    print_table(rows)
+    failed = [r[0] for r in rows if r[1] == "FAIL"]
+    print(f"gpu-check: {'FAILED: ' + ', '.join(failed) if failed else 'all checks passed'}")
     return 1 if failed else 0
 
 

@@ -12,12 +12,15 @@ import torch
 def move_to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
     """Move tensors in nested dicts, lists, tuples, namedtuples and dataclasses to `device`.
 
-    With `dtype`, floating-point tensors are also cast to it (bf16-true inputs).
+    With `dtype`, floating-point tensors are also cast to it (bf16-true inputs), on `device`
+    after the copy (as Lightning): a cast on the CPU would make an unpinned tensor, whose copy blocks.
     """
     if isinstance(batch, torch.Tensor):
-        if dtype is not None and batch.is_floating_point() and batch.dtype != dtype:
+        if batch.device != device:
+            batch = batch.to(device, non_blocking=batch.is_pinned())
+        if dtype is not None and batch.dtype != dtype and batch.is_floating_point():
             batch = batch.to(dtype)
-        return batch.to(device, non_blocking=batch.is_pinned()) if batch.device != device else batch
+        return batch
     if type(batch) is tuple or type(batch) is list:  # the common case first (no ABC or hasattr checks)
         moved = [move_to_device(v, device, dtype) for v in batch]
         return moved if type(batch) is list else tuple(moved)

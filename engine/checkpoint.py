@@ -100,6 +100,10 @@ def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True)
 
 
+def _on_cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu()  # no copy for a CPU tensor
+
+
 # ----------------------------------------------------------------------------- files
 
 
@@ -107,7 +111,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a crash at any instant leaves the old file."""
     path = Path(path)
     try:
-        state = to_plain(state)
+        # CPU tensors only: the file loads on a machine without the GPU, and a synchronous and
+        # an asynchronous save of the same state hold the same thing.
+        state = _convert(state, _on_cpu, "state")
     except TypeError as e:
         raise CheckpointError(f"cannot save checkpoint {path}: {e}") from e
     # Same folder as the target, so os.replace is an atomic rename on one filesystem.
@@ -142,14 +148,17 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: Any = "cpu", weights_only: bool | None = None, mmap: bool = False
+) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``; bad files raise CheckpointError.
 
     ``weights_only=False`` unpickles Python objects too (a Lightning checkpoint whose hparams
     hold objects): only for files you trust. ``None`` means True unless torch's own
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set (the switch for ``resume=`` in a config).
+    ``mmap=True`` maps the file (CPU only): tensors nobody touches are never read.
     """
-    return _load(Path(path), map_location, weights_only=resolve_weights_only(weights_only))
+    return _load(Path(path), map_location, mmap=mmap, weights_only=resolve_weights_only(weights_only))
 
 
 def resolve_weights_only(weights_only: bool | None) -> bool:
@@ -354,8 +363,13 @@ def _lightning_next_epoch(ckpt: dict[str, Any], path: str | Path) -> tuple[int, 
 # ----------------------------------------------------------------------------- RNG state
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Every global RNG state (python, numpy, torch CPU, each CUDA device), as plain data."""
+def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Every global RNG state (python, numpy, torch CPU) and the CUDA one of `device`, as plain data.
+
+    Only the CUDA device this process uses (default: the current one) is saved, under
+    ``cuda_device``: a checkpoint is read back by rank, so a rank placed on another GPU index
+    after a restart still gets its own stream, not the stream of whatever GPU has that index.
+    """
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if np is not None:
         name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
@@ -363,30 +377,65 @@ def capture_rng_state() -> dict[str, Any]:
         state["numpy"] = (name, keys, int(pos), int(has_gauss), float(cached_gaussian))
     # is_initialized, not is_available: a run that never touched CUDA has drawn nothing from
     # it, and initialising CUDA here would break DataLoader workers forked later.
-    if torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    device = _cuda_device(device)
+    if device is not None:
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore what capture_rng_state returned, so the next random numbers match exactly."""
+def restore_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what capture_rng_state returned, so the next random numbers match exactly.
+
+    The CUDA stream goes to `device` (default: the current one), whichever index it had when saved.
+    """
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     torch.set_rng_state(state["torch"].cpu())
     if np is not None and "numpy" in state:
         name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
         np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
-    cuda_states = state.get("cuda", [])
-    devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if cuda_states and len(cuda_states) != devices:
-        warnings.warn(
-            f"the checkpoint holds RNG states for {len(cuda_states)} CUDA device(s) but this "
-            f"machine has {devices}; random numbers on CUDA will differ from the original run",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    for device, cuda_state in enumerate(cuda_states[:devices]):
+    device = _cuda_device(device)
+    cuda_state = cuda_rng_state_for(state, device)
+    if cuda_state is not None and device is not None:
         torch.cuda.set_rng_state(cuda_state.cpu(), device)
+
+
+def _cuda_device(device: torch.device | None) -> torch.device | None:
+    """The CUDA device whose RNG this process uses; None when CUDA was never initialised."""
+    if device is not None and device.type != "cuda":
+        return None
+    if not torch.cuda.is_initialized():
+        return None
+    if device is None or device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def cuda_rng_state_for(state: dict[str, Any], device: torch.device | None) -> torch.Tensor | None:
+    """The saved CUDA RNG state that belongs on `device` (None: nothing to restore there).
+
+    A ``cuda_device`` entry is this rank's own stream, restored on whatever device the rank
+    uses now. An older checkpoint's ``cuda`` list holds every visible device's stream by
+    index: the entry at the device's index is the best guess (it was right when the layout
+    was the same).
+    """
+    if device is None or device.type != "cuda":
+        return None
+    if "cuda_device" in state:
+        return state["cuda_device"]
+    saved = state.get("cuda", [])
+    index = device.index or 0
+    if not saved:
+        return None
+    if index >= len(saved):
+        warnings.warn(
+            f"the checkpoint holds CUDA RNG states for {len(saved)} device(s), none for cuda:{index}; "
+            "random numbers on this GPU will differ from the original run",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return saved[index]
 
 
 # ----------------------------------------------------------------------------- savers
@@ -411,6 +460,10 @@ class AsyncSaver:
     The training loop stalls only for the copy (and for a previous write still running, so at
     most one CPU copy exists). A failed background write is raised by the next ``save``,
     ``wait`` or ``close``: nothing is skipped silently.
+
+    GPU tensors are copied into pinned staging buffers kept from one save to the next (one per
+    tensor, matched by its place in the state, shape and dtype): every copy is queued without
+    blocking and the saver waits once, for all of them. CPU tensors are plainly cloned.
     """
 
     def __init__(self) -> None:
@@ -418,13 +471,30 @@ class AsyncSaver:
         # finishes even if close() is never reached (SIGKILL aside: the atomic write covers it).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-saver")
         self._pending: Future[None] | None = None
+        self._staging: dict[int, torch.Tensor] = {}  # the n-th GPU tensor of the state -> its pinned buffer
 
     def save(self, state: dict[str, Any], path: str | Path) -> None:
-        self.wait()
+        self.wait()  # the previous write has read the staging buffers: they can be filled again
+        devices: set[torch.device] = set()
+        count = iter(range(1 << 62))
+
+        def copy(t: torch.Tensor) -> torch.Tensor:
+            if t.device.type != "cuda":
+                return _cpu_copy(t)
+            slot = next(count)
+            buffer = self._staging.get(slot)
+            if buffer is None or buffer.shape != t.shape or buffer.dtype != t.dtype:
+                buffer = self._staging[slot] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            buffer.copy_(t.detach(), non_blocking=True)
+            devices.add(t.device)
+            return buffer
+
         try:
-            cpu_state = _convert(state, _cpu_copy, "state")  # the caller may mutate state now
+            cpu_state = _convert(state, copy, "state")  # the caller may mutate state once this returns
         except TypeError as e:
             raise CheckpointError(f"cannot save checkpoint {path}: {e}") from e
+        for device in devices:  # one wait for every queued copy
+            torch.cuda.current_stream(device).synchronize()
         self._pending = self._executor.submit(save_checkpoint, cpu_state, path)
 
     def wait(self) -> None:

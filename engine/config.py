@@ -43,7 +43,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     fast_dev_run: bool | int = False
     seed: int = 42
-    deterministic: bool = False
+    deterministic: Literal[False, True, "warn"] = False  # true: non-deterministic ops raise; warn: they warn
     num_threads: int | None = None  # CPU threads for torch ops (torch.set_num_threads); null: torch's default
     compile: bool = False  # torch.compile the module's forward
     sync_batchnorm: bool = False

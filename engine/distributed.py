@@ -395,6 +395,12 @@ def seed_worker(worker_id: int, rank: int) -> None:
         pass
 
 
+def pin_memory_default(device: torch.device) -> bool:
+    """Whether the engine's loaders pin memory: on CUDA, so each batch's copy to the GPU is
+    asynchronous (an unpinned tensor's copy blocks the CPU until it is done)."""
+    return device.type == "cuda"
+
+
 def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     """Rebuild a DataLoader around a ResumableSampler; other iterables pass through.
 
@@ -402,7 +408,9 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     global RNG (which would make a resumed run draw different dropout masks). It is seeded
     per rank, so data-loading workers on different ranks draw different augmentations.
     Under DDP an IterableDataset passes through with a warning (it must shard itself), and a
-    custom sampler or batch_sampler is an error (the engine cannot shard it).
+    custom sampler or batch_sampler is an error (the engine cannot shard it). On CUDA the
+    rebuilt loader pins memory (`pin_memory_default`; DataLoader's ``pin_memory=False`` is its
+    default, not told apart from a choice: ``use_distributed_sampler=False`` keeps a loader as it is).
     """
     if not isinstance(loader, DataLoader):
         return loader
@@ -435,7 +443,7 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
         sampler=new_sampler,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
+        pin_memory=loader.pin_memory or pin_memory_default(env.device),
         drop_last=loader.drop_last,
         timeout=loader.timeout,
         worker_init_fn=(

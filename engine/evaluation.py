@@ -383,7 +383,9 @@ def _existing(path: Path, verb: str) -> Path:
 def _load_weights(trainer: Trainer, module: Module, path: Path, weights_only: bool | None = None) -> None:
     """Load the module's weights from `path` (every rank reads the file rank 0 chose)."""
     path = trainer.env.broadcast_object(path)
-    ckpt = engine_layout(load_checkpoint(path, trainer.device, weights_only), path)
+    # The weights only: the file is mapped on the CPU (the optimizer state in it is never read), then
+    # load_state_dict copies the weights into the module's parameters: no second copy on the device.
+    ckpt = engine_layout(load_checkpoint(path, "cpu", weights_only, mmap=True), path)
     state = ckpt.get("model", ckpt.get("state_dict"))
     if state is None:
         raise CheckpointError(f"{path} holds no model weights (no 'model' or 'state_dict' entry)")

@@ -45,6 +45,13 @@ class Precision:
         self._autocast_dtype = dtype
         # bf16-true: floating-point inputs are cast to bf16 to match the weights (as Lightning does).
         self.input_dtype = torch.bfloat16 if precision == "bf16-true" else None
+        # bf16-true: tensors a step creates (torch.randn, torch.zeros) are bf16 like the weights (Lightning's
+        # HalfPrecision); set only inside the steps and restored after, so the loop's own tensors stay fp32.
+        self._step_context: AbstractContextManager = (
+            DefaultDtype(torch.bfloat16) if precision == "bf16-true" else NULL_CONTEXT
+        )
+        self._stepped = False  # set by an optimizer step hook: did the scaler let the optimizer step?
+        self._hooked: set[int] = set()  # optimizers carrying that hook
         self.use_scaler(torch.amp.GradScaler(device.type, enabled=precision == "16-mixed"))
 
     def use_scaler(self, scaler: torch.amp.GradScaler) -> None:
@@ -55,8 +62,9 @@ class Precision:
         self.backward: Callable[[torch.Tensor], None] = self._scaled_backward if self.scaling else torch.Tensor.backward
 
     def autocast(self) -> AbstractContextManager:
+        """The context every training/validation/test step runs in (autocast, or bf16-true's default dtype)."""
         if self._autocast_dtype is None:
-            return NULL_CONTEXT
+            return self._step_context
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     def convert_module(self, module: nn.Module) -> nn.Module:
@@ -71,12 +79,55 @@ class Precision:
             self.scaler.unscale_(optimizer)
 
     def step(self, optimizer: torch.optim.Optimizer, **kwargs: Any) -> bool:
-        """Step the optimizer (`kwargs` go to its step); False when the scaler skipped it (inf/nan gradients)."""
+        """Step the optimizer (`kwargs` go to its step); False when the scaler skipped it (inf/nan gradients).
+
+        Whether it stepped comes from a step hook on the optimizer, not from comparing scales:
+        each ``get_scale()`` is a device sync, on top of the one ``scaler.step`` makes itself.
+        """
         if not self.scaling:
             optimizer.step(**kwargs)
             return True
-        scale = self.scaler.get_scale()
+        if id(optimizer) not in self._hooked:
+            optimizer.register_step_post_hook(self._mark_stepped)
+            self._hooked.add(id(optimizer))
+        self._stepped = False
         self.scaler.step(optimizer, **kwargs)
         self.scaler.update()
-        # A skipped step lowers the scale; schedulers must not advance then.
-        return self.scaler.get_scale() >= scale
+        return self._stepped  # a skipped step lowers the scale; schedulers must not advance then
+
+    def _mark_stepped(self, *args: Any) -> None:
+        self._stepped = True
+
+
+class DefaultDtype:
+    """A reusable context: `dtype` is torch's default floating-point dtype inside, the previous one after."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self._previous: list[torch.dtype] = []
+
+    def __enter__(self) -> None:
+        self._previous.append(torch.get_default_dtype())
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_default_dtype(self._previous.pop())
+
+
+def matmul_precision_advice(device: torch.device, precision: str, capability: tuple[int, int] | None = None) -> str:
+    """What to tell a run in full fp32 on a GPU with TF32 tensor cores (compute capability >= 8.0)
+    whose float32 matmul precision is still torch's "highest" (no tensor cores); "" when nothing.
+
+    The engine warns and leaves the choice to the research code, as Lightning does: TF32 changes the
+    numbers (about 10 mantissa bits in matmul inputs), so it is not switched on behind your back.
+    """
+    if precision != "32" or device.type != "cuda" or torch.get_float32_matmul_precision() != "highest":
+        return ""
+    major, minor = capability if capability is not None else torch.cuda.get_device_capability(device)
+    if major < 8:
+        return ""
+    return (
+        f"trainer.precision=32 on a GPU with tensor cores (compute capability {major}.{minor}) runs float32 "
+        "matmuls without them: call torch.set_float32_matmul_precision('high') (TF32) in your training script "
+        "for several times the matmul speed, or use trainer.precision=bf16-mixed"
+    )

@@ -30,6 +30,7 @@ class Results:
         self.stage = "train"
         self.batch_size = 1
         self._all_reduce = all_reduce
+        self.device = torch.device("cpu")  # the run's device: where sync_dist values are reduced (NCCL: the GPU)
         self.step: dict[str, torch.Tensor] = {}  # last on_step values
         self.epoch: dict[str, _Epoch] = {}  # running epoch reductions
         self.metric_objects: dict[str, Any] = {}  # torchmetrics logged on_epoch: compute() at epoch end
@@ -86,7 +87,7 @@ class Results:
                 self.step_metric_objects.append(value)
             return
 
-        tensor = _as_tensor(value)
+        tensor = _as_tensor(value, self.device if sync_dist else None)
         if tensor.numel() != 1:
             raise ValueError(f"self.log('{name}', ...) needs a scalar, got a tensor of shape {tuple(tensor.shape)}")
         tensor = tensor.detach() if tensor.ndim == 0 else tensor.detach().reshape(())
@@ -178,8 +179,14 @@ def _is_metric(value: Any) -> bool:
     return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "update")
 
 
-def _as_tensor(value: Any) -> torch.Tensor:
-    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+def _as_tensor(value: Any, device: torch.device | None = None) -> torch.Tensor:
+    """A logged value as a tensor: fp32 for Python numbers (whatever the default dtype); on `device`
+    when given, because NCCL reduces only tensors on the GPU (gloo accepts CPU ones, so CPU runs can't tell)."""
+    if isinstance(value, torch.Tensor):
+        return value if device is None or value.device == device else value.to(device)
+    if device is None:
+        return torch.tensor(float(value), dtype=torch.float32)
+    return torch.full((), float(value), dtype=torch.float32, device=device)  # a fill kernel, no host copy
 
 
 def _to_floats(values: dict[str, torch.Tensor]) -> dict[str, float]:

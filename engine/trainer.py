@@ -45,7 +45,7 @@ from .loggers import NullLogger, make_logger
 from .module import DataModule, Module
 from .module import is_datamodule as _is_datamodule
 from .optim import LightningOptimizer
-from .precision import NULL_CONTEXT, Precision
+from .precision import NULL_CONTEXT, Precision, matmul_precision_advice
 from .profilers import make_profiler
 from .results import Results
 from .states import RunningStage, TrainerFn, TrainerState, TrainerStatus
@@ -199,7 +199,7 @@ class Trainer:
         log_every_n_steps: int = 10,
         fast_dev_run: bool | int = False,
         seed: int | None = None,
-        deterministic: bool = False,
+        deterministic: bool | str = False,
         num_threads: int | None = None,
         compile: bool = False,
         sync_batchnorm: bool = False,
@@ -263,6 +263,8 @@ class Trainer:
         self.limit_train_batches, self.limit_val_batches = limit_train_batches, limit_val_batches
         self.val_check_interval, self.check_val_every_n_epoch = val_check_interval, check_val_every_n_epoch
         self.num_sanity_val_steps, self.log_every_n_steps = num_sanity_val_steps, log_every_n_steps
+        if deterministic not in (True, False, "warn"):
+            raise ValueError(f"deterministic={deterministic!r}: use True (strict), 'warn' or False")
         self.seed, self.deterministic, self.compile = seed, deterministic, compile
         self.num_threads = num_threads
         self.sync_batchnorm, self.find_unused_parameters = sync_batchnorm, find_unused_parameters
@@ -752,6 +754,9 @@ class Trainer:
         step_hooks = self._hooks_for("on_before_optimizer_step")
         now = time.perf_counter
         finite: Any = True  # a bool, or a device tensor read once per optimizer step (skip)
+        # 16-mixed: a window whose training_steps all returned None has no backward, so nothing for the
+        # GradScaler to unscale or step (it would fail); the step is counted as under 32 but not taken.
+        scaling = idle = self.precision.scaling  # idle: True until a backward in the window (never without scaling)
         while batch_idx < n and not self._stop_agreed:
             start = now()
             try:
@@ -786,16 +791,19 @@ class Trainer:
                     else:
                         finite = ok if finite is True else finite & ok
                 backward(loss / window if window > 1 else loss)  # x / 1 is x: skip the op
+                idle = False
             batch_idx = self._batches_done = batch_idx + 1
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
             if step_now:
                 if agree_each_step:  # every rank skips/stops alike
                     finite = self.env.all_reduce(torch.as_tensor(finite, device=device).float(), "min") > 0
-                if finite is True or finite:
+                if idle:
+                    self._idle_step()
+                elif finite is True or finite:
                     self._optimizer_step(step_hooks)
                 elif not self._nonfinite_step():
                     break  # stop before counting a step that was not taken
-                finite = True
+                finite, idle = True, scaling
                 self.global_step = step = self.global_step + 1
                 self.should_log = step % self.log_every_n_steps == 0
                 if self.should_log:
@@ -917,6 +925,13 @@ class Trainer:
             stepped = True
         optimizer.zero_grad(set_to_none=True)
         if stepped and self.lr_schedulers:
+            self._step_schedulers("step")
+
+    def _idle_step(self) -> None:
+        """A window without backward under gradient scaling: no optimizer or scaler step (there are no
+        gradients); the global step and step-interval schedulers advance as they do under 32."""
+        self.optimizers[0].zero_grad(set_to_none=True)
+        if self.lr_schedulers:
             self._step_schedulers("step")
 
     # -- manual optimization: what module.manual_backward and LightningOptimizer.step call ----------
@@ -1188,7 +1203,9 @@ class Trainer:
     # -- setup, checkpoints, teardown --------------------------------------------------------
     def _setup(self, module: Module, datamodule: DataModule | None, stage: str) -> None:
         if self.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            # True: a non-deterministic op raises (Lightning's meaning; what exact GPU resume needs);
+            # "warn": it only warns.
+            torch.use_deterministic_algorithms(True, warn_only=self.deterministic == "warn")
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         if self.num_threads is not None:
             # Small models gain nothing from more threads, and lose badly when cores are shared.
@@ -1211,6 +1228,10 @@ class Trainer:
         console.setup(self.env.rank)
         D.seed_rank(self.env, self.seed if self.seed is not None else torch.initial_seed())
         self.precision = Precision(self.precision_name, self.device)
+        self._train_results.device = self._eval_results.device = self.device
+        advice = matmul_precision_advice(self.device, self.precision.precision)
+        if advice and self.is_global_zero:
+            warnings.warn(advice, UserWarning, stacklevel=3)
         self._unchecked, self._checked_at, self._nonfinite_seen = None, 0, False
         if not self.is_global_zero:
             self.logger = NullLogger()  # one W&B run per job: only global rank 0 logs
@@ -1326,14 +1347,15 @@ class Trainer:
 
     def _checkpoint_state(self) -> dict[str, Any]:
         module = self.module
-        rng = capture_rng_state()
+        # Per rank, in one gather: the random streams and the partial epoch sums (each rank's own).
+        per_rank = self._gather({"rng": capture_rng_state(self.device), "results": self._train_results.state_dict()})
         state = {
             "engine_version": __version__,
             "model": module.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "lr_schedulers": [s.scheduler.state_dict() for s in self.lr_schedulers],
             "scaler": self.precision.scaler.state_dict(),
-            "rng": self._gather(rng),
+            "rng": [r["rng"] for r in per_rank],
             "loop": {
                 "epoch": self.current_epoch,
                 "global_step": self.global_step,
@@ -1348,7 +1370,7 @@ class Trainer:
                 if hasattr(c, "state_dict") and hasattr(c, "state_key")
             },
             "logger": self.logger.state_dict(),
-            "results": self._train_results.state_dict(),
+            "results": [r["results"] for r in per_rank],
             "callback_metrics": dict(self.callback_metrics),  # a resumed finished run still reports them
             "config": _plain(self.config),
             "hparams": _plain(module.hparams),
@@ -1398,7 +1420,9 @@ class Trainer:
         path = self.env.broadcast_object(self._resolve_ckpt(ckpt_path) if self.is_global_zero else None)
         if path is None:
             return
-        ckpt = engine_layout(load_checkpoint(path, self.device, weights_only), path)
+        # On the CPU first: load_state_dict copies the weights into the parameters and the optimizer
+        # moves its state to them, so the device never holds a second copy of the model.
+        ckpt = engine_layout(load_checkpoint(path, "cpu", weights_only), path)
         for key in ("model", "optimizers", "loop"):
             if key not in ckpt:
                 raise CheckpointError(
@@ -1424,13 +1448,20 @@ class Trainer:
             opt.load_state_dict(s)
         for sched, s in zip(self.lr_schedulers, ckpt.get("lr_schedulers", []), strict=False):
             sched.scheduler.load_state_dict(s)
-        self.precision.scaler.load_state_dict(ckpt.get("scaler", {}))  # an empty dict means "not used"
+        scaler_state = ckpt.get("scaler") or {}  # empty: saved without gradient scaling (32, bf16)
+        if scaler_state:
+            self.precision.scaler.load_state_dict(scaler_state)
+        elif self.precision.scaling:
+            self.print(f"{path} holds no GradScaler state (saved without 16-mixed): the gradient scale starts fresh")
         self.current_epoch, self.global_step = loop["epoch"], loop["global_step"]
         self._batches_done, self._epoch_done = loop["batches_done"], loop["epoch_done"]
         if self._epoch_done:
             self.current_epoch, self._batches_done, self._epoch_done = self.current_epoch + 1, 0, False
-        else:
-            self._train_results.load_state_dict(ckpt.get("results", {}), self.device)
+        else:  # each rank's own partial epoch sums (an older checkpoint holds rank 0's dict only)
+            results = ckpt.get("results", {})
+            if isinstance(results, list):
+                results = results[self.env.rank] if len(results) == self.world_size else {}
+            self._train_results.load_state_dict(results, self.device)
         saved = ckpt.get("callbacks", {})
         for c in self.callbacks:
             key = getattr(c, "state_key", None)
@@ -1441,8 +1472,8 @@ class Trainer:
         if self.datamodule is not None:
             self.datamodule.load_state_dict(ckpt.get("datamodule", {}))
         rng = ckpt.get("rng", [])
-        if rng:
-            restore_rng_state(rng[self.env.rank] if len(rng) == self.world_size else rng[0])
+        if rng:  # this rank's streams, its CUDA one restored on the device this rank uses
+            restore_rng_state(rng[self.env.rank] if len(rng) == self.world_size else rng[0], self.device)
         self.module.on_load_checkpoint(ckpt)
         self.resumed_from = str(path)
         if loop.get("note"):

@@ -109,7 +109,8 @@ def test_wrong_type_names_the_key() -> None:
     message = _problems(["trainer.max_epochs=ten"])
     assert "trainer.max_epochs: expected int or null, got 'ten'" in message
     assert "data.batch_size: expected int, got 1.5" in _problems(["data.batch_size=1.5"])
-    assert "trainer.deterministic: expected bool, got 1" in _problems(["trainer.deterministic=1"])
+    assert "trainer.sync_batchnorm: expected bool, got 1" in _problems(["trainer.sync_batchnorm=1"])
+    assert "trainer.deterministic: 1 is not one of False, True, 'warn'" in _problems(["trainer.deterministic=1"])
     message = _problems(["trainer.precision=fp16"])
     assert "trainer.precision: 'fp16' is not one of '32', '16-mixed', 'bf16-mixed', 'bf16-true'" in message
 

@@ -297,6 +297,24 @@ def test_a_killed_run_resumes_to_the_same_weights(work: Path, two: tuple) -> Non
             assert torch.equal(got[name], ref[name]), (rank, name)
 
 
+def test_a_mid_epoch_resume_keeps_each_ranks_partial_epoch_sums(work: Path, two: tuple) -> None:
+    """Stopped mid-epoch 0 (step 2 of 4), resumed: the sync_dist epoch mean of a value that differs
+    per rank is the uninterrupted run's, because each rank reloads its own partial sums."""
+    run_dir = work / "runs" / "midstop"
+    args = (*COMMON, "run_name=midstop", "data.batch_size=8")
+    _check(_run(_torchrun("ddpjob", *args, "model.stop_step=2"), work))
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (ckpt["loop"]["global_step"], ckpt["loop"]["batches_done"], ckpt["loop"]["epoch_done"]) == (2, 4, False)
+    saved = [r["rank_epoch_mean"]["total"].item() for r in ckpt["results"]]
+    assert saved == [0.0, 32.0]  # each rank's own: rank r logged r for 4 batches of 8 samples
+    _check(_run(_torchrun("ddpjob", *args, "resume=last"), work))
+    for rank in _ranks(run_dir):
+        assert rank["resumed_from"].endswith("last.ckpt") and rank["global_step"] == FINAL_STEP
+        assert rank["callback_metrics"]["rank_epoch_mean"] == 0.5  # rank 0's sums on both ranks: 0.25
+    for rank in _ranks(two[0]):
+        assert rank["callback_metrics"]["rank_epoch_mean"] == 0.5
+
+
 def test_sigterm_stops_every_rank_after_the_same_step_and_exits_75(work: Path) -> None:
     from wandb_records import offline_run_dirs
 
@@ -376,6 +394,15 @@ def test_gpu_check_script_runs_its_checks_on_cpu(tmp_path: Path, monkeypatch: py
     assert "bf16-mixed loss" in gpu_check.check_precision("cpu", tmp_path)
     assert "tensors equal" in gpu_check.check_checkpoint("cpu", tmp_path)
     assert "samples/s" in gpu_check.check_throughput("cpu", tmp_path)
+    # The GPU-path checks that a CPU can run (a CPU GradScaler stands in for 16-mixed's).
+    assert "weights and LR unchanged" in gpu_check.check_overflow("cpu", tmp_path / "overflow")
+    assert "global_step 3" in gpu_check.check_none_window("cpu", tmp_path / "none")
+    assert "randn in the step is bf16" in gpu_check.check_bf16_true("cpu", tmp_path / "bf16")
+    assert "sync == async" in gpu_check.check_checkpoint_files("cpu", tmp_path / "files")
+    assert "bit for bit" in gpu_check.check_resume("cpu", tmp_path / "resume")
+    with pytest.raises(gpu_check.Skip):
+        gpu_check.check_sync_audit("cpu", tmp_path)
+    assert gpu_check.DEFAULT_CHECKS + gpu_check.DDP_CHECKS == list(gpu_check.CHECKS)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -384,6 +411,7 @@ def test_gpu_check_script_runs_its_checks_on_cpu(tmp_path: Path, monkeypatch: py
     ).items():
         monkeypatch.setenv(key, value)
     try:
+        assert gpu_check.check_ddp_sync_dist("cpu", tmp_path / "sd") == "gloo: rank_plus_half 0.5, cpu_tensor 2.0"
         assert gpu_check.check_ddp("cpu", tmp_path).startswith("gloo, world size 1, DDP-wrapped")
     finally:
         D.teardown()

@@ -223,6 +223,31 @@ def test_minimal_example_and_toggles(template_repo: Path, tmp_path: Path) -> Non
     compile((dest / "src" / "tiny" / "__init__.py").read_text(), "__init__.py", "exec")
 
 
+def test_examples_keep_the_gpu_fed(project: Path, template_repo: Path, tmp_path: Path) -> None:
+    """The digits example's training accuracy skips torchmetrics' input checks (torch.unique waits for
+    the GPU every step); the minimal example pins its loaders when a GPU is there (asynchronous copies)."""
+    import subprocess
+    import sys
+
+    tiny = new_project(template_repo, tmp_path / "p", "project_name=tiny", "example=none")
+    code = (
+        "import torch\n"
+        "from my_research.model import DigitsClassifier\n"
+        "m = DigitsClassifier()\n"
+        "print(m.train_acc.validate_args, m.val_acc.validate_args, m.test_acc.validate_args)\n"
+        "from tiny.data import SyntheticDataModule\n"
+        "d = SyntheticDataModule(); d.setup('fit')\n"
+        "cuda = torch.cuda.is_available()\n"
+        "print(d.train_dataloader().pin_memory is cuda, d.val_dataloader().pin_memory is cuda)\n"
+    )
+    path = os.pathsep.join([str(project / "src"), str(tiny / "src")])
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["False", "True", "True", "True", "True"]
+
+
 def test_installed_bundle_renders_its_own_version(tmp_path: Path) -> None:
     # Without --template, scaffold renders the history shipped inside the installed package.
     from scaffold.source import installed_source

@@ -100,6 +100,9 @@ class ToyClassifier(Module):
         self.log("rank_unsynced", float(rank), on_step=True, on_epoch=True)  # differs per rank
         self.log("rank_mean", float(rank), sync_dist=True)  # (0 + 1) / 2 on two ranks
         self.log("rank_max", float(rank), on_step=False, on_epoch=True, reduce_fx="max", sync_dist=True)
+        self.log(
+            "rank_epoch_mean", float(rank), on_step=False, on_epoch=True, sync_dist=True
+        )  # 0.5: each rank's own sums
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

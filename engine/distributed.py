@@ -13,6 +13,12 @@ Environment knobs:
     SCAFFOLD_DIST_TIMEOUT   seconds a rank waits in a collective before it fails (default 1800).
                             A crashed rank fails the job at once (torchrun stops the others);
                             this bounds true hangs, e.g. one rank stuck on a dead filesystem.
+    SCAFFOLD_STOP_CHECK_S   seconds of training between two checks that all ranks agree on a stop
+                            (default 10): a signal (SLURM's USR1 120 s before the time limit, a
+                            SIGTERM) that reaches one rank stops every rank within about this
+                            long, plus one step and the checkpoint save. Logging steps, validation,
+                            saves and epoch ends check too; between them a step runs no collective
+                            of the engine's.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from torch.utils.data import (
 from .config import ConfigError
 
 SELF_LAUNCHED = "SCAFFOLD_SELF_LAUNCHED"  # set for the workers `launch` starts (not for torchrun's)
+DEFAULT_STOP_CHECK_S = 10.0  # SLURM warns 120 s ahead: leaves ample time to reach the check and save
 DEFAULT_TIMEOUT_S = 1800.0  # torch's gloo default; generous because prepare_data and rank-0 saves sit behind barriers
 
 
@@ -136,6 +143,18 @@ def timeout_from_env() -> timedelta:
     except ValueError:
         raise ValueError(f"SCAFFOLD_DIST_TIMEOUT={text!r} is not a number of seconds (e.g. 600)") from None
     return timedelta(seconds=seconds)
+
+
+def stop_check_seconds() -> float:
+    """SCAFFOLD_STOP_CHECK_S: the longest stretch of training between two stop agreements."""
+    text = os.environ.get("SCAFFOLD_STOP_CHECK_S", "")
+    try:
+        seconds = float(text) if text else DEFAULT_STOP_CHECK_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"SCAFFOLD_STOP_CHECK_S={text!r} is not a positive number of seconds (e.g. 10)")
+    return seconds
 
 
 def setup(accelerator: str, timeout: timedelta | None = None) -> DistEnv:

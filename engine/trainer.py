@@ -341,11 +341,20 @@ class Trainer:
         self._hooks: dict[str, list[Callable[..., Any]]] = {}
         self._step_fn: Callable[[Any, int], Any] | None = None
         self._ddp: nn.Module | None = None
-        # On an accelerator with on_nonfinite_loss=stop, the loss flag is read where the loop syncs
-        # anyway (logging steps, validation, saves), not every step: see `check_finite`.
-        self._unchecked: torch.Tensor | None = None  # finiteness of the losses since the last read
+        # On an accelerator or under DDP with on_nonfinite_loss=stop, the loss flag is read where the
+        # loop syncs anyway (logging steps, validation, saves), not every step: see `check_finite`.
+        self._unchecked: torch.Tensor | bool | None = None  # finiteness of the losses since the last read
         self._checked_at = 0  # global_step of the last read
         self._nonfinite_seen = False
+        # Under DDP the ranks agree on stops and non-finite losses in one all-reduce at sync points
+        # (see `_sync`), and every `_sync_every` steps, so a signal one rank got reaches them all.
+        self._sync_every = 1  # steps between agreements: rank-uniform, re-derived from the step time
+        self._sync_step = 0  # global_step of the next agreement by interval
+        self._sync_mark: tuple[int, float] | None = None  # (global_step, time) of the last agreement
+        self._synced_at: tuple[int, int, int] | None = None  # loop position of the last agreement
+        self._stop_check_s = D.DEFAULT_STOP_CHECK_S
+        self._log_keys: tuple[str, ...] = ()  # rank 0's step metric names, as all ranks last agreed
+        self._step_metrics: dict[str, float] = {}  # what the latest logging step logged
 
     def _has(self, kind: type) -> bool:
         return any(isinstance(c, kind) for c in self.callbacks)
@@ -453,9 +462,12 @@ class Trainer:
 
     @property
     def _reads_loss_late(self) -> bool:
-        """On an accelerator with on_nonfinite_loss=stop, the loss flag waits for `check_finite`
-        (always under manual optimization: the module has stepped before the loop sees the loss)."""
-        return self.on_nonfinite_loss == "stop" and (self.device.type != "cpu" or not self._automatic)
+        """With on_nonfinite_loss=stop, the loss flag waits for `check_finite` on an accelerator (a
+        read stalls its queue) and under DDP (agreeing would be a collective per step); always under
+        manual optimization (the module has stepped before the loop sees the loss)."""
+        return self.on_nonfinite_loss == "stop" and (
+            self.device.type != "cpu" or not self._automatic or self.env.active
+        )
 
     @property
     def device(self) -> torch.device:
@@ -740,9 +752,11 @@ class Trainer:
         batch_idx, data = self._batches_done, iter(self.train_loader)
         val_every = self._val_every(n)
         distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
-        # A stop can wait for the next sync point; a skip must know before the optimizer step.
+        # A stop can wait for the next sync point; a skip must know before the optimizer step
+        # (under DDP that is one all-reduce per step, the price of on_nonfinite_loss=skip).
         defer = self.on_nonfinite_loss == "stop"
-        agree_each_step = distributed and not self._reads_loss_late  # the same on every rank
+        exact = not self._reads_loss_late  # one CPU process (or skip): the exact check, every step
+        agree_each_step = distributed and exact  # the same on every rank
         autocast = self.precision.autocast()  # one context, entered every step
         plain = autocast is NULL_CONTEXT and self._ddp is None  # no context to enter around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
@@ -783,7 +797,10 @@ class Trainer:
             loss = outputs if isinstance(outputs, torch.Tensor) else _loss_of(outputs)
             if loss is not None:
                 if loss.is_cpu:  # .item() waits for nothing on the CPU: check every step, exactly
-                    finite = finite is True and math.isfinite(loss.item())
+                    if exact:
+                        finite = finite is True and math.isfinite(loss.item())
+                    elif not math.isfinite(loss.item()):  # DDP: the ranks agree at the next sync point
+                        self._unchecked = False
                 else:  # reading a device value now would stall the accelerator's queue
                     ok = torch.isfinite(loss.detach())
                     if defer:
@@ -806,10 +823,9 @@ class Trainer:
                 finite, idle = True, scaling
                 self.global_step = step = self.global_step + 1
                 self.should_log = step % self.log_every_n_steps == 0
-                if self.should_log:
-                    if not self.check_finite():
+                if self.should_log or (distributed and step >= self._sync_step):
+                    if not self._step_sync():
                         break  # stop before anything reads or saves these weights
-                    self._log_step()
             t.total += now() - start
             if val_every and batch_idx % val_every == 0 and batch_idx < n:
                 self._validate_now()  # before the batch-end hooks, so a checkpoint there includes it
@@ -820,8 +836,9 @@ class Trainer:
                     self._flush_log()
                 if self.max_steps >= 0 and self.global_step >= self.max_steps:
                     self.request_stop("max_steps")
-                if distributed or self._signal is not None or self.should_stop != self._stop_agreed:
-                    self._agree_stop()  # (in one process without a signal it only copies should_stop)
+                    self._stop_agreed = True  # the same step on every rank: nothing to agree on
+                if self._signal is not None or self.should_stop != self._stop_agreed:
+                    self._agree_stop(collective=False)  # under DDP: agreed at the next sync point
         self._end_train_epoch(batch_idx, n)
 
     def _manual_batches(self, batch_idx: int, n: int) -> tuple[int, int]:
@@ -864,10 +881,9 @@ class Trainer:
             batch_idx = self._batches_done = batch_idx + 1
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
             self.should_log = self.global_step // every > steps_before // every
-            if self.should_log:
-                if not self.check_finite():
+            if self.should_log or (distributed and self.global_step >= self._sync_step):
+                if not self._step_sync():
                     break  # stop before anything reads or saves these weights
-                self._log_step()
             t.total += now() - start
             if val_every and batch_idx % val_every == 0 and batch_idx < n:
                 self._validate_now()
@@ -877,8 +893,9 @@ class Trainer:
                 self._flush_log()
             if self.max_steps >= 0 and self.global_step >= self.max_steps:
                 self.request_stop("max_steps")
-            if distributed or self._signal is not None or self.should_stop != self._stop_agreed:
-                self._agree_stop()
+                self._stop_agreed = True  # the same step on every rank
+            if self._signal is not None or self.should_stop != self._stop_agreed:
+                self._agree_stop(collective=False)
         return batch_idx, n
 
     def _end_train_epoch(self, batch_idx: int, n: int) -> None:
@@ -982,20 +999,25 @@ class Trainer:
         On an accelerator (with on_nonfinite_loss=stop) this reads the loss flag gathered
         since the last read, one sync, instead of a sync every step. On a non-finite loss it
         requests the stop, and the loop stops before the weights are logged, validated or
-        saved. Every rank calls it at the same points, so the all-reduce lines up under DDP.
+        saved. Under DDP it is an agreement point (`_agree_stop`, once per loop position):
+        every rank calls it at the same points, so the all-reduce lines up.
         """
         if self._nonfinite_seen:
             return False
-        if self._unchecked is None and not (self._reads_loss_late and self.env.active):
-            return True  # nothing to read (and, in one process, nothing to agree on)
-        flag, self._unchecked = self._unchecked, None
         if self.env.active:
-            flag = self.env.all_reduce(
-                torch.as_tensor(True if flag is None else flag, device=self.device).float(), "min"
-            )
-        if flag is None or bool(flag):
+            if self._synced_at != self._position():
+                self._agree_stop()
+            return not self._nonfinite_seen
+        if self._unchecked is None:
+            return True  # nothing to read
+        flag, self._unchecked = self._unchecked, None
+        if bool(flag):
             self._checked_at = self.global_step
             return True
+        self._found_nonfinite()
+        return False
+
+    def _found_nonfinite(self) -> None:
         self._nonfinite_seen = True
         first, last = self._checked_at + 1, self.global_step
         where = f"step {last}" if first == last else f"a step between {first} and {last}"
@@ -1003,7 +1025,6 @@ class Trainer:
             "nonfinite_loss",
             f"the training loss was not finite at {where}; the last checkpoint holds the last good weights",
         )
-        return False
 
     def _nonfinite_step(self) -> bool:
         """Drop this step's gradients; False when the loop must stop (on_nonfinite_loss=stop)."""
@@ -1030,10 +1051,40 @@ class Trainer:
         """One validation ("val") or test epoch over `loaders` (see engine/evaluation.py)."""
         return evaluation.run_eval(self, stage, loaders, limit, cap)
 
-    def _log_step(self) -> None:
-        metrics = self._train_results.step_values()  # the one device sync per logging step
-        self.callback_metrics.update(self.env.broadcast_object(self._train_results.with_plain_names(metrics)))
+    def _log_step(self, metrics: dict[str, float] | None = None) -> None:
+        """A logging step: the step values to the loggers, and rank 0's to every rank's callbacks
+        (`metrics`: under DDP rank 0's own, logged by it alone; `_sync` passes them on)."""
+        if metrics is None:
+            metrics = self._train_results.step_values()  # the one device sync per logging step
+            shared = self.env.broadcast_object(self._train_results.with_plain_names(metrics))
+        else:
+            shared = self._train_results.with_plain_names(metrics)
+        self._step_metrics = shared
+        self.callback_metrics.update(shared)
         self.log_metrics({**metrics, "epoch": float(self.current_epoch)})
+
+    def _step_sync(self) -> bool:
+        """After a logging step's optimizer step, or under DDP an agreement step (every
+        `_sync_every` steps). False: a non-finite loss, stop before anything reads or saves
+        these weights.
+
+        In one process: check the losses, then log. Under DDP a logging step is rank 0's
+        alone (it logs its own values; the other ranks' callbacks receive them at the next
+        agreement, before any save, validation or epoch end reads them), so only the
+        interval's agreements are collectives.
+        """
+        if not self.env.active:
+            if not self.check_finite():
+                return False
+            self._log_step()
+            return True
+        if self.global_step >= self._sync_step:
+            self._agree_stop()
+            if self._nonfinite_seen:
+                return False
+        if self.should_log and self.is_global_zero:
+            self._log_step(self._train_results.step_values())  # one device sync, on rank 0 only
+        return True
 
     def _flush_log(self) -> None:
         if not self._pending_log:
@@ -1144,14 +1195,28 @@ class Trainer:
     def _reduce(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
         return self.env.all_reduce(tensor, op)
 
-    def _agree_stop(self) -> None:
+    def _agree_stop(self, collective: bool = True) -> None:
         """Make every rank take the same stop decision, for the same reason.
 
-        Called where callbacks may have set `should_stop` (after a step, a validation, an
-        epoch's start and end). A callback may stop on one rank only (a metric or a signal
-        only it saw); that rank leaving the loop alone would hang the others in a collective.
-        Callbacks see rank 0's `callback_metrics` on every rank, so most decisions agree anyway.
+        Called where callbacks may have set `should_stop`: an epoch's start and end, after a
+        validation, at saves (`check_finite`) and, with ``collective=False``, after a step that
+        requested one. In one process the loop obeys at once. Under DDP a rank may stop alone (a
+        signal, a timer or a metric only it saw); leaving the loop alone would hang the others in
+        a collective, so a request waits for the next sync point, where one all-reduce (`_sync`)
+        tells every rank. Callbacks see rank 0's `callback_metrics` on every rank, so most
+        decisions agree anyway.
         """
+        self._note_stop()
+        if self.env.active:
+            if not collective:
+                return  # this rank alone: the next sync point agrees
+            self._sync()
+        self._stop_agreed = self.should_stop
+        if self._stop_agreed:
+            self._announce_stop()
+
+    def _note_stop(self) -> None:
+        """This rank's own view: a signal becomes a stop; min_epochs / min_steps hold a soft stop back."""
         if self._signal == signal.SIGINT:
             self.request_stop(
                 "interrupted",
@@ -1164,13 +1229,56 @@ class Trainer:
         if self.should_stop and (self.min_epochs or self.min_steps) and self._below_minimum():
             self.print(f"min_epochs={self.min_epochs} / min_steps={self.min_steps} not reached: training continues")
             self.should_stop, self.stop_reason, self.stop_message = False, None, ""
-        if self.env.active and self.env.any(self.should_stop):
+
+    def _position(self) -> tuple[int, int, int]:
+        """Where the loop is (the same on every rank): agreements made here need not be repeated."""
+        return self.current_epoch, self._batches_done, self.global_step
+
+    def _sync(self) -> None:
+        """Under DDP, the ranks' one agreement: a single all-reduce (sum) of a small float64 tensor.
+
+        It carries whether any rank saw a non-finite loss since the last agreement (a device
+        flag on GPUs, never read before), how many ranks want to stop, rank 0's seconds per
+        step, and the step metrics rank 0 logged last (the other ranks add zeros, so the sum
+        is rank 0's value exactly), which become every rank's `callback_metrics`. The step
+        time sets, identically on every rank, the steps until the next agreement: about
+        `SCAFFOLD_STOP_CHECK_S` seconds of training. Rarely a second round follows: the stop
+        reasons (when a rank stops) or rank 0's metric names (when new ones appear).
+        """
+        flag, self._unchecked = self._unchecked, None
+        lead, keys, step = self.is_global_zero, self._log_keys, self._step_metrics
+        seconds, mark = 0.0, self._sync_mark
+        if lead and mark is not None and self.global_step > mark[0]:
+            seconds = (time.perf_counter() - mark[1]) / (self.global_step - mark[0])
+        changed = float(lead and not step.keys() <= set(keys))
+        values = [float(flag is False), float(self.should_stop), seconds, changed]
+        if lead:  # each key's value, then whether rank 0 has it
+            values += [step.get(k, 0.0) for k in keys] + [float(k in step) for k in keys]
+        else:
+            values += [0.0] * (2 * len(keys))
+        vec = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if isinstance(flag, torch.Tensor):  # queued on the device: read below with everything else
+            vec[0] = flag.logical_not().any().to(torch.float64)
+        bad, stops, seconds, changed, *got = self.env.all_reduce(vec, "sum").tolist()
+        if changed:
+            step = self.env.broadcast_object(step)
+            self._log_keys = tuple(dict.fromkeys((*keys, *step)))
+            self.callback_metrics.update(step)
+        elif keys:
+            n = len(keys)
+            self.callback_metrics.update({k: v for k, v, has in zip(keys, got[:n], got[n:], strict=True) if has})
+        if stops:
             mine = (self.stop_reason, self.stop_message) if self.should_stop else None
             reason, message = next(r for r in self.env.gather_object(mine) if r is not None)  # lowest rank's
             self.should_stop, self.stop_reason, self.stop_message = True, reason, message
-        self._stop_agreed = self.should_stop
-        if self._stop_agreed:
-            self._announce_stop()
+        if bad:
+            self._found_nonfinite()
+        else:
+            self._checked_at = self.global_step
+        if seconds > 0:
+            self._sync_every = max(1, int(self._stop_check_s / seconds))
+        self._sync_step = self.global_step + self._sync_every
+        self._sync_mark, self._synced_at = (self.global_step, time.perf_counter()), self._position()
 
     def _below_minimum(self) -> bool:
         """Whether min_epochs / min_steps hold back the requested stop (never a safety stop)."""
@@ -1233,6 +1341,8 @@ class Trainer:
         if advice and self.is_global_zero:
             warnings.warn(advice, UserWarning, stacklevel=3)
         self._unchecked, self._checked_at, self._nonfinite_seen = None, 0, False
+        self._sync_every, self._sync_step, self._sync_mark, self._synced_at = 1, 0, None, None
+        self._stop_check_s, self._log_keys, self._step_metrics = D.stop_check_seconds(), (), {}
         if not self.is_global_zero:
             self.logger = NullLogger()  # one W&B run per job: only global rank 0 logs
         self.module, self.datamodule = module, datamodule

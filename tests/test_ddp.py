@@ -152,6 +152,13 @@ def stops(work: Path) -> list[dict[str, Any]]:
     return [json.loads((work / "stops" / f"stops-rank{r}.json").read_text()) for r in range(2)]
 
 
+@pytest.fixture(scope="module")
+def sync(work: Path) -> list[dict[str, Any]]:
+    """Fits that record every torch.distributed call, and stops one rank asks for (ddpjob/sync.py)."""
+    _check(_run(_torchrun("ddpjob.sync", "sync"), work))
+    return [json.loads((work / "sync" / f"sync-rank{r}.json").read_text()) for r in range(2)]
+
+
 # -- one process vs two -------------------------------------------------------------------------
 
 
@@ -230,17 +237,59 @@ def test_one_checkpoint_writer_and_rank_zero_output(two: tuple) -> None:
 def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step(two: tuple, stops: list[dict[str, Any]]) -> None:
     for rank in _ranks(two[0]):  # on_validation_end (mid-epoch) on rank 1 only
         assert rank["global_step"] == FINAL_STEP and rank["stop_reason"] == "rank_stop"
+    # Under DDP a request waits for the next sync point: here a validation or an epoch's end.
     expected = {  # scenario: (global_step, epoch, batches into the epoch, stop_reason)
-        "batch_end": (3, 0, 3, "rank_stop"),
-        "mid_window": (3, 1, 2, None),  # should_stop between micro-batches: the window finishes first
+        "batch_end": (4, 1, 0, "rank_stop"),  # asked in step 3's on_train_batch_end: agreed at epoch end
+        "mid_window": (4, 2, 0, None),  # should_stop in training_step at step 2: agreed at epoch end
         "epoch_end": (4, 1, 0, "rank_stop"),
         "epoch_start": (4, 1, 0, "rank_stop"),
         "val_end": (2, 0, 2, "rank_stop"),
-        "nonfinite": (2, 0, 3, "nonfinite_loss"),  # NaN loss on rank 1 only: both skip the update and stop
+        # NaN loss on rank 1 only in step 3: no per-step collective, so both ranks take the step and
+        # find it at the epoch's end, before anything validates or saves the weights.
+        "nonfinite": (4, 0, 4, "nonfinite_loss"),
     }
     for r in stops:
         got = {k: (r[k]["global_step"], r[k]["epoch"], r[k]["batches_done"], r[k]["stop_reason"]) for k in expected}
         assert got == expected, f"rank {r['rank']}"
+
+
+def test_steps_between_sync_points_run_no_collective(sync: list[dict[str, Any]]) -> None:
+    """2 epochs of 16 steps, logging every 5, no validation, the interval check once an hour."""
+    for r in sync:
+        assert r["count"]["global_step"] == 32
+        assert r["count"]["grad_syncs"] == 32  # DDP's own gradient all-reduce (its reducer), once a step
+        calls: dict[tuple[int, int], list[str]] = {}
+        for epoch, batches, _step, verb in r["calls"]:
+            calls.setdefault((epoch, batches), []).append(verb)
+        inside = {key: verbs for key, verbs in calls.items() if 0 < key[1] < 16}  # not an epoch's start or end
+        # Only the first step agrees (it measures the step time that sets the interval): logging
+        # steps are rank 0's alone, and an hour's interval never comes.
+        assert inside == {(0, 1): ["all_reduce"]}, f"rank {r['rank']}"
+        # An epoch's start and end (and the fit's end) agree too, in a few collectives each.
+        assert all(len(calls[key]) <= 4 for key in calls if key not in inside), calls
+
+
+def test_stops_one_rank_asks_for_are_agreed_at_the_next_sync_point(sync: list[dict[str, Any]]) -> None:
+    for r in sync:  # logging too sparse to help: only a validation or the epoch's end agrees
+        # max_time on rank 1 only, reached at step 1: agreed at the end of epoch 0 (16 steps).
+        assert (r["max_time"]["global_step"], r["max_time"]["epoch"], r["max_time"]["stop_reason"]) == (
+            16,
+            1,
+            "max_time",
+        )
+        # EarlyStopping on rank 1 only: agreed at the end of the validation that triggered it.
+        e = r["early_stopping"]
+        assert (e["global_step"], e["batches_done"], e["stop_reason"]) == (5, 5, "early_stopping")
+
+
+def test_a_signal_to_one_rank_stops_both_within_the_check_interval(sync: list[dict[str, Any]]) -> None:
+    """Rank 1 sends itself SIGUSR1 at step 20 of 20 ms steps, SCAFFOLD_STOP_CHECK_S=0.3, logging sparse."""
+    r0, r1 = (r["signal"] for r in sync)
+    assert r0["global_step"] == r1["global_step"] and r0["stop_reason"] == r1["stop_reason"] == "preempted"
+    assert r0["sync_every"] == r1["sync_every"] > 1  # steps between checks: derived alike on both ranks
+    assert 20 < r0["global_step"] <= 20 + r0["sync_every"] + 1
+    assert r1["delay_s"] < 1.0  # ~0.3 s interval; generous for a loaded machine
+    assert r0["saved_step"] == r0["global_step"]  # last.ckpt holds the step both stopped after
 
 
 def test_distenv_verbs(stops: list[dict[str, Any]]) -> None:
@@ -345,6 +394,32 @@ def test_sigterm_stops_every_rank_after_the_same_step_and_exits_75(work: Path) -
     assert summary["stop_reason"] == "preempted" and summary["status"] == "interrupted"
     assert summary["world_size"] == 2
     assert len(offline_run_dirs(work)) == 1  # one W&B run for the job, from rank 0
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_sigusr1_to_one_rank_stops_both_with_a_checkpoint_and_resumes_exactly(work: Path, two: tuple) -> None:
+    run_dir = work / "runs" / "usr1"
+    args = (*COMMON, "run_name=usr1", "data.batch_size=8")
+    log = work / "usr1.log"
+    proc = _start(_job(*args, "trainer.devices=2", "model.step_sleep=0.25"), work, log)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc, log)
+    os.kill(int((run_dir / "pid-rank1").read_text()), signal.SIGUSR1)  # rank 1 only, not the launcher
+    proc.wait(timeout=90)
+    assert proc.returncode == 75, log.read_text()[-6000:]
+    r0, r1 = _ranks(run_dir)
+    step = r0["global_step"]
+    assert 2 <= step < FINAL_STEP and r1["global_step"] == step
+    assert r0["stop_reason"] == r1["stop_reason"] == "preempted" and "SIGUSR1" in r0["stop_message"]
+    assert r0["saves"][-1] == [step, "last.ckpt"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["loop"]["global_step"] == step
+
+    _check(_run(_torchrun("ddpjob", *args, "resume=last"), work))
+    assert _ranks(run_dir)[0]["global_step"] == FINAL_STEP
+    ref = _weights(two[0])
+    for rank in (0, 1):  # bit-exact: the same arithmetic as the uninterrupted run
+        got = _weights(run_dir, rank)
+        for name in ref:
+            assert torch.equal(got[name], ref[name]), (rank, name)
 
 
 # -- pieces, in this process --------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from benchlib import CLOCK_NOTE, Row
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["step", "digits", "startup", "checkpoint", "bottleneck", "memory", "gpu"]
+ORDER = ["step", "digits", "ddp", "startup", "checkpoint", "bottleneck", "memory", "gpu"]
 
 
 def machine() -> str:

@@ -272,7 +272,9 @@ class Trainer:
         self.default_root_dir = Path(default_root_dir) if default_root_dir is not None else Path.cwd()
         self.config = config
         # One callback or several, as Lightning accepts.
-        self.callbacks: list[Any] = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks] if callbacks else []
+        self.callbacks: list[Any] = (
+            list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks] if callbacks else []
+        )
         # The enable_* switches add Lightning's default callbacks; ones passed in `callbacks` are kept.
         if progress_bar and enable_progress_bar is not False and not self._has(ProgressBar):
             self.callbacks.append(ProgressBar())

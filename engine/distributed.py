@@ -125,7 +125,7 @@ class DistEnv:
 
 def select_device(accelerator: str, local_rank: int) -> torch.device:
     if accelerator in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cuda", gpu_index(local_rank, torch.cuda.device_count()))
     if accelerator == "cuda":
         raise ConfigError("trainer.accelerator=cuda but no CUDA GPU is visible; use trainer.accelerator=cpu")
     mps = getattr(torch.backends, "mps", None)
@@ -134,6 +134,20 @@ def select_device(accelerator: str, local_rank: int) -> torch.device:
     if accelerator == "mps":
         raise ConfigError("trainer.accelerator=mps but MPS is not available; use trainer.accelerator=cpu")
     return torch.device("cpu")
+
+
+def gpu_index(local_rank: int, gpus: int) -> int:
+    """The GPU of the process with `local_rank` on its node: its own, never one another process uses.
+
+    Two processes on one GPU would fail inside NCCL ("Duplicate GPU detected"); say what to change.
+    """
+    if local_rank >= gpus:
+        raise ConfigError(
+            f"process {local_rank} on this node has no GPU of its own: {gpus} GPU(s) are visible. Start at most "
+            f"{gpus} process(es) per node (trainer.devices={gpus}, torchrun --nproc_per_node={gpus}, or "
+            f"--ntasks-per-node={gpus} under SLURM), or make more GPUs visible (CUDA_VISIBLE_DEVICES)"
+        )
+    return local_rank
 
 
 def timeout_from_env() -> timedelta:

@@ -13,6 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import console
 from . import distributed as D
 from .callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
@@ -67,6 +69,8 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
         spec = getattr(main, "__spec__", None)
         if spec is None:
             raise RuntimeError("trainer.devices > 1 needs `python -m <package>.train`, or launch with torchrun")
+        if cfg.trainer.accelerator in ("auto", "cuda") and torch.cuda.is_available():
+            D.gpu_index(cfg.trainer.devices - 1, torch.cuda.device_count())  # enough GPUs, before any process starts
         return D.launch(cfg.trainer.devices, spec.name, sys.argv[1:])
 
     started = time.monotonic()

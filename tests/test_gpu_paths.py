@@ -341,3 +341,17 @@ def test_no_warning_about_matmul_precision_on_a_cpu(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         make_trainer(tmp_path, max_steps=1).fit(Regressor(), loader(regression_data(8)))
     assert not [w for w in caught if "set_float32_matmul_precision" in str(w.message)]
+
+
+def test_more_processes_than_gpus_is_a_clear_error() -> None:
+    """trainer.devices > GPUs would map two ranks to one GPU (NCCL: "Duplicate GPU detected")."""
+    from engine.config import ConfigError
+    from engine.distributed import gpu_index
+
+    assert [gpu_index(r, 2) for r in range(2)] == [0, 1]
+    with pytest.raises(
+        ConfigError,
+        match=r"process 2 on this node has no GPU of its own: 2 GPU\(s\) are visible.*"
+        r"trainer\.devices=2",
+    ):
+        gpu_index(2, 2)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .engine import DataConfig as EngineDataConfig
 from .engine import DataModule, Module
+from .engine.fsdp import local_bytes
 
 STOP_HOOKS = ("on_train_epoch_start", "training_step", "on_train_batch_end", "on_validation_end", "on_train_epoch_end")
 
@@ -40,6 +41,7 @@ class ModelConfig:
     raise_step: int = -1  # raise in training_step on `raise_rank` at this global step
     raise_rank: int = 1
     step_sleep: float = 0.0  # seconds per training step: gives the signal tests time to act
+    bad_save_step: int = -1  # from this global step on, checkpoints hold an object that cannot be saved
 
 
 @dataclass
@@ -114,6 +116,10 @@ class ToyClassifier(Module):
         self.log("val_count", float(len(y)), reduce_fx="sum", sync_dist=True)
         self.log("val_max_index", idx.max().float(), reduce_fx="max", sync_dist=True)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if 0 <= self.cfg.bad_save_step <= self.trainer.global_step:  # a save that fails after the shards are written
+            checkpoint["callbacks"]["unsaveable"] = object()
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # SGD: Adam's division by sqrt(v) would magnify float rounding in the 1- vs 2-process test.
         return torch.optim.SGD(self.parameters(), lr=self.cfg.lr, momentum=0.9)
@@ -179,7 +185,8 @@ class Probe:
         rank = trainer.env.rank
         out = Path(trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, out / f"weights-rank{rank}.pt")
+        full = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in module.state_dict().items()}
+        torch.save({k: v.detach().cpu() for k, v in full.items()}, out / f"weights-rank{rank}.pt")
         record = {
             "rank": rank,
             "world_size": trainer.world_size,
@@ -196,5 +203,6 @@ class Probe:
             "resumed_from": trainer.resumed_from,
             "seen": {str(k): v for k, v in module.seen.items()},
             "timer": dataclasses.asdict(trainer.timer),
+            "local_bytes": local_bytes(module, trainer.optimizers),  # this process's parameters + optimizer state
         }
         (out / f"rank{rank}.json").write_text(json.dumps(record, indent=1))

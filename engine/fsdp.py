@@ -33,6 +33,7 @@ from torch import nn
 from .checkpoint import (
     SHARDED_STATE_FILE,
     CheckpointError,
+    remove_checkpoint,
     _fsync_dir,
     add_lightning_keys,
     check_model_state,
@@ -266,13 +267,24 @@ def commit(tmp: Path, path: Path) -> None:
     (``.<name>.<token>.old``) and is deleted after; `recover` puts it back if a crash came
     between the two renames.
     """
-    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
-    if path.exists():
-        os.replace(path, old)
+    old = step_aside(path)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    if old is not None:
+        remove_checkpoint(old)
+
+
+def step_aside(path: Path) -> Path | None:
+    """Rename an existing checkpoint at `path` (file or folder) to a hidden name `recover` knows.
+
+    Also before an unsharded run writes a file where a sharded run left a folder of the same
+    name (a resume on one process): a file cannot replace a folder by rename.
+    """
+    if not path.exists():
+        return None
+    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+    os.replace(path, old)
+    return old
 
 
 def recover(folder: Path) -> None:
@@ -285,12 +297,11 @@ def recover(folder: Path) -> None:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
     for old in folder.glob(".*.old"):
-        name = old.name[1:].rsplit(".", 2)[0]
-        target = folder / name
-        if old.is_dir() and not target.exists() and (old / STATE_FILE).is_file():
+        target = folder / old.name[1:].rsplit(".", 2)[0]
+        if not target.exists() and (old.is_file() or (old / STATE_FILE).is_file()):
             os.replace(old, target)
         else:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_checkpoint(old)
 
 
 def read_state(path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:

@@ -710,6 +710,8 @@ class Trainer:
             FSDP.save(state, Path(path), self.module, self.optimizers)
             return
         if self.is_global_zero:
+            if Path(path).is_dir():  # a sharded checkpoint of that name (resumed without fsdp): set aside
+                FSDP.step_aside(Path(path))
             self.checkpoint_io.save(state, Path(path))
         self.env.barrier()
 

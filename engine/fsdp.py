@@ -33,12 +33,12 @@ from torch import nn
 from .checkpoint import (
     SHARDED_STATE_FILE,
     CheckpointError,
-    remove_checkpoint,
     _fsync_dir,
     add_lightning_keys,
     check_model_state,
     engine_layout,
     load_checkpoint,
+    remove_checkpoint,
     save_checkpoint,
 )
 
@@ -100,7 +100,8 @@ def shard(module: nn.Module, options: FSDPOptions, precision: str) -> None:
     kwargs: dict[str, Any] = {"reshard_after_forward": options.reshard_after_forward}
     if precision == "bf16-mixed":  # compute in bf16, reduce gradients and keep the weights in fp32
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    if options.cpu_offload:
+    on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+    if options.cpu_offload and not on_cpu:  # on CPU the shards are there already
         kwargs["offload_policy"] = CPUOffloadPolicy()
     if any(isinstance(m, FSDPModule) for m in module.modules()):
         blocks: list[nn.Module] = []  # configure_model chose the blocks
@@ -165,7 +166,6 @@ class Sharded:
             yield
         finally:
             self.module.set_requires_gradient_sync(True)
-
 
     @contextlib.contextmanager
     def evaluation(self, batches: int) -> Iterator[None]:
@@ -442,4 +442,3 @@ def consolidate(src: str | Path, dst: str | Path) -> dict[str, Any]:
     add_lightning_keys(state)
     save_checkpoint(state, dst)
     return state["loop"]
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -149,7 +150,9 @@ def test_checkpoints_are_dcp_folders_with_a_weights_only_state(fsdp2: Path) -> N
 
 def test_consolidate_writes_one_ordinary_checkpoint(work: Path, fsdp2: Path) -> None:
     out = work / "fsdp2.ckpt"
-    proc = _run([sys.executable, "-m", "ddpjob.engine.consolidate", str(fsdp2 / "checkpoints" / "last.ckpt"), str(out)], work)
+    proc = _run(
+        [sys.executable, "-m", "ddpjob.engine.consolidate", str(fsdp2 / "checkpoints" / "last.ckpt"), str(out)], work
+    )
     _check(proc)
     assert "epoch 1, step 8" in proc.stdout
     ckpt = torch.load(out, weights_only=True)
@@ -168,15 +171,18 @@ def test_consolidate_writes_one_ordinary_checkpoint(work: Path, fsdp2: Path) -> 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_and_the_run_resumes(work: Path, fsdp2: Path) -> None:
     run_dir = work / "runs" / "badsave"
-    proc = _run(_torchrun(2, "ddpjob", *COMMON, "data.batch_size=6", "run_name=badsave", *FSDP_ARGS,
-                          "model.bad_save_step=4"), work)
+    proc = _run(
+        _torchrun(2, "ddpjob", *COMMON, "data.batch_size=6", "run_name=badsave", *FSDP_ARGS, "model.bad_save_step=4"),
+        work,
+    )
     assert proc.returncode != 0 and "weights_only" in proc.output
     ckpts = run_dir / "checkpoints"
     # step 2 saved; step 4's shards were written, its state.pt was not: nothing of it remains.
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]
     assert torch.load(ckpts / "last.ckpt" / "state.pt", weights_only=True)["loop"]["global_step"] == 2
-    _check(_run(_torchrun(2, "ddpjob", *COMMON, "data.batch_size=6", "run_name=badsave", *FSDP_ARGS,
-                          "resume=last"), work))
+    _check(
+        _run(_torchrun(2, "ddpjob", *COMMON, "data.batch_size=6", "run_name=badsave", *FSDP_ARGS, "resume=last"), work)
+    )
     r0 = _ranks(run_dir)[0]
     assert r0["resumed_from"].endswith("last.ckpt") and r0["global_step"] == 8
     _assert_close(_weights(run_dir), _weights(fsdp2), exact=True)  # same world size: bit for bit
@@ -196,8 +202,12 @@ def test_a_crash_between_the_renames_is_recovered(work: Path, fsdp2: Path, tmp_p
 
 def test_a_single_file_checkpoint_seeds_a_sharded_run(work: Path, stopped: Path, fsdp2: Path) -> None:
     seed = work / "stopped.ckpt"
-    _check(_run([sys.executable, "-m", "ddpjob.engine.consolidate", str(stopped / "checkpoints" / "last.ckpt"),
-                 str(seed)], work))
+    _check(
+        _run(
+            [sys.executable, "-m", "ddpjob.engine.consolidate", str(stopped / "checkpoints" / "last.ckpt"), str(seed)],
+            work,
+        )
+    )
     run_dir = _launch(work, 2, "seeded", *FSDP_ARGS, f"resume={seed}")
     assert _ranks(run_dir)[0]["global_step"] == 8
     _assert_close(_weights(run_dir), _weights(fsdp2), exact=True)  # weights and momentum resharded exactly
@@ -231,8 +241,9 @@ def test_a_mid_epoch_checkpoint_resumes_on_another_number_of_processes(
 
 def test_a_changed_global_batch_mid_epoch_is_refused(work: Path, stopped: Path) -> None:
     run_dir = _copy_run(work, "stopped", "rebatched")
-    proc = _run(_torchrun(2, "ddpjob", *COMMON, "data.batch_size=4", "run_name=rebatched", *FSDP_ARGS,
-                          "resume=last"), work)
+    proc = _run(
+        _torchrun(2, "ddpjob", *COMMON, "data.batch_size=4", "run_name=rebatched", *FSDP_ARGS, "resume=last"), work
+    )
     assert proc.returncode != 0
     assert "saved mid-epoch with a global batch of 12" in proc.output and "data.batch_size=6" in proc.output
     assert not (run_dir / "rank0.json").exists()
@@ -251,8 +262,56 @@ def test_a_ddp_checkpoint_resumes_on_three_processes(work: Path, one: Path) -> N
 def test_config_keys_reach_the_trainer() -> None:
     from engine.config import ConfigError, load_config
 
-    cfg = load_config(["trainer.strategy=fsdp", "trainer.fsdp.wrap=[Linear]", "trainer.fsdp.cpu_offload=true"],
-                      path=False, exit_on_error=False)
+    cfg = load_config(
+        ["trainer.strategy=fsdp", "trainer.fsdp.wrap=[Linear]", "trainer.fsdp.cpu_offload=true"],
+        path=False,
+        exit_on_error=False,
+    )
     assert cfg.trainer.strategy == "fsdp" and cfg.trainer.fsdp.wrap == ["Linear"] and cfg.trainer.fsdp.cpu_offload
     with pytest.raises(ConfigError, match="trainer.strategy"):
         load_config(["trainer.strategy=deepspeed"], path=False, exit_on_error=False)
+
+
+# -- options, precision, manual optimization ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def options(work: Path) -> list[dict[str, Any]]:
+    """Several short fits in one 2-process launch (ddpjob/fsdp_options.py), each rank's records."""
+    _check(_run(_torchrun(2, "ddpjob.fsdp_options", "options"), work))
+    return [torch.load(work / "options" / f"options-rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def test_wrap_activation_checkpointing_and_resharding_options_keep_the_math(options: list[dict[str, Any]]) -> None:
+    for ranks in options:
+        ref = ranks["default"]
+        assert ref["sharded"] == ["FSDPSequential", "FSDPToyClassifier"]  # each child with parameters, then the root
+        _assert_close(ref["weights"], ranks["ddp"]["weights"])  # the same training as DDP
+        opt = ranks["options"]  # wrap=[Linear], activation checkpointing, no reshard after forward
+        assert opt["sharded"] == ["FSDPLinear", "FSDPLinear", "FSDPToyClassifier"]
+        _assert_close(opt["weights"], ref["weights"], exact=True)  # recomputation gives the same numbers
+        assert ranks["bad-wrap"]["error"].startswith("trainer.fsdp.wrap: no submodule of class Block; the model has")
+        built = ranks["configure_model"]  # configure_model sharded its own blocks: kept, root added
+        assert built["sharded"] == ["FSDPBuiltInConfigureModel", "FSDPLinear", "FSDPSequential"]
+        assert "head.weight" in built["weights"] and built["global_step"] == 8
+    for name in ranks:
+        if "error" not in ranks[name]:
+            _assert_close(options[0][name]["weights"], options[1][name]["weights"], exact=True)  # ranks agree
+
+
+def test_bf16_under_fsdp(options: list[dict[str, Any]]) -> None:
+    ref = options[0]["default"]["weights"]
+    mixed, true = options[0]["bf16-mixed"], options[0]["bf16-true"]
+    assert mixed["dtypes"] == ["torch.float32"] and true["dtypes"] == ["torch.bfloat16"]  # kept weights
+    for run in (mixed, true):  # bf16 compute: close to fp32 training, not equal
+        for name, value in ref.items():
+            torch.testing.assert_close(run["weights"][name], value, rtol=0, atol=0.05)
+        assert 0 < max((run["weights"][k] - ref[k]).abs().max().item() for k in ref)
+    assert "bf16-mixed" in options[0]["16-mixed"]["error"]
+
+
+def test_manual_optimization_under_fsdp_matches_ddp(options: list[dict[str, Any]]) -> None:
+    for ranks in options:  # two optimizers, toggling, manual_backward: the same steps as under DDP
+        assert ranks["gan-fsdp"]["sharded"] == ["FSDPGAN", "FSDPSequential", "FSDPSequential"]
+        assert ranks["gan-fsdp"]["global_step"] == ranks["gan-ddp"]["global_step"] == 16
+        _assert_close(ranks["gan-fsdp"]["weights"], ranks["gan-ddp"]["weights"])

@@ -79,14 +79,11 @@ def shard(module: nn.Module, options: FSDPOptions, precision: str) -> None:
     """Apply activation checkpointing and ``fully_shard`` to `module` in place.
 
     Blocks are the modules whose class name is in ``options.wrap``; without a list, each
-    direct child that holds parameters. The module's ``configure_model()`` runs first; if it
-    sharded submodules itself, those are kept and only the root is added.
+    direct child that holds parameters. If submodules are sharded already (the module's
+    ``configure_model()`` hook, which the trainer runs first, may shard its own blocks),
+    those are kept and only the root is added.
     """
     from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
-
-    configure = getattr(module, "configure_model", None)
-    if callable(configure):
-        configure()
     if options.activation_checkpointing:
         from torch.distributed._composable import checkpoint  # keeps parameter names, unlike checkpoint_wrapper
 

@@ -1376,6 +1376,10 @@ class Trainer:
             datamodule.setup(stage)
         self._call_setup(stage)
         module.setup(stage)
+        configure = getattr(module, "configure_model", None)
+        if callable(configure):  # Lightning's hook, with every strategy: layers built here start on the device
+            with self.device:
+                configure()
         module.to(self.device)
         self.precision.convert_module(module)
         self._step_fn = training_step_fn(module)

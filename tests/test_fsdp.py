@@ -315,3 +315,9 @@ def test_manual_optimization_under_fsdp_matches_ddp(options: list[dict[str, Any]
         assert ranks["gan-fsdp"]["sharded"] == ["FSDPGAN", "FSDPSequential", "FSDPSequential"]
         assert ranks["gan-fsdp"]["global_step"] == ranks["gan-ddp"]["global_step"] == 16
         _assert_close(ranks["gan-fsdp"]["weights"], ranks["gan-ddp"]["weights"])
+
+
+def test_validate_loads_a_sharded_checkpoint_into_a_fresh_module(options: list[dict[str, Any]]) -> None:
+    for ranks in options:
+        r = ranks["reload"]
+        assert r["same"] == pytest.approx(r["fit"], rel=1e-6) and r["fresh"] == pytest.approx(r["fit"], rel=1e-6)

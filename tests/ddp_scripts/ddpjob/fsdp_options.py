@@ -109,6 +109,21 @@ def manual(strategy: str, out: Path) -> dict[str, Any]:
     return _record(trainer, module)
 
 
+def reload(out: Path) -> dict[str, Any]:
+    """Fit with checkpoints, then validate from the last one: the same module, and a fresh one."""
+    data = ToyData(DataConfig(batch_size=8, n_train=64, n_val=17))
+    kwargs = dict(accelerator="cpu", seed=42, progress_bar=False, strategy="fsdp", default_root_dir=out / "reload")
+    seed_everything(42)
+    module = ToyClassifier(ModelConfig())
+    trainer = Trainer(max_epochs=2, num_sanity_val_steps=0, **kwargs)
+    trainer.fit(module, datamodule=data)
+    last = trainer.checkpoint_callback.best_model_path  # the default callback: the newest epoch's checkpoint
+    same = trainer.validate(module, datamodule=data, ckpt_path=last)[0]
+    seed_everything(7)  # other initial weights: the checkpoint must replace them
+    fresh = Trainer(**kwargs).validate(ToyClassifier(ModelConfig()), datamodule=data, ckpt_path=last)[0]
+    return {"fit": trainer.callback_metrics["val_loss"], "same": same["val_loss"], "fresh": fresh["val_loss"]}
+
+
 def trainer_world() -> int:
     return torch.distributed.get_world_size()
 
@@ -117,6 +132,7 @@ def main(out: Path) -> None:
     env = D.setup("cpu")
     out.mkdir(parents=True, exist_ok=True)
     results = {name: fit(name, spec, out) for name, spec in SCENARIOS.items()}
+    results["reload"] = reload(out)
     for strategy in ("ddp", "fsdp"):
         results[f"gan-{strategy}"] = manual(strategy, out)
     torch.save(results, out / f"options-rank{env.rank}.pt")

@@ -84,6 +84,7 @@ def shard(module: nn.Module, options: FSDPOptions, precision: str) -> None:
     those are kept and only the root is added.
     """
     from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
+
     if options.activation_checkpointing:
         from torch.distributed._composable import checkpoint  # keeps parameter names, unlike checkpoint_wrapper
 

@@ -1389,6 +1389,7 @@ class Trainer:
         """`prepare_data` runs on local rank 0 of each node, or on global rank 0 with prepare_data_per_node=False."""
         per_node = getattr(owner, "prepare_data_per_node", True)
         return self.env.local_rank == 0 if per_node else self.is_global_zero
+
     def _shard(self, module: Module) -> None:
         """strategy=fsdp: shard the module over the processes (before its optimizers are made)."""
         if self.strategy != "fsdp":
@@ -1461,8 +1462,10 @@ class Trainer:
         if self.compile:
             module.compile()
         if self._fsdp is not None:
-            self._step_fn = self._fsdp if self._automatic else module.training_step
-            return  # sharded in _setup: FSDP syncs gradients itself
+            # Sharded in _setup; FSDP syncs gradients itself. Manual optimization too runs its
+            # training_step (backward and steps included) through the root's forward.
+            self._step_fn = self._fsdp
+            return
         if self.env.active:
             if self.sync_batchnorm:
                 if self.device.type == "cpu":

@@ -343,3 +343,16 @@ def test_gpu_check_fsdp_step_runs_on_cpu(tmp_path: Path, monkeypatch: pytest.Mon
         assert "gloo, world size 1, FSDP2 bf16-mixed" in gpu_check.check_fsdp("cpu", tmp_path)
     finally:
         D.teardown()
+
+
+def test_the_sampler_resumes_at_a_global_position_on_any_process_count() -> None:
+    order = list(D.ResumableSampler(24, True, 7, 0, 1, pad=True))
+    for world_size in (1, 2, 3, 4):
+        shards = []
+        for rank in range(world_size):
+            sampler = D.ResumableSampler(24, True, 7, rank, world_size, pad=True)
+            sampler.start = 12  # 12 samples of the epoch trained, by however many processes
+            shards.append(list(sampler))
+            assert len(sampler) == len(shards[-1]) == 12 // world_size
+        assert sorted(i for s in shards for i in s) == sorted(order[12:])  # the rest, each sample once
+        assert [s[0] for s in shards] == order[12 : 12 + world_size]  # the next global batch, split by rank

@@ -153,6 +153,7 @@ class Probe:
     def __init__(self) -> None:
         self.saves: list[list[Any]] = []
         self.grad_syncs = 0
+        self.sharded_grads: list[bool] = []  # strategy=fsdp: after each backward, whether the shards got gradients
         self.rank_seed: int | None = None
 
     def setup(self, trainer: Any, module: Any, stage: str) -> None:
@@ -181,6 +182,10 @@ class Probe:
 
         ddp.register_comm_hook(None, counting_hook)
 
+    def on_after_backward(self, trainer: Any, module: Any) -> None:
+        if trainer._fsdp is not None:  # gradients reach the shards only when FSDP reduce-scatters them
+            self.sharded_grads.append(any(p.grad is not None for p in module.parameters()))
+
     def on_fit_end(self, trainer: Any, module: Any) -> None:
         rank = trainer.env.rank
         out = Path(trainer.default_root_dir)
@@ -199,6 +204,7 @@ class Probe:
             "callback_metrics": trainer.callback_metrics,
             "saves": self.saves,
             "grad_syncs": self.grad_syncs,
+            "sharded_grads": self.sharded_grads,
             "rank_seed": self.rank_seed,
             "resumed_from": trainer.resumed_from,
             "seen": {str(k): v for k, v in module.seen.items()},

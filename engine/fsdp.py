@@ -152,18 +152,29 @@ class Sharded:
     def __init__(self, module: nn.Module, step: Callable[..., Any], reshard_after_forward: bool = True) -> None:
         self.module, self.reshard_after_forward = module, reshard_after_forward
         self.step = redirect(module, step)  # step: training_step, called as (batch, batch_idx)
+        self._sync = True  # FSDP's requires_gradient_sync, as last set
 
     def __call__(self, batch: Any, batch_idx: int) -> Any:
         return self.step(batch, batch_idx)
 
     @contextlib.contextmanager
-    def no_sync(self) -> Iterator[None]:
-        """Inside an accumulation window: keep gradients local until the window's last micro-batch."""
-        self.module.set_requires_gradient_sync(False)
+    def gradient_sync(self, enabled: bool, restore: bool) -> Iterator[None]:
+        """Whether the next backward reduce-scatters gradients into the shards.
+
+        Inside an accumulation window gradients stay local, unsharded, until the window's last
+        micro-batch. FSDP reads the flag during backward, which the training loop runs after
+        this context closes: so the flag stays as set (the loop sets it before every
+        micro-batch) unless `restore` (manual optimization: backward runs inside).
+        """
+        if enabled != self._sync:
+            self.module.set_requires_gradient_sync(enabled)
+            self._sync = enabled
         try:
             yield
         finally:
-            self.module.set_requires_gradient_sync(True)
+            if restore and not self._sync:
+                self.module.set_requires_gradient_sync(True)
+                self._sync = True
 
     @contextlib.contextmanager
     def evaluation(self, batches: int) -> Iterator[None]:

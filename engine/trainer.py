@@ -1136,8 +1136,8 @@ class Trainer:
         # Inside an accumulation window, DDP need not all-reduce until the last micro-batch.
         if skip_sync and self._ddp is not None:
             return self._ddp.no_sync()
-        if skip_sync and self._fsdp is not None:
-            return self._fsdp.no_sync()
+        if self._fsdp is not None:  # FSDP: a flag read in backward, set before every micro-batch
+            return self._fsdp.gradient_sync(not skip_sync, restore=not self._automatic)
         return NULL_CONTEXT
 
     def _call(self, hook: str, *args: Any) -> None:

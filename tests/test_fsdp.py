@@ -1,10 +1,9 @@
 """FSDP2 on CPU (gloo): sharded training, sharded checkpoints, consolidation, elastic resume.
 
 Each fixture is one launch of ``tests/ddp_scripts/ddpjob`` (see test_ddp.py). The runs share one
-global batch of 12 over 96 samples: 8 optimizer steps per epoch, 2 epochs; 12 samples per
-process in one process, 6 each on two, 4 each on three. A stop requested after step 11 ends a
-run in the middle of epoch 1 (3 of its 8 batches done); the tests resume it on 1, 2 and 3
-processes.
+global batch of 12 over 96 samples (12 per process in one process, 6 each on two, 4 each on
+three), two micro-batches per optimizer step: 4 steps per epoch, 2 epochs. A stop requested
+after step 5 ends a run in the middle of epoch 1; the tests resume it on 1 and 3 processes.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ COMMON = [
     "wandb.mode=disabled",
     "output_dir=runs",
 ]
-# 8 batches of 12 per epoch, two per optimizer step; a stop after step 5 leaves epoch 1 with 2 batches done.
+# 8 batches of 12 per epoch, two per optimizer step; a stop after step 5 ends a run in the middle of epoch 1.
 GLOBAL_BATCH, STEPS_PER_EPOCH, STOP_STEP = 12, 4, 5
 FSDP_ARGS = ["trainer.strategy=fsdp"]
 STOP = ["model.stop_hook=on_train_batch_end", f"model.stop_step={STOP_STEP}"]
@@ -223,7 +222,8 @@ def test_a_mid_epoch_checkpoint_resumes_on_another_number_of_processes(
 ) -> None:
     state = torch.load(stopped / "checkpoints" / "last.ckpt" / "state.pt", weights_only=True)
     loop = state["loop"]
-    assert (loop["epoch"], loop["global_step"], loop["epoch_done"]) == (1, STOP_STEP, False)
+    # (a stop asked on one rank is agreed at the next sync point: at step 5 or soon after)
+    assert (loop["epoch"], loop["epoch_done"]) == (1, False) and STOP_STEP <= loop["global_step"] < 8
     done = loop["batches_done"]  # global batches of epoch 1 trained before the stop
     assert 0 < done < 2 * STEPS_PER_EPOCH
     name = f"elastic{processes}"

@@ -357,3 +357,14 @@ def test_the_sampler_resumes_at_a_global_position_on_any_process_count() -> None
             assert len(sampler) == len(shards[-1]) == 12 // world_size
         assert sorted(i for s in shards for i in s) == sorted(order[12:])  # the rest, each sample once
         assert [s[0] for s in shards] == order[12 : 12 + world_size]  # the next global batch, split by rank
+
+
+def test_an_epoch_end_checkpoint_resumes_on_three_processes(work: Path, one: Path) -> None:
+    stop = ["model.stop_hook=on_train_epoch_end", "model.stop_step=1", "checkpoint.every_n_train_steps=null"]
+    stopped = _launch(work, 2, "epochstop", *FSDP_ARGS, *stop)  # saved by the epoch-end checkpoint
+    loop = torch.load(stopped / "checkpoints" / "last.ckpt" / "state.pt", weights_only=True)["loop"]
+    assert (loop["epoch"], loop["epoch_done"], loop["global_step"]) == (0, True, STEPS_PER_EPOCH)
+    run_dir = _copy_run(work, "epochstop", "epoch3")
+    _launch(work, 3, "epoch3", *FSDP_ARGS, "resume=last")
+    assert sorted(_seen(run_dir, 3, 1)) == list(range(96)) and _seen(run_dir, 3, 0) == []  # epoch 1, whole
+    _assert_close(_weights(run_dir), _weights(one))

@@ -255,7 +255,11 @@ def save(state: dict[str, Any], path: str | Path, module: nn.Module, optimizers:
             save_checkpoint(rest, tmp / STATE_FILE)
             commit(tmp, path)
     except Exception as e:  # every rank learns of it below, so all raise alike
-        error = str(e) if isinstance(e, CheckpointError) else f"could not write sharded checkpoint {path}: {e}"
+        error = (
+            str(e)
+            if isinstance(e, CheckpointError)
+            else f"could not write sharded checkpoint {path}: {e} (check free disk space and write permission)"
+        )
     if dist.is_initialized():
         box = [error]
         dist.broadcast_object_list(box, src=0)
@@ -263,10 +267,7 @@ def save(state: dict[str, Any], path: str | Path, module: nn.Module, optimizers:
     if error is not None:
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(
-            f"{error.rstrip('.')}. The previous {path.name}, if any, is unchanged; check free disk space "
-            f"and write permission in {path.parent}"
-        )
+        raise CheckpointError(f"{error.rstrip('.')}. The previous {path.name}, if any, is unchanged.")
 
 
 def commit(tmp: Path, path: Path) -> None:
@@ -323,17 +324,19 @@ def read_state(path: str | Path, weights_only: bool | None = None) -> dict[str, 
     return load_checkpoint(path / STATE_FILE, "cpu", weights_only)
 
 
-def _metadata_shapes(path: Path) -> dict[str, torch.Tensor]:
-    """The saved weights' names and shapes, as meta tensors (for `check_model_state`)."""
+def _saved(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """From a folder's ``.metadata``: the weights' names and shapes as meta tensors (for
+    `check_model_state`), and how many optimizer states it holds."""
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     meta = FileSystemReader(str(path)).read_metadata().state_dict_metadata
-    return {
+    shapes = {
         k.removeprefix("model."): torch.empty(v.size, device="meta")
         for k, v in meta.items()
         if k.startswith("model.") and isinstance(v, TensorStorageMetadata)
     }
+    return shapes, len({k.split(".", 2)[1] for k in meta if k.startswith("optimizers.")})
 
 
 def load(
@@ -361,10 +364,10 @@ def load(
         import torch.distributed.checkpoint as dcp
 
         ckpt = read_state(path, weights_only)
-        check_model_state(module, _metadata_shapes(path), path)
+        shapes, saved = _saved(path)
+        check_model_state(module, shapes, path)
         target: dict[str, Any] = {"model": get_model_state_dict(module)}
         if optimizers is not None:
-            saved = sum(1 for k in _optimizer_keys(path))
             if saved != len(optimizers):
                 raise CheckpointError(
                     f"{path} holds {saved} optimizer states; configure_optimizers returned {len(optimizers)}"
@@ -391,13 +394,6 @@ def load(
             order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
             set_optimizer_state_dict(module, opt, by_name(state, order), options=full)
     return ckpt
-
-
-def _optimizer_keys(path: Path) -> set[str]:
-    from torch.distributed.checkpoint import FileSystemReader
-
-    meta = FileSystemReader(str(path)).read_metadata().state_dict_metadata
-    return {k.split(".", 2)[1] for k in meta if k.startswith("optimizers.")}
 
 
 def by_name(state: dict[str, Any], order: list[str]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """GPU checks of the engine (run by ci/gpu-check): mixed precision, NCCL DDP, checkpoints, speed.
 
     python ci/gpu_check.py [--device cuda|cpu] [--ddp] [CHECK...]   all single-process checks by default
-    torchrun --nproc_per_node=1 ci/gpu_check.py ddp ...               DDP checks need a launcher (--ddp starts one)
+    torchrun --nproc_per_node=1 ci/gpu_check.py ddp fsdp ...          DDP/FSDP checks need a launcher (--ddp starts one)
 
 Prints one table (check, status, detail) and exits non-zero when any check failed. ``--ddp`` also
 runs the DDP checks in a ``torchrun --nproc_per_node=1`` child and puts its rows in the same table.
@@ -79,7 +79,9 @@ def loader(n: int = 1024, batch_size: int = 64) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
 
 
-def fit(device: str, precision: str, steps: int, root: Path, width: int = 64, batch_size: int = 64):
+def fit(
+    device: str, precision: str, steps: int, root: Path, width: int = 64, batch_size: int = 64, strategy: str = "auto"
+):
     torch.manual_seed(0)
     module = Net(width)
     trainer = engine.Trainer(
@@ -94,6 +96,7 @@ def fit(device: str, precision: str, steps: int, root: Path, width: int = 64, ba
         log_every_n_steps=10**9,
         default_root_dir=root,
         seed=0,
+        strategy=strategy,
     )
     trainer.fit(module, train_dataloaders=loader(n=max(1024, steps * batch_size), batch_size=batch_size))
     return trainer, module
@@ -156,6 +159,32 @@ def check_ddp(device: str, root: Path) -> str:
     engine.distributed.teardown()
     first, last = module.losses[0].item(), module.losses[-1].item()
     return f"{backend}, world size {env.world_size}, DDP-wrapped, loss {first:.3f} -> {last:.3f}"
+
+
+def check_fsdp(device: str, root: Path) -> str:
+    """Under torchrun: strategy=fsdp shards the model (FSDP2, bf16 compute, fp32 weights and
+    reductions), writes a sharded checkpoint folder, and that folder consolidates to the same weights."""
+    import torch.distributed as dist
+
+    assert engine.distributed.under_launcher(), "run the fsdp check under torchrun"
+    trainer, module = fit(device, "bf16-mixed", 30, root / "fsdp", strategy="fsdp")
+    params = list(module.parameters())
+    assert all(hasattr(p, "to_local") for p in params), "the weights are not sharded DTensors"
+    assert all(p.dtype == torch.float32 for p in params), "bf16-mixed keeps fp32 weights"
+    folder = root / "fsdp" / "sharded.ckpt"
+    trainer.save_checkpoint(folder)
+    assert (folder / ".metadata").is_file() and (folder / "state.pt").is_file(), "no DCP folder written"
+    full = {k: v.full_tensor().cpu() for k, v in module.state_dict().items()}
+    losses = torch.stack(module.losses).float().cpu()
+    first, last = losses[:5].mean().item(), losses[-5:].mean().item()
+    assert torch.isfinite(losses).all() and last < first, f"loss {first:.3f} -> {last:.3f} did not fall"
+    if dist.get_rank() == 0:
+        engine.fsdp.consolidate(folder, root / "fsdp" / "full.ckpt")
+        saved = torch.load(root / "fsdp" / "full.ckpt", weights_only=True)["state_dict"]
+        for name, value in full.items():
+            assert torch.equal(saved[name], value), f"{name} differs after consolidation"
+    backend, world = dist.get_backend(), dist.get_world_size()
+    return f"{backend}, world size {world}, FSDP2 bf16-mixed, loss {first:.3f} -> {last:.3f}, DCP folder consolidated"
 
 
 class Skip(Exception):
@@ -476,9 +505,10 @@ CHECKS: dict[str, Callable[[str, Path], str]] = {
     # under torchrun (check_ddp last: it leaves the process group)
     "ddp-sync-dist": check_ddp_sync_dist,
     "ddp-sync-audit": check_sync_audit,
+    "fsdp": check_fsdp,
     "ddp": check_ddp,
 }
-DDP_CHECKS = ["ddp-sync-dist", "ddp-sync-audit", "ddp"]
+DDP_CHECKS = ["ddp-sync-dist", "ddp-sync-audit", "fsdp", "ddp"]
 DEFAULT_CHECKS = [name for name in CHECKS if name not in DDP_CHECKS]
 
 

@@ -37,6 +37,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoint import remove_checkpoint
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -335,7 +336,7 @@ class ModelCheckpoint(Callback):
         trainer.save_checkpoint(path)
         if worst is not None and worst != path and trainer.is_global_zero:
             trainer.checkpoint_io.wait()  # the new file is safe before the old one goes
-            Path(worst).unlink(missing_ok=True)
+            remove_checkpoint(worst)  # a file, or a sharded checkpoint's folder
         trainer.logger_after_save(self)
 
     def _update_best(self) -> None:

@@ -219,12 +219,14 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
         with contextlib.suppress(OSError):
             tmp.unlink()
     last = ckpt_dir / "last.ckpt"
-    others = [p for p in ckpt_dir.glob("*.ckpt") if p != last and p.is_file()]
+    # A sharded (strategy=fsdp) checkpoint is a folder of that name; its SHARDED_STATE_FILE is written last.
+    others = [p for p in ckpt_dir.glob("*.ckpt") if p != last and (p.is_file() or _is_sharded(p))]
     others.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
     problems = []
-    for candidate in ([last] if last.is_file() else []) + others:
+    for candidate in ([last] if last.is_file() or _is_sharded(last) else []) + others:
         try:
-            _load(candidate, "cpu", mmap=True)  # mmap: checks the file without reading tensors
+            # mmap: checks the file without reading tensors
+            _load(candidate / SHARDED_STATE_FILE if candidate.is_dir() else candidate, "cpu", mmap=True)
         except CheckpointError as e:
             problems.append(str(e).rstrip("."))
             continue
@@ -241,6 +243,25 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
             "Delete them, or pass resume=null to start fresh."
         )
     return None
+
+
+SHARDED_STATE_FILE = "state.pt"
+"""In a sharded checkpoint folder: everything but the weights and optimizer state (written last)."""
+
+
+def _is_sharded(path: Path) -> bool:
+    return path.is_dir() and (path / ".metadata").is_file()
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete a checkpoint file, or a sharded checkpoint folder."""
+    path = Path(path)
+    if path.is_dir():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- checks

@@ -25,12 +25,24 @@ PRECISIONS = ("32", "16-mixed", "bf16-mixed", "bf16-true")
 
 
 @dataclass
+class FSDPConfig:
+    """How trainer.strategy=fsdp shards the model."""
+
+    wrap: list[str] = field(default_factory=list)  # classes sharded one by one (blocks); []: each child with parameters
+    reshard_after_forward: bool = True  # free gathered weights after forward (less memory, one more gather)
+    cpu_offload: bool = False  # keep shards and optimizer state in CPU memory
+    activation_checkpointing: list[str] = field(default_factory=list)  # classes whose activations are recomputed
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int | None = 10
     max_steps: int = -1  # -1: no step limit
     precision: Literal["32", "16-mixed", "bf16-mixed", "bf16-true"] = "32"
     accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     devices: int = 1  # >1 without torchrun: the engine launches the processes itself
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # fsdp: shard weights and optimizer state over processes
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     num_nodes: int = 1
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None

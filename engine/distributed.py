@@ -342,9 +342,12 @@ class ResumableSampler(Sampler[int]):
     """Seeded shuffle per epoch, sharded over processes, able to start mid-epoch.
 
     Order depends only on (seed, epoch), so a resumed run replays exactly the batches an
-    uninterrupted run would see; `start` skips the samples the checkpoint already consumed.
-    Rank r takes ``order[r::world_size]``, so with batch size B the ranks' i-th batches
-    together are the i-th batch of size ``B * world_size`` of a 1-process run.
+    uninterrupted run would see. `start` is a global position in the epoch's order: the
+    samples every process together consumed before a mid-epoch checkpoint. Rank r takes
+    ``order[start:][r::world_size]``, so with batch size B the ranks' i-th batches together
+    are the i-th batch of size ``B * world_size`` of a 1-process run, and a run resumed on
+    another number of processes (with the same global batch) trains exactly the samples the
+    epoch has left.
     Training shards are padded with the first samples to equal length (every rank takes the
     same number of steps, as DistributedSampler does); evaluation shards are not padded, so
     no sample is counted twice (the ranks' last batches may differ in size).
@@ -365,18 +368,20 @@ class ResumableSampler(Sampler[int]):
             order = torch.randperm(self.length, generator=g).tolist()
         else:
             order = list(range(self.length))
+        if self.world_size > 1 and self.pad:  # training: equal shards, every process takes as many steps
+            total = -(-self.length // self.world_size) * self.world_size
+            order += order[: total - len(order)]
+        if self.start:
+            order = order[self.start :]
         if self.world_size > 1:
-            if self.pad:  # training: equal shards so every process takes the same number of steps
-                total = -(-self.length // self.world_size) * self.world_size
-                order += order[: total - len(order)]
             order = order[self.rank :: self.world_size]
         return order
 
     def __iter__(self):
-        return iter(self._indices()[self.start :])
+        return iter(self._indices())
 
     def __len__(self) -> int:
-        return len(self._indices()) - self.start
+        return len(self._indices())
 
 
 class WorkerInit:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import distributed as D
+from . import fsdp as FSDP
 from .batch import infer_batch_size, move_to_device
 from .callbacks import ModelCheckpoint
 from .checkpoint import CheckpointError, check_model_state, engine_layout, find_resume_checkpoint, load_checkpoint
@@ -66,6 +68,8 @@ def run_eval(
     results.reset(stage)
     name = _HOOK_NAME[stage]
     step = module.validation_step if stage == "val" else module.test_step
+    if trainer._fsdp is not None:
+        step = FSDP.redirect(module, step)  # through the root's forward, where FSDP gathers weights
     several = len(loaders) > 1
     if several:
         _check_takes_dataloader_idx(step, f"{name}_step")
@@ -83,23 +87,24 @@ def run_eval(
         for dataloader_idx, loader in enumerate(loaders):
             n = trainer._limit(loader, limit)
             n = min(n, cap) if cap is not None else n
-            if n <= 0:
-                continue
-            results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
-            extra = (dataloader_idx,) if several else ()
-            for batch_idx, batch in enumerate(loader):
-                if batch_idx >= n:
-                    break
-                batch = move_to_device(batch, device, dtype)
-                results.batch_size = infer_batch_size(batch)
-                for fn in batch_start:
-                    fn(batch, batch_idx, *extra)
-                with precision.autocast():
-                    outputs = step(batch, batch_idx, *extra)
-                for fn in batch_end:
-                    fn(outputs, batch, batch_idx, *extra)
-                if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
-                    _log_eval_step(trainer)
+            with _sharded_eval(trainer, n):
+                if n <= 0:
+                    continue
+                results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
+                extra = (dataloader_idx,) if several else ()
+                for batch_idx, batch in enumerate(loader):
+                    if batch_idx >= n:
+                        break
+                    batch = move_to_device(batch, device, dtype)
+                    results.batch_size = infer_batch_size(batch)
+                    for fn in batch_start:
+                        fn(batch, batch_idx, *extra)
+                    with precision.autocast():
+                        outputs = step(batch, batch_idx, *extra)
+                    for fn in batch_end:
+                        fn(outputs, batch, batch_idx, *extra)
+                    if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
+                        _log_eval_step(trainer)
     results.dataloader_suffix = ""
     trainer._call(f"on_{name}_epoch_end")
     metrics = results.compute_epoch()
@@ -115,6 +120,12 @@ def run_eval(
     _model_train(module, name, modes)
     trainer.state.stage = outer_stage
     return metrics
+
+
+def _sharded_eval(trainer: Trainer, batches: int) -> AbstractContextManager[None]:
+    """strategy=fsdp: agree on the batch counts, and gather the weights once when they differ
+    (each forward of a sharded model is a collective); nothing otherwise."""
+    return trainer._fsdp.evaluation(max(batches, 0)) if trainer._fsdp is not None else nullcontext()
 
 
 def _log_eval_step(trainer: Trainer) -> None:
@@ -286,6 +297,9 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
         torch.device("cpu"),
     )
     predictions: list[list[Any]] = [[] for _ in loaders]
+    predict_step = module.predict_step
+    if trainer._fsdp is not None:
+        predict_step = FSDP.redirect(module, predict_step)
     trainer.state.stage = RunningStage.PREDICTING
     modes = _model_eval(module, "predict")
     try:
@@ -294,20 +308,21 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
         with torch.no_grad():
             for dataloader_idx, loader in enumerate(loaders):
                 n = trainer._limit(loader, limit)
-                if n <= 0:
-                    continue
-                extra = (dataloader_idx,) if several else ()
-                for batch_idx, batch in enumerate(loader):
-                    if batch_idx >= n:
-                        break
-                    batch = move_to_device(batch, device, dtype)
-                    for fn in batch_start:
-                        fn(batch, batch_idx, *extra)
-                    with precision.autocast():
-                        outputs = module.predict_step(batch, batch_idx, *extra)
-                    for fn in batch_end:
-                        fn(outputs, batch, batch_idx, *extra)
-                    predictions[dataloader_idx].append(move_to_device(outputs, cpu))
+                with _sharded_eval(trainer, n):
+                    if n <= 0:
+                        continue
+                    extra = (dataloader_idx,) if several else ()
+                    for batch_idx, batch in enumerate(loader):
+                        if batch_idx >= n:
+                            break
+                        batch = move_to_device(batch, device, dtype)
+                        for fn in batch_start:
+                            fn(batch, batch_idx, *extra)
+                        with precision.autocast():
+                            outputs = predict_step(batch, batch_idx, *extra)
+                        for fn in batch_end:
+                            fn(outputs, batch, batch_idx, *extra)
+                        predictions[dataloader_idx].append(move_to_device(outputs, cpu))
         trainer._call("on_predict_epoch_end")
         trainer._call("on_predict_end")
     finally:
@@ -362,7 +377,7 @@ def resolve_ckpt(trainer: Trainer, verb: str, ckpt_path: str | Path | None, mode
         return _existing(Path(checkpoints[0].best_model_path), verb)
     if ckpt_path == "last":
         saved = [Path(c.last_model_path) for c in checkpoints if c.last_model_path]
-        saved = [p for p in saved if p.is_file()]
+        saved = [p for p in saved if p.is_file() or FSDP.is_sharded_checkpoint(p)]
         found = max(saved, key=lambda p: p.stat().st_mtime) if saved else None
         found = found or find_resume_checkpoint(Path(trainer.default_root_dir) / "checkpoints")
         if found is None:
@@ -375,7 +390,7 @@ def resolve_ckpt(trainer: Trainer, verb: str, ckpt_path: str | Path | None, mode
 
 
 def _existing(path: Path, verb: str) -> Path:
-    if not path.is_file():
+    if not path.is_file() and not FSDP.is_sharded_checkpoint(path):
         raise CheckpointError(f"{verb}: checkpoint {path} does not exist; pass ckpt_path= an existing .ckpt file")
     return path
 
@@ -383,6 +398,11 @@ def _existing(path: Path, verb: str) -> Path:
 def _load_weights(trainer: Trainer, module: Module, path: Path, weights_only: bool | None = None) -> None:
     """Load the module's weights from `path` (every rank reads the file rank 0 chose)."""
     path = trainer.env.broadcast_object(path)
+    if trainer._fsdp is not None or FSDP.is_sharded_checkpoint(path):  # into the shards (or a plain module)
+        ckpt = FSDP.load(path, module, None, weights_only)
+        module.on_load_checkpoint(ckpt)
+        trainer.print(f"loaded the weights of {path}")
+        return
     # The weights only: the file is mapped on the CPU (the optimizer state in it is never read), then
     # load_state_dict copies the weights into the module's parameters: no second copy on the device.
     ckpt = engine_layout(load_checkpoint(path, "cpu", weights_only, mmap=True), path)

@@ -771,7 +771,10 @@ class WandbLogger:
 
         def log() -> None:
             artifact = wandb.Artifact(name=self.checkpoint_name or f"model-{run.id}", type="model", metadata=metadata)
-            artifact.add_file(path, name="model.ckpt", policy=self.add_file_policy)
+            if Path(path).is_dir():  # a sharded (strategy=fsdp) checkpoint folder
+                artifact.add_dir(str(path), name="model.ckpt", policy=self.add_file_policy)
+            else:
+                artifact.add_file(path, name="model.ckpt", policy=self.add_file_policy)
             run.log_artifact(artifact, aliases=aliases)
 
         self._guard("log_model", log)

@@ -367,6 +367,11 @@ class Module(nn.Module):
         """Lightning's default: the module's forward on the whole batch."""
         return self(batch)
 
+    def configure_model(self) -> None:
+        """Build (part of) the model here, not in ``__init__``, when it should be built on its
+        device or under sharding (strategy=fsdp: may call ``fully_shard`` on its own blocks).
+        Called at the start of every fit/validate/test, so guard against building twice."""
+
     def configure_optimizers(self) -> Any:
         raise NotImplementedError("define configure_optimizers(self) in your Module")
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from . import __version__, console, evaluation
 from . import distributed as D
+from . import fsdp as FSDP
 from .batch import infer_batch_size, move_to_device
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
 from .callbacks import Timer as TimerCallback
@@ -126,7 +127,7 @@ def _accepted_without_effect(name: str, value: Any) -> None:
 
 
 def _parse_strategy(strategy: Any, find_unused_parameters: bool) -> tuple[str, bool]:
-    """Lightning's strategy strings -> "auto" or "ddp" (DDP runs when processes are launched)."""
+    """Lightning's strategy strings -> "auto", "ddp" (DDP runs when processes are launched) or "fsdp"."""
     name = str(strategy) if isinstance(strategy, str) else type(strategy).__name__
     if name in ("auto", "single_device"):
         return "auto", find_unused_parameters
@@ -134,11 +135,11 @@ def _parse_strategy(strategy: Any, find_unused_parameters: bool) -> tuple[str, b
         return "ddp", find_unused_parameters
     if name in ("ddp_find_unused_parameters_true", "ddp_spawn_find_unused_parameters_true"):
         return "ddp", True
-    if name.lower().startswith("fsdp"):
-        raise ValueError(
-            f"strategy={name!r}: FSDP is not supported yet; use strategy='ddp' (launch with torchrun) or 'auto'"
-        )
-    raise ValueError(f"strategy={name!r} is not supported; use 'auto' or 'ddp' (also 'ddp_spawn', run as 'ddp')")
+    if name.lower().startswith(("fsdp", "modelparallel")):
+        return "fsdp", find_unused_parameters
+    raise ValueError(
+        f"strategy={name!r} is not supported; use 'auto', 'ddp' (also 'ddp_spawn', run as 'ddp') or 'fsdp'"
+    )
 
 
 def _parse_devices(devices: Any) -> int | list[int] | None:
@@ -214,6 +215,7 @@ class Trainer:
         config: Any = None,
         # Lightning's other arguments (README: "Trainer arguments").
         strategy: str = "auto",
+        fsdp: Any = None,
         min_epochs: int | None = None,
         min_steps: int | None = None,
         max_time: str | timedelta | Mapping[str, int] | None = None,
@@ -244,6 +246,7 @@ class Trainer:
             enable_checkpointing = enable_progress_bar = enable_model_summary = False
             logger, num_sanity_val_steps = False, 0
         self.strategy, find_unused_parameters = _parse_strategy(strategy, find_unused_parameters)
+        self.fsdp_options = FSDP.FSDPOptions.parse(fsdp)  # trainer.fsdp.*: how strategy=fsdp shards
         accelerator = _ACCELERATORS.get(str(accelerator), str(accelerator))
         if accelerator not in set(_ACCELERATORS.values()):
             raise ValueError(f"accelerator={accelerator!r} is not supported; use 'auto', 'cpu', 'gpu'/'cuda' or 'mps'")
@@ -343,6 +346,7 @@ class Trainer:
         self._hooks: dict[str, list[Callable[..., Any]]] = {}
         self._step_fn: Callable[[Any, int], Any] | None = None
         self._ddp: nn.Module | None = None
+        self._fsdp: FSDP.Sharded | None = None  # strategy=fsdp with a process group: the sharded module
         # On an accelerator or under DDP with on_nonfinite_loss=stop, the loss flag is read where the
         # loop syncs anyway (logging steps, validation, saves), not every step: see `check_finite`.
         self._unchecked: torch.Tensor | bool | None = None  # finiteness of the losses since the last read
@@ -701,7 +705,13 @@ class Trainer:
             self.print(f"not saving {path}: a non-finite loss has changed the weights since the last checkpoint")
             return
         state = self._checkpoint_state()
+        if self._fsdp is not None:  # every process writes its shards into one folder
+            self.checkpoint_io.wait()
+            FSDP.save(state, Path(path), self.module, self.optimizers)
+            return
         if self.is_global_zero:
+            if Path(path).is_dir():  # a sharded checkpoint of that name (resumed without fsdp): set aside
+                FSDP.step_aside(Path(path))
             self.checkpoint_io.save(state, Path(path))
         self.env.barrier()
 
@@ -739,8 +749,8 @@ class Trainer:
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.current_epoch)  # a fresh shuffle each epoch
-        if isinstance(sampler, D.ResumableSampler):  # mid-epoch resume: skip what was consumed
-            sampler.start = self._batches_done * self.train_loader.batch_size
+        if isinstance(sampler, D.ResumableSampler):  # mid-epoch resume: skip what all processes consumed
+            sampler.start = self._batches_done * self.train_loader.batch_size * self.world_size
         if self._batches_done == 0:
             self._train_results.reset("train")
         self.results = self._train_results
@@ -760,7 +770,7 @@ class Trainer:
         exact = not self._reads_loss_late  # one CPU process (or skip): the exact check, every step
         agree_each_step = distributed and exact  # the same on every rank
         autocast = self.precision.autocast()  # one context, entered every step
-        plain = autocast is NULL_CONTEXT and self._ddp is None  # no context to enter around the step
+        plain = autocast is NULL_CONTEXT and self._ddp is None and self._fsdp is None  # no context around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
         step_fn, backward, results, t = self._step_fn, self._backward_fn(), self._train_results, self.timer
         if self.profiler.enabled:  # timed wrappers, made once per epoch: an off profiler adds nothing per step
@@ -1126,6 +1136,8 @@ class Trainer:
         # Inside an accumulation window, DDP need not all-reduce until the last micro-batch.
         if skip_sync and self._ddp is not None:
             return self._ddp.no_sync()
+        if self._fsdp is not None:  # FSDP: a flag read in backward, set before every micro-batch
+            return self._fsdp.gradient_sync(not skip_sync, restore=not self._automatic)
         return NULL_CONTEXT
 
     def _call(self, hook: str, *args: Any) -> None:
@@ -1364,14 +1376,39 @@ class Trainer:
             datamodule.setup(stage)
         self._call_setup(stage)
         module.setup(stage)
+        configure = getattr(module, "configure_model", None)
+        if callable(configure):  # Lightning's hook, with every strategy: layers built here start on the device
+            with self.device:
+                configure()
         module.to(self.device)
         self.precision.convert_module(module)
         self._step_fn = training_step_fn(module)
+        self._shard(module)
 
     def _prepares_data(self, owner: Any) -> bool:
         """`prepare_data` runs on local rank 0 of each node, or on global rank 0 with prepare_data_per_node=False."""
         per_node = getattr(owner, "prepare_data_per_node", True)
         return self.env.local_rank == 0 if per_node else self.is_global_zero
+
+    def _shard(self, module: Module) -> None:
+        """strategy=fsdp: shard the module over the processes (before its optimizers are made)."""
+        if self.strategy != "fsdp":
+            return
+        if not self.env.active:
+            warnings.warn(
+                "strategy='fsdp' in a single process has nothing to shard over: training unsharded. Launch with "
+                "`torchrun --nproc_per_node=N` (or trainer.devices=N) to shard",
+                UserWarning,
+                stacklevel=4,
+            )
+            return
+        if self._fsdp is None or self._fsdp.module is not module:
+            from torch.distributed.fsdp import FSDPModule
+
+            if not isinstance(module, FSDPModule):
+                FSDP.shard(module, self.fsdp_options, self.precision_name)
+            self._fsdp = FSDP.Sharded(module, training_step_fn(module), self.fsdp_options.reshard_after_forward)
+        self._step_fn = self._fsdp
 
     def _call_setup(self, stage: str) -> None:
         for c in self.callbacks:
@@ -1424,6 +1461,11 @@ class Trainer:
         """Compile and wrap in DDP after any checkpoint was loaded (pytorch/examples' order)."""
         if self.compile:
             module.compile()
+        if self._fsdp is not None:
+            # Sharded in _setup; FSDP syncs gradients itself. Manual optimization too runs its
+            # training_step (backward and steps included) through the root's forward.
+            self._step_fn = self._fsdp
+            return
         if self.env.active:
             if self.sync_batchnorm:
                 if self.device.type == "cpu":
@@ -1475,6 +1517,7 @@ class Trainer:
                 "epoch_done": self._epoch_done,
                 "batch_size": getattr(self.train_loader, "batch_size", None),
                 "world_size": self.world_size,
+                "global_batch_size": (getattr(self.train_loader, "batch_size", None) or 0) * self.world_size,
             },
             "callbacks": {
                 c.state_key: c.state_dict()
@@ -1515,6 +1558,8 @@ class Trainer:
 
     def _resolve_ckpt(self, ckpt_path: str | Path) -> Path | None:
         if str(ckpt_path) in ("last", "auto"):
+            if (self.default_root_dir / "checkpoints").is_dir():  # what a crash mid-save of a sharded one left
+                FSDP.recover(self.default_root_dir / "checkpoints")
             found = find_resume_checkpoint(self.default_root_dir / "checkpoints")
             if found is None and str(ckpt_path) == "last":
                 raise CheckpointError(
@@ -1523,7 +1568,7 @@ class Trainer:
                 )
             return found
         path = Path(ckpt_path)
-        if not path.is_file():
+        if not path.is_file() and not FSDP.is_sharded_checkpoint(path):
             raise CheckpointError(f"checkpoint {path} does not exist; pass resume=last or an existing .ckpt path")
         return path
 
@@ -1532,32 +1577,44 @@ class Trainer:
         path = self.env.broadcast_object(self._resolve_ckpt(ckpt_path) if self.is_global_zero else None)
         if path is None:
             return
-        # On the CPU first: load_state_dict copies the weights into the parameters and the optimizer
-        # moves its state to them, so the device never holds a second copy of the model.
-        ckpt = engine_layout(load_checkpoint(path, "cpu", weights_only), path)
+        sharded = self._fsdp is not None or FSDP.is_sharded_checkpoint(path)
+        if sharded:  # loads weights and optimizer state in place, resharded for this world size
+            ckpt = FSDP.load(path, self.module, self.optimizers, weights_only)
+        else:
+            # On the CPU first: load_state_dict copies the weights into the parameters and the optimizer
+            # moves its state to them, so the device never holds a second copy of the model.
+            ckpt = engine_layout(load_checkpoint(path, "cpu", weights_only), path)
         for key in ("model", "optimizers", "loop"):
             if key not in ckpt:
                 raise CheckpointError(
                     f"{path} holds no '{key}' entry, so training cannot resume from it (weights only?); "
                     "load its weights with YourModule.load_from_checkpoint(path) and fit without ckpt_path"
                 )
-        check_model_state(self.module, ckpt["model"], path)
+        if not sharded:
+            check_model_state(self.module, ckpt["model"], path)
         loop = ckpt["loop"]
         mid_epoch = not loop["epoch_done"] and loop["batches_done"] > 0
         batch_size = getattr(self.train_loader, "batch_size", None)
-        if mid_epoch and (loop.get("batch_size") != batch_size or loop.get("world_size") != self.world_size):
+        # Mid-epoch, the sampler resumes at a global position, so the process count may change as long
+        # as the global batch (batch_size x processes) does not: the same batches, split differently.
+        saved_global = (loop.get("batch_size") or 0) * (loop.get("world_size") or 1)
+        if mid_epoch and (batch_size is None or saved_global != batch_size * self.world_size):
             raise CheckpointError(
-                f"{path} was saved mid-epoch with batch_size={loop.get('batch_size')} on {loop.get('world_size')} "
-                f"process(es); this run has batch_size={batch_size} on {self.world_size}. Resume with the same "
-                "data.batch_size and process count, or from a checkpoint saved at an epoch end"
+                f"{path} was saved mid-epoch with a global batch of {saved_global} (batch_size="
+                f"{loop.get('batch_size')} on {loop.get('world_size')} process(es)); this run has batch_size="
+                f"{batch_size} on {self.world_size}. Keep data.batch_size x processes = {saved_global} "
+                "(e.g. data.batch_size="
+                f"{saved_global // self.world_size if saved_global % self.world_size == 0 else '?'}), "
+                "or resume from a checkpoint saved at an epoch end"
             )
-        self.module.load_state_dict(ckpt["model"])
-        if len(ckpt["optimizers"]) != len(self.optimizers):
-            raise CheckpointError(
-                f"{path} holds {len(ckpt['optimizers'])} optimizer states; configure_optimizers returned {len(self.optimizers)}"
-            )
-        for opt, s in zip(self.optimizers, ckpt["optimizers"], strict=True):
-            opt.load_state_dict(s)
+        if not sharded:
+            self.module.load_state_dict(ckpt["model"])
+            if len(ckpt["optimizers"]) != len(self.optimizers):
+                raise CheckpointError(
+                    f"{path} holds {len(ckpt['optimizers'])} optimizer states; configure_optimizers returned {len(self.optimizers)}"
+                )
+            for opt, s in zip(self.optimizers, ckpt["optimizers"], strict=True):
+                opt.load_state_dict(s)
         for sched, s in zip(self.lr_schedulers, ckpt.get("lr_schedulers", []), strict=False):
             sched.scheduler.load_state_dict(s)
         scaler_state = ckpt.get("scaler") or {}  # empty: saved without gradient scaling (32, bf16)
@@ -1584,8 +1641,9 @@ class Trainer:
         if self.datamodule is not None:
             self.datamodule.load_state_dict(ckpt.get("datamodule", {}))
         rng = ckpt.get("rng", [])
-        if rng:  # this rank's streams, its CUDA one restored on the device this rank uses
-            restore_rng_state(rng[self.env.rank] if len(rng) == self.world_size else rng[0], self.device)
+        if rng and self.env.rank < len(rng):  # a rank the saving run did not have keeps its own seeded streams
+            # this rank's streams, its CUDA one restored on the device this rank uses
+            restore_rng_state(rng[self.env.rank], self.device)
         self.module.on_load_checkpoint(ckpt)
         self.resumed_from = str(path)
         if loop.get("note"):

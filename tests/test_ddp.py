@@ -437,7 +437,7 @@ def test_sampler_shards_are_the_one_process_batches() -> None:
     unpadded = [list(D.ResumableSampler(21, False, 0, r, 2, pad=False)) for r in range(2)]
     assert sorted(unpadded[0] + unpadded[1]) == list(range(21))  # evaluation: each sample once
     resumed = D.ResumableSampler(20, True, 7, 1, 2, pad=True)
-    resumed.start = 4
+    resumed.start = 8  # a global position: 4 samples on each of the 2 ranks
     assert list(resumed) == shards[1][4:] and len(resumed) == 6
 
 

@@ -323,8 +323,12 @@ def test_limits_strategy_devices_and_accelerator_forms(tmp_path: Path) -> None:
     assert (trainer.limit_test_batches, trainer.limit_predict_batches) == (3, 0.5)
     assert trainer.strategy == "ddp" and trainer.accelerator == "cuda"
     assert Trainer(strategy="ddp_find_unused_parameters_true").find_unused_parameters is True
-    with pytest.raises(ValueError, match="FSDP is not supported yet"):
-        Trainer(strategy="fsdp")
+    assert Trainer(strategy="fsdp").strategy == "fsdp"
+    assert Trainer(strategy="fsdp", fsdp={"wrap": ["Block"]}).fsdp_options.wrap == ["Block"]
+    with pytest.raises(ValueError, match="'auto', 'ddp'"):
+        Trainer(strategy="deepspeed")
+    with pytest.raises(ValueError, match="fsdp options \\['shard'\\] are unknown"):
+        Trainer(strategy="fsdp", fsdp={"shard": True})
     with pytest.raises(ValueError, match="not supported"):
         Trainer(accelerator="tpu")
     for devices, count in (

@@ -176,7 +176,7 @@ def test_readme_for_the_researcher(project: Path) -> None:
         "--help",
         "project root",
         "resume=last trainer.max_epochs=30",  # what may change on resume
-        "saved mid-epoch with batch_size",  # what may not, with its error
+        "saved mid-epoch with a global batch",  # what may not, with its error
     ):
         assert needle in readme, needle
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .engine import DataConfig as EngineDataConfig
 from .engine import DataModule, Module
+from .engine.fsdp import local_bytes
 
 STOP_HOOKS = ("on_train_epoch_start", "training_step", "on_train_batch_end", "on_validation_end", "on_train_epoch_end")
 
@@ -40,6 +41,7 @@ class ModelConfig:
     raise_step: int = -1  # raise in training_step on `raise_rank` at this global step
     raise_rank: int = 1
     step_sleep: float = 0.0  # seconds per training step: gives the signal tests time to act
+    bad_save_step: int = -1  # from this global step on, checkpoints hold an object that cannot be saved
 
 
 @dataclass
@@ -114,6 +116,10 @@ class ToyClassifier(Module):
         self.log("val_count", float(len(y)), reduce_fx="sum", sync_dist=True)
         self.log("val_max_index", idx.max().float(), reduce_fx="max", sync_dist=True)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if 0 <= self.cfg.bad_save_step <= self.trainer.global_step:  # a save that fails after the shards are written
+            checkpoint["callbacks"]["unsaveable"] = object()
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # SGD: Adam's division by sqrt(v) would magnify float rounding in the 1- vs 2-process test.
         return torch.optim.SGD(self.parameters(), lr=self.cfg.lr, momentum=0.9)
@@ -147,6 +153,7 @@ class Probe:
     def __init__(self) -> None:
         self.saves: list[list[Any]] = []
         self.grad_syncs = 0
+        self.sharded_grads: list[bool] = []  # strategy=fsdp: after each backward, whether the shards got gradients
         self.rank_seed: int | None = None
 
     def setup(self, trainer: Any, module: Any, stage: str) -> None:
@@ -175,11 +182,16 @@ class Probe:
 
         ddp.register_comm_hook(None, counting_hook)
 
+    def on_after_backward(self, trainer: Any, module: Any) -> None:
+        if trainer._fsdp is not None:  # gradients reach the shards only when FSDP reduce-scatters them
+            self.sharded_grads.append(any(p.grad is not None for p in module.parameters()))
+
     def on_fit_end(self, trainer: Any, module: Any) -> None:
         rank = trainer.env.rank
         out = Path(trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, out / f"weights-rank{rank}.pt")
+        full = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in module.state_dict().items()}
+        torch.save({k: v.detach().cpu() for k, v in full.items()}, out / f"weights-rank{rank}.pt")
         record = {
             "rank": rank,
             "world_size": trainer.world_size,
@@ -192,9 +204,11 @@ class Probe:
             "callback_metrics": trainer.callback_metrics,
             "saves": self.saves,
             "grad_syncs": self.grad_syncs,
+            "sharded_grads": self.sharded_grads,
             "rank_seed": self.rank_seed,
             "resumed_from": trainer.resumed_from,
             "seen": {str(k): v for k, v in module.seen.items()},
             "timer": dataclasses.asdict(trainer.timer),
+            "local_bytes": local_bytes(module, trainer.optimizers),  # this process's parameters + optimizer state
         }
         (out / f"rank{rank}.json").write_text(json.dumps(record, indent=1))

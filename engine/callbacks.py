@@ -415,6 +415,7 @@ class ThroughputMonitor(Callback):
         self.min_wait_ms = min_wait_ms
         self.warned = False
         self._mark = (0.0, 0.0, 0, 0)  # wait, total, samples, batches at the last log
+        self._base: tuple[float, float, int] | None = None  # wait, total, batches when warmup ended
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not trainer.should_log:
@@ -431,9 +432,16 @@ class ThroughputMonitor(Callback):
             return
         rate = samples * trainer.world_size / total  # the job's: every process trains as many samples
         trainer.log_metrics({"throughput/samples_per_sec": rate, "throughput/data_wait_frac": wait / total})
-        if not self.warned and t.batches > self.warmup_steps and self._slow(wait, total, batches):
+        if self.warned or t.batches <= self.warmup_steps:
+            return
+        if self._base is None:
+            self._base = (t.wait - wait, t.total - total, t.batches - batches)
+        # Judged on everything since warmup, not on this window alone: one slow fetch (a page
+        # fault, a busy machine) in a short window is not a data bottleneck.
+        w, tot, b = t.wait - self._base[0], t.total - self._base[1], t.batches - self._base[2]
+        if tot > 0 and self._slow(w, tot, b):
             self.warned = True
-            trainer.print(f"warning: {self.advice(wait / total, trainer)}")
+            trainer.print(f"warning: {self.advice(w / tot, trainer)}")
 
     def _slow(self, wait: float, total: float, batches: int) -> bool:
         return wait / total > self.warn_fraction and 1000 * wait / batches >= self.min_wait_ms

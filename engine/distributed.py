@@ -331,7 +331,9 @@ def launch(devices: int, module: str, argv: list[str]) -> int:
         return 128 + int(exc.sigval)
     except ChildFailedError as exc:
         codes = {failure.exitcode for failure in exc.failures.values()}
-        if codes == {PREEMPTED_EXIT_CODE}:
+        # The first worker to exit with 75 makes the launcher SIGTERM the others, which may still be
+        # shutting down after the same agreed stop: they show as -15, not as failures of their own.
+        if PREEMPTED_EXIT_CODE in codes and codes <= {PREEMPTED_EXIT_CODE, -signal.SIGTERM}:
             return PREEMPTED_EXIT_CODE
         print(exc, file=sys.stderr)  # names the first failing rank, with its traceback
         return 1

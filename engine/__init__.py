@@ -3,7 +3,7 @@
 `scaffold update` replaces this folder wholesale; keep research code outside it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import callbacks, loggers, profilers, utilities  # Lightning's submodules: pl.callbacks.X, pl.loggers.X
 from .callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar, ThroughputMonitor

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .checkpoint import remove_checkpoint
 from .config import ConfigError
+from .states import TrainerFn
 
 if TYPE_CHECKING:
     from .module import Module
@@ -129,7 +130,7 @@ class EarlyStopping(Callback):
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
         if trainer.sanity_checking:
             check_monitor(trainer, self.monitor, "early_stopping.monitor", sanity=True)  # fail before training
-        else:
+        elif trainer.state.fn == TrainerFn.FITTING:  # not in trainer.validate(): nothing to stop
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, module: Module) -> None:
@@ -273,8 +274,10 @@ class ModelCheckpoint(Callback):
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
         if trainer.sanity_checking and self.monitor:
             check_monitor(trainer, self.monitor, "checkpoint.monitor", sanity=True)  # fail before training
-        # A validation in the middle of an epoch (val_check_interval) is a save point too.
-        if not trainer.sanity_checking and not trainer.at_epoch_end and self.every_n_train_steps is None:
+        # A validation in the middle of an epoch (val_check_interval) is a save point too; one that
+        # trainer.validate() runs is not (nothing trained: as Lightning).
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting and not trainer.sanity_checking and not trainer.at_epoch_end and self.every_n_train_steps is None:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, module: Module) -> None:

@@ -350,14 +350,13 @@ class ResumableSampler(Sampler[int]):
     are the i-th batch of size ``B * world_size`` of a 1-process run, and a run resumed on
     another number of processes (with the same global batch) trains exactly the samples the
     epoch has left.
-    Training shards are padded with the first samples to equal length (every rank takes the
-    same number of steps, as DistributedSampler does); evaluation shards are not padded, so
-    no sample is counted twice (the ranks' last batches may differ in size).
+    Shards are padded with the first samples to equal length, as DistributedSampler does:
+    every rank takes the same number of steps. (Evaluation uses `EvalBatchSampler`.)
     """
 
-    def __init__(self, length: int, shuffle: bool, seed: int, rank: int, world_size: int, pad: bool) -> None:
+    def __init__(self, length: int, shuffle: bool, seed: int, rank: int, world_size: int) -> None:
         self.length, self.shuffle, self.seed = length, shuffle, seed
-        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.start = 0
 
@@ -365,12 +364,8 @@ class ResumableSampler(Sampler[int]):
         self.epoch = epoch
 
     def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.length, generator=g).tolist()
-        else:
-            order = list(range(self.length))
-        if self.world_size > 1 and self.pad:  # training: equal shards, every process takes as many steps
+        order = _epoch_order(self.length, self.shuffle, self.seed, self.epoch)
+        if self.world_size > 1:  # equal shards: every process takes as many steps
             total = -(-self.length // self.world_size) * self.world_size
             order += order[: total - len(order)]
         if self.start:
@@ -384,6 +379,79 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._indices())
+
+
+class EvalBatchSampler(Sampler[list[int]]):
+    """Evaluation batches sharded over processes: each sample counted once, and the same number
+    of batches on every process.
+
+    A step may run collectives (``self.log(..., on_step=True, sync_dist=True)``, a torchmetrics
+    metric with ``dist_sync_on_step``, ``all_gather``), so a process that ran out of batches
+    would leave the others waiting forever; and the epoch's reductions need every process.
+    Batches are cut as for training: the ranks' i-th batches together are the i-th batch of
+    ``batch_size * world_size`` samples, strided over the ranks, no padding. Where the last such
+    batch has fewer samples than processes, it borrows from the one before so every rank gets
+    one. Where even that cannot work (batch size 1, or fewer samples than processes), a rank
+    without a sample runs a copy of the batch's first sample; the loop knows it from
+    `real_batches` and leaves it out of the epoch's `self.log` values (and predict's outputs).
+    """
+
+    def __init__(
+        self, length: int, batch_size: int, shuffle: bool, seed: int, rank: int, world_size: int, drop_last: bool
+    ) -> None:
+        self.length, self.batch_size, self.shuffle, self.seed = length, batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]], int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> tuple[list[list[int]], int]:
+        """This rank's batches, and how many of them (from the start) hold samples of its own."""
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1], self._cache[2]
+        order = _epoch_order(self.length, self.shuffle, self.seed, self.epoch)
+        world, full = self.world_size, self.batch_size * self.world_size
+        sizes = [full] * (self.length // full)
+        rest = self.length % full
+        if rest and not self.drop_last:
+            sizes.append(rest)
+        if len(sizes) > 1 and sizes[-1] < world and sizes[-2] - (world - sizes[-1]) >= world:
+            sizes[-2] -= world - sizes[-1]
+            sizes[-1] = world
+        batches, real, start = [], 0, 0
+        for size in sizes:
+            chunk = order[start : start + size]
+            start += size
+            mine = chunk[self.rank :: world]
+            real += bool(mine)
+            batches.append(mine or chunk[:1])  # only ever the last batch: a copy to run the step's collectives
+        self._cache = (self.epoch, batches, real)
+        return batches, real
+
+    @property
+    def real_batches(self) -> int:
+        return self._batches()[1]
+
+    def __iter__(self):
+        return iter(self._batches()[0])
+
+    def __len__(self) -> int:
+        return len(self._batches()[0])
+
+
+def real_batches(loader: Any) -> int:
+    """How many of an evaluation loader's batches hold this rank's own samples (the rest are copies)."""
+    sampler = getattr(loader, "batch_sampler", None)
+    return sampler.real_batches if isinstance(sampler, EvalBatchSampler) else sys.maxsize
+
+
+def _epoch_order(length: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
+    """The epoch's order of sample indices: a permutation seeded by (seed, epoch), or 0..length-1."""
+    if not shuffle:
+        return list(range(length))
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
 
 
 class WorkerInit:
@@ -442,7 +510,8 @@ def pin_memory_default(device: torch.device) -> bool:
 
 
 def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
-    """Rebuild a DataLoader around a ResumableSampler; other iterables pass through.
+    """Rebuild a DataLoader around a ResumableSampler (training) or an EvalBatchSampler
+    (evaluation and predict); other iterables pass through.
 
     The rebuilt loader has its own generator, so creating its iterator never consumes the
     global RNG (which would make a resumed run draw different dropout masks). It is seeded
@@ -477,14 +546,21 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
                 "shuffle=True/False and let the engine shard it, or shard the data yourself in an IterableDataset"
             )
         return loader
-    new_sampler = ResumableSampler(len(loader.dataset), shuffle, seed, env.rank, env.world_size, pad=train)
+    length = len(loader.dataset)
+    if train:
+        batching = dict(
+            batch_size=loader.batch_size,
+            sampler=ResumableSampler(length, shuffle, seed, env.rank, env.world_size),
+            drop_last=loader.drop_last,
+        )
+    else:
+        sampler = EvalBatchSampler(length, loader.batch_size, shuffle, seed, env.rank, env.world_size, loader.drop_last)
+        batching = dict(batch_sampler=sampler)
     kwargs = dict(
-        batch_size=loader.batch_size,
-        sampler=new_sampler,
+        **batching,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory or pin_memory_default(env.device),
-        drop_last=loader.drop_last,
         timeout=loader.timeout,
         worker_init_fn=(
             WorkerInit(loader.worker_init_fn, env.rank, os.environ.get("PL_SEED_WORKERS") == "1")

@@ -44,7 +44,7 @@ def request_loader(source: Any, method: str) -> Any:
 
 
 def prepare_loaders(trainer: Trainer, loaders: Any) -> Any:
-    """Shard evaluation loaders over the processes (unpadded); a list stays a list."""
+    """Shard evaluation loaders over the processes (`D.EvalBatchSampler`); a list stays a list."""
     seed = trainer.seed if trainer.seed is not None else 0
     if isinstance(loaders, (list, tuple)):
         return [D.prepare_loader(loader, trainer.env, seed, train=False) for loader in loaders]
@@ -92,9 +92,11 @@ def run_eval(
                     continue
                 results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
                 extra = (dataloader_idx,) if several else ()
+                real = D.real_batches(loader)
                 for batch_idx, batch in enumerate(loader):
                     if batch_idx >= n:
                         break
+                    results.copy = batch_idx >= real  # a copy run only for the step's collectives: not counted
                     batch = move_to_device(batch, device, dtype)
                     results.batch_size = infer_batch_size(batch)
                     for fn in batch_start:
@@ -105,7 +107,7 @@ def run_eval(
                         fn(outputs, batch, batch_idx, *extra)
                     if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
                         _log_eval_step(trainer)
-    results.dataloader_suffix = ""
+    results.dataloader_suffix, results.copy = "", False
     trainer._call(f"on_{name}_epoch_end")
     metrics = results.compute_epoch()
     if trainer.sanity_checking:
@@ -244,7 +246,7 @@ def predict(
 
     Returns the steps' outputs, moved to the CPU: a list over batches, or a list of such lists with
     several dataloaders; None with return_predictions=False. Under DDP each process predicts its own
-    shard (samples rank, rank + world_size, ...) and returns those: gather them with
+    shard (`D.EvalBatchSampler`: each sample on one process) and returns those: gather them with
     `self.all_gather` in predict_step, or write each rank's to its own file.
     """
     if datamodule is None and is_datamodule(loaders):
@@ -312,6 +314,7 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
                     if n <= 0:
                         continue
                     extra = (dataloader_idx,) if several else ()
+                    real = D.real_batches(loader)
                     for batch_idx, batch in enumerate(loader):
                         if batch_idx >= n:
                             break
@@ -322,7 +325,8 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
                             outputs = predict_step(batch, batch_idx, *extra)
                         for fn in batch_end:
                             fn(outputs, batch, batch_idx, *extra)
-                        predictions[dataloader_idx].append(move_to_device(outputs, cpu))
+                        if batch_idx < real:  # not a copy that ran only for the step's collectives
+                            predictions[dataloader_idx].append(move_to_device(outputs, cpu))
         trainer._call("on_predict_epoch_end")
         trainer._call("on_predict_end")
     finally:

@@ -21,6 +21,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,13 +181,14 @@ class Sharded:
     def evaluation(self, batches: int) -> Iterator[None]:
         """Around an evaluation loop of `batches` batches on this process.
 
-        Every forward of a sharded module is a collective, but evaluation shards are not padded
-        (no sample counts twice), so the processes may run different numbers of batches. Then
-        the whole model is gathered once for this evaluation, so a forward talks to no one.
+        Every forward of a sharded module is a collective. The engine's evaluation loaders give
+        every process as many batches (`D.EvalBatchSampler`); where the counts differ or are
+        unknown (an iterable data set without len()), the whole model is gathered once for this
+        evaluation, so a forward talks to no one.
         """
         counts = [None] * dist.get_world_size()
         dist.all_gather_object(counts, batches)
-        if len(set(counts)) == 1:
+        if len(set(counts)) == 1 and counts[0] < sys.maxsize:  # (maxsize: a loader without len())
             yield
             return
         from torch.distributed.fsdp import FSDPModule

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 _REDUCE = ("mean", "sum", "max", "min")
+_NEUTRAL = {"mean": 0.0, "sum": 0.0, "max": -float("inf"), "min": float("inf")}
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Results:
         self.enabled = True
         self.epoch_end = False  # inside on_train_epoch_end: self.log defaults to on_epoch (Lightning)
         self.dataloader_suffix = ""  # "/dataloader_idx_N" while evaluating one of several dataloaders
+        self.copy = False  # an evaluation batch that copies another rank's sample: epoch values skip it
         self.forked: dict[str, str] = {}  # "x_step"/"x_epoch" -> "x" for values logged on_step and on_epoch
 
     def log(
@@ -96,7 +98,10 @@ class Results:
         if on_epoch:
             weight = float(batch_size if batch_size is not None else self.batch_size)
             entry = self.epoch.get(epoch_name)
-            if reduce_fx == "mean":
+            if self.copy:  # the reduction's neutral value: the name still joins the epoch's all-reduce
+                weight = 0.0
+                value_in = torch.full_like(tensor, _NEUTRAL[reduce_fx], dtype=torch.float32)
+            elif reduce_fx == "mean":
                 value_in = tensor.float() * weight
             else:
                 value_in = tensor.float()
@@ -168,6 +173,7 @@ class Results:
 
     def reset(self, stage: str) -> None:
         self.stage = stage
+        self.copy = False
         self.forked.clear()
         self.step.clear()
         self.epoch.clear()

@@ -427,18 +427,69 @@ def test_sigusr1_to_one_rank_stops_both_with_a_checkpoint_and_resumes_exactly(wo
 
 def test_sampler_shards_are_the_one_process_batches() -> None:
     B = 3
-    one = list(D.ResumableSampler(20, True, 7, 0, 1, pad=True))
-    shards = [list(D.ResumableSampler(20, True, 7, r, 2, pad=True)) for r in range(2)]
+    one = list(D.ResumableSampler(20, True, 7, 0, 1))
+    shards = [list(D.ResumableSampler(20, True, 7, r, 2)) for r in range(2)]
     for i in range(3):  # the ranks' batches i together are the 1-process batch i of twice the size
         both = shards[0][i * B : (i + 1) * B] + shards[1][i * B : (i + 1) * B]
         assert sorted(both) == sorted(one[2 * B * i : 2 * B * (i + 1)])
-    padded = [list(D.ResumableSampler(21, False, 0, r, 2, pad=True)) for r in range(2)]
+    padded = [list(D.ResumableSampler(21, False, 0, r, 2)) for r in range(2)]
     assert len(padded[0]) == len(padded[1]) == 11  # training: equal steps on every rank
-    unpadded = [list(D.ResumableSampler(21, False, 0, r, 2, pad=False)) for r in range(2)]
-    assert sorted(unpadded[0] + unpadded[1]) == list(range(21))  # evaluation: each sample once
-    resumed = D.ResumableSampler(20, True, 7, 1, 2, pad=True)
+    resumed = D.ResumableSampler(20, True, 7, 1, 2)
     resumed.start = 8  # a global position: 4 samples on each of the 2 ranks
     assert list(resumed) == shards[1][4:] and len(resumed) == 6
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5])
+@pytest.mark.parametrize("samples", [1, 2, 3, 5, 7, 10, 11, 31])
+def test_evaluation_batches_count_each_sample_once_and_are_as_many_on_every_rank(
+    samples: int, batch_size: int, world: int
+) -> None:
+    ranks = [D.EvalBatchSampler(samples, batch_size, True, 3, r, world, drop_last=False) for r in range(world)]
+    batches = [list(s) for s in ranks]
+    assert len({len(b) for b in batches}) == 1  # every rank runs as many steps (collectives inside them)
+    real = [s.real_batches for s in ranks]
+    counted = sorted(i for b, n in zip(batches, real, strict=True) for batch in b[:n] for i in batch)
+    assert counted == list(range(samples))  # each sample once, copies left out
+    assert all(0 < len(batch) <= batch_size for b in batches for batch in b)
+    copies = sum(len(b) - n for b, n in zip(batches, real, strict=True))
+    if batch_size > 1 and samples >= world:
+        assert copies == 0  # a copy only where no split can give every rank a sample
+    else:
+        assert copies == -samples % world if batch_size == 1 else world - samples
+    assert all(n == len(b) or n == len(b) - 1 for b, n in zip(batches, real, strict=True))  # copies come last
+    if world == 1:  # one process: the DataLoader's own batches
+        order = list(D.ResumableSampler(samples, True, 3, 0, 1))
+        assert batches[0] == [order[i : i + batch_size] for i in range(0, samples, batch_size)]
+    dropped = [list(D.EvalBatchSampler(samples, batch_size, False, 0, r, world, drop_last=True)) for r in range(world)]
+    full = samples // (batch_size * world)
+    assert all(
+        b == [list(range(i * batch_size * world + r, (i + 1) * batch_size * world, world)) for i in range(full)]
+        for r, b in enumerate(dropped)
+    )  # drop_last: whole global batches only, as in training
+
+
+def test_uneven_evaluation_sets_run_every_collective_and_count_each_sample_once(work: Path) -> None:
+    """3 processes; the data sets leave ranks short (ddpjob/uneven.py): no hang, the plain totals."""
+    out = work / "uneven"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=3", "--standalone", "-m"]
+    _check(_run([*cmd, "ddpjob.uneven", str(out)], work, timeout=240))
+    ranks = [json.loads((out / f"uneven-rank{r}.json").read_text()) for r in range(3)]
+    for case in zip(*ranks, strict=True):
+        n = case[0]["samples"]
+        values = [float(v) for v in range(1, n + 1)]
+        expected = {"mean_epoch": sum(values) / n, "max": n, "min": 1.0, "sum": sum(values), "count": n}
+        for rank in case:
+            for verb in ("val", "test"):
+                got = {k.removeprefix(f"{verb}_"): v for k, v in rank[verb].items() if k != "test_metric_sum"}
+                assert got == pytest.approx(expected), (n, verb)
+            assert rank["val_batches"] == case[0]["val_batches"] and rank["test_batches"] == case[0]["test_batches"]
+        gathered = [r["gathered"] for r in case]
+        assert gathered[0] == gathered[1] == gathered[2]  # every all_gather met the other ranks' one
+        assert sorted(v for r in case for v in r["predicted"]) == values  # copies are not returned
+    one_sample = [r for r in ranks[2] if r["samples"] == 1][0]
+    assert one_sample["predicted"] == [] and one_sample["val_batches"] == 1  # no sample: still one step
 
 
 def test_seed_rank_and_timeout(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,6 +110,18 @@ def test_best_without_a_saved_best_checkpoint_says_so(tmp_path: Path) -> None:
         trainer.test(ckpt_path="best", dataloaders=loader(regression_data(8)))
 
 
+def test_validate_neither_saves_checkpoints_nor_stops(tmp_path: Path) -> None:
+    """As Lightning: ModelCheckpoint and EarlyStopping act while fitting only."""
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss")
+    stopping = EarlyStopping(monitor="val_loss", patience=0, check_finite=True)
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[ckpt, stopping])
+    module = ScriptedVal([float("nan")])  # would stop a fit at once (check_finite)
+    trainer.validate(module, dataloaders=loader(regression_data(8)))
+    trainer.validate(module, dataloaders=loader(regression_data(8)))
+    assert not (tmp_path / "ckpts").exists() and not ckpt.best_model_path
+    assert not trainer.should_stop and stopping.wait_count == 0
+
+
 class Counting(Regressor):
     def __init__(self) -> None:
         super().__init__()

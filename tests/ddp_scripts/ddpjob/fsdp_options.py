@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
 
 from .engine import Trainer, seed_everything
 from .engine import distributed as D
@@ -92,8 +93,6 @@ def _record(trainer: Trainer, module: nn.Module) -> dict[str, Any]:
 
 def manual(strategy: str, out: Path) -> dict[str, Any]:
     """The GAN of test_manual_optimization (two optimizers, toggling) under `strategy`."""
-    from torch.utils.data import DataLoader
-
     module = GAN()
     trainer = Trainer(
         max_epochs=2,
@@ -119,9 +118,27 @@ def reload(out: Path) -> dict[str, Any]:
     trainer.fit(module, datamodule=data)
     last = trainer.checkpoint_callback.best_model_path  # the default callback: the newest epoch's checkpoint
     same = trainer.validate(module, datamodule=data, ckpt_path=last)[0]
+    # An iterable data set sharded by rank: 9 samples (3 batches) on rank 0, 8 (2 batches) on rank 1.
+    uneven = trainer.validate(module, dataloaders=DataLoader(RankShard(data.val), batch_size=4))[0]
     seed_everything(7)  # other initial weights: the checkpoint must replace them
     fresh = Trainer(**kwargs).validate(ToyClassifier(ModelConfig()), datamodule=data, ckpt_path=last)[0]
-    return {"fit": trainer.callback_metrics["val_loss"], "same": same["val_loss"], "fresh": fresh["val_loss"]}
+    return {
+        "fit": trainer.callback_metrics["val_loss"],
+        "same": same["val_loss"],
+        "fresh": fresh["val_loss"],
+        "uneven": uneven,
+    }
+
+
+class RankShard(IterableDataset):
+    """Samples rank, rank + world_size, ...: ranks yield different numbers of batches."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def __iter__(self) -> Any:
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return (self.data[i] for i in range(rank, len(self.data), world))
 
 
 def trainer_world() -> int:

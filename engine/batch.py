@@ -53,3 +53,15 @@ def infer_batch_size(batch: Any) -> int:
             if size:
                 return size
     return 0 if not isinstance(batch, (list, tuple)) else 1
+
+
+def prepare_batch(batch: Any, device: torch.device, dtype: torch.dtype | None) -> tuple[Any, int]:
+    """The batch on `device` and its size; a tuple or list of tensors already there costs one pass."""
+    if dtype is None and (type(batch) is tuple or type(batch) is list) and batch:
+        for value in batch:
+            if type(value) is not torch.Tensor or value.device != device:
+                break
+        else:  # the common case: nothing to move
+            return batch, batch[0].shape[0] if batch[0].ndim else 1
+    batch = move_to_device(batch, device, dtype)
+    return batch, infer_batch_size(batch)

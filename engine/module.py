@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
+from . import manual
 from .optim import LightningOptimizer
 
 if TYPE_CHECKING:
@@ -346,7 +347,7 @@ class Module(nn.Module):
         if gradient_clip_val <= 0:
             return
         optimizer = optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
-        trainer._unscale_for_clipping(optimizer)
+        manual.unscale_for_clipping(trainer, optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if algorithm == "norm":
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)

@@ -10,7 +10,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -23,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, console, evaluation
+from . import __version__, console, evaluation, manual, optim, stopping
 from . import distributed as D
 from . import fsdp as FSDP
-from .batch import infer_batch_size, move_to_device
+from .batch import move_to_device as move_to_device  # re-exported: engine.trainer.move_to_device
+from .batch import prepare_batch
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
 from .callbacks import Timer as TimerCallback
 from .checkpoint import (
@@ -45,15 +45,15 @@ from .config import ConfigError
 from .loggers import NullLogger, make_logger
 from .module import DataModule, Module
 from .module import is_datamodule as _is_datamodule
-from .optim import LightningOptimizer
+from .optim import LightningOptimizer, _Scheduler, parse_optimizers
 from .precision import NULL_CONTEXT, Precision, matmul_precision_advice
 from .profilers import make_profiler
 from .results import Results
 from .states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from .stopping import INTERRUPTED_EXIT_CODE as INTERRUPTED_EXIT_CODE  # still importable from here
+from .stopping import PREEMPTED_EXIT_CODE as PREEMPTED_EXIT_CODE
 from .utilities import rank_zero_only
 
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; scripts/slurm.sbatch requeues on it
-INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
 _log = logging.getLogger(__name__)
 # Module hooks the loop calls through `_call`: name -> whether they take the hook's arguments.
 _MODULE_HOOKS = {
@@ -90,20 +90,6 @@ class Timer:
         return self.samples * world_size / self.total if self.total > 0 else None
 
 
-@dataclass
-class _Scheduler:
-    scheduler: Any
-    interval: str = "epoch"
-    frequency: int = 1
-    monitor: str | None = None
-    strict: bool = True
-    name: str | None = None
-
-    @property
-    def reduce_on_plateau(self) -> bool:
-        return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-
-
 class _StepWrapper(nn.Module):
     """Routes training_step through forward, so DDP sees the call and syncs gradients."""
 
@@ -118,8 +104,6 @@ class _StepWrapper(nn.Module):
 
 # Lightning's accelerator names -> the engine's.
 _ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
-# Stops that min_epochs / min_steps never hold back (safety and the configured bounds).
-_HARD_STOPS = ("preempted", "nonfinite_loss", "max_steps", "max_epochs", "fast_dev_run", "interrupted", "failed")
 
 
 def _accepted_without_effect(name: str, value: Any) -> None:
@@ -159,22 +143,6 @@ def _parse_devices(devices: Any) -> int | list[int] | None:
         if devices >= 1:
             return devices
     raise ValueError(f"devices={devices!r}: use 'auto', a count (1, 2, -1 for all), '0,1' or a list of indices")
-
-
-class _BackwardGate(nn.Module):
-    """Manual optimization under DDP: `manual_backward` passes the loss through DDP's forward.
-
-    training_step calls backward and steps before it returns, so it cannot run inside DDP's
-    forward (DDP readies its gradient sync after forward returns). Passing each loss through
-    this identity forward is DDP's public contract, forward then backward, once per backward.
-    """
-
-    def __init__(self, module: Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, loss: torch.Tensor) -> torch.Tensor:
-        return loss
 
 
 class Trainer:
@@ -353,7 +321,7 @@ class Trainer:
         self._checked_at = 0  # global_step of the last read
         self._nonfinite_seen = False
         # Under DDP the ranks agree on stops and non-finite losses in one all-reduce at sync points
-        # (see `_sync`), and every `_sync_every` steps, so a signal one rank got reaches them all.
+        # (see `stopping.sync`), and every `_sync_every` steps, so a signal one rank got reaches them all.
         self._sync_every = 1  # steps between agreements: rank-uniform, re-derived from the step time
         self._sync_step = 0  # global_step of the next agreement by interval
         self._sync_mark: tuple[int, float] | None = None  # (global_step, time) of the last agreement
@@ -565,7 +533,7 @@ class Trainer:
         self._setup(module, datamodule, "fit")
         self.state.fn, self.state.status = TrainerFn.FITTING, TrainerStatus.RUNNING
         status = "failed"
-        previous_handlers = self._install_signal_handlers()
+        previous_handlers = stopping.install_signal_handlers(self)
         anomaly = torch.is_anomaly_enabled()
         if self.detect_anomaly:  # a backward that makes NaN/inf raises, naming the forward op
             torch.set_anomaly_enabled(True)
@@ -755,10 +723,10 @@ class Trainer:
             self._train_results.reset("train")
         self.results = self._train_results
         self._call("on_train_epoch_start")
-        self._agree_stop()
+        stopping.agree_stop(self)
         module.train()
         if not self._automatic:  # the module steps its own optimizers: a loop body of its own
-            self._end_train_epoch(*self._manual_batches(self._batches_done, n))
+            self._end_train_epoch(*manual.run_batches(self, self._batches_done, n))
             return
         self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
         batch_idx, data = self._batches_done, iter(self.train_loader)
@@ -791,7 +759,7 @@ class Trainer:
                 n = self.num_training_batches = batch_idx
                 break
             waited = now() - start
-            batch, batch_size = _prepare_batch(batch, device, dtype)
+            batch, batch_size = prepare_batch(batch, device, dtype)
             results.batch_size = batch_size
             for fn in start_hooks:
                 fn(batch, batch_idx)
@@ -830,13 +798,13 @@ class Trainer:
                     self._idle_step()
                 elif finite is True or finite:
                     self._optimizer_step(step_hooks)
-                elif not self._nonfinite_step():
+                elif not stopping.nonfinite_step(self):
                     break  # stop before counting a step that was not taken
                 finite, idle = True, scaling
                 self.global_step = step = self.global_step + 1
                 self.should_log = step % self.log_every_n_steps == 0
                 if self.should_log or (distributed and step >= self._sync_step):
-                    if not self._step_sync():
+                    if not stopping.step_sync(self):
                         break  # stop before anything reads or saves these weights
             t.total += now() - start
             if val_every and batch_idx % val_every == 0 and batch_idx < n:
@@ -850,65 +818,8 @@ class Trainer:
                     self.request_stop("max_steps")
                     self._stop_agreed = True  # the same step on every rank: nothing to agree on
                 if self._signal is not None or self.should_stop != self._stop_agreed:
-                    self._agree_stop(collective=False)  # under DDP: agreed at the next sync point
+                    stopping.agree_stop(self, collective=False)  # under DDP: agreed at the next sync point
         self._end_train_epoch(batch_idx, n)
-
-    def _manual_batches(self, batch_idx: int, n: int) -> tuple[int, int]:
-        """The batch loop under manual optimization; returns (batches done, batches in the epoch).
-
-        training_step runs its own backward passes and optimizer steps (each ``opt.step()``
-        is one global step, as in Lightning); the loop keeps the rest: hooks, logging every
-        `log_every_n_steps` global steps, validation, max_steps, signals, and the non-finite
-        check of the loss training_step returns (read at the next sync point, before anything
-        is logged, validated or saved: the module has already stepped on it).
-        """
-        data, val_every = iter(self.train_loader), self._val_every(n)
-        distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
-        autocast, step_fn, results, t = self.precision.autocast(), self._step_fn, self._train_results, self.timer
-        if self.profiler.enabled:  # the module's own backward and steps are timed inside it
-            step_fn = self.profiler.wrap("[phase] training_step (manual: with its backward and steps)", step_fn)
-        start_hooks, end_hooks = self._hooks_for("on_train_batch_start"), self._hooks_for("on_train_batch_end")
-        every, buffers, now = self.log_every_n_steps, self._ddp_buffers, time.perf_counter
-        while batch_idx < n and not self._stop_agreed:
-            start = now()
-            try:
-                batch = next(data)
-            except StopIteration:  # a loader without len() ends the epoch here
-                n = self.num_training_batches = batch_idx
-                break
-            waited = now() - start
-            batch, batch_size = _prepare_batch(batch, device, dtype)
-            results.batch_size = batch_size
-            for fn in start_hooks:
-                fn(batch, batch_idx)
-            for buffer in buffers:  # what DDP does before each forward: rank 0's buffers everywhere
-                torch.distributed.broadcast(buffer, 0)
-            steps_before = self.global_step
-            with autocast:
-                outputs = step_fn(batch, batch_idx)
-            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-            if isinstance(loss, torch.Tensor):
-                ok = torch.isfinite(loss.detach()).all()
-                self._unchecked = ok if self._unchecked is None else self._unchecked & ok
-            batch_idx = self._batches_done = batch_idx + 1
-            t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
-            self.should_log = self.global_step // every > steps_before // every
-            if self.should_log or (distributed and self.global_step >= self._sync_step):
-                if not self._step_sync():
-                    break  # stop before anything reads or saves these weights
-            t.total += now() - start
-            if val_every and batch_idx % val_every == 0 and batch_idx < n:
-                self._validate_now()
-            for fn in end_hooks:
-                fn(outputs, batch, batch_idx - 1)
-            if self._pending_log:
-                self._flush_log()
-            if self.max_steps >= 0 and self.global_step >= self.max_steps:
-                self.request_stop("max_steps")
-                self._stop_agreed = True  # the same step on every rank
-            if self._signal is not None or self.should_stop != self._stop_agreed:
-                self._agree_stop(collective=False)
-        return batch_idx, n
 
     def _end_train_epoch(self, batch_idx: int, n: int) -> None:
         """The epoch-end work: validation, on_train_epoch_end, epoch metrics and schedulers."""
@@ -927,11 +838,11 @@ class Trainer:
         latest = {**self._train_results.step_values(), **epoch_metrics}  # also between logging steps
         self.callback_metrics.update(self.env.broadcast_object(self._train_results.with_plain_names(latest)))
         if self._automatic:  # under manual optimization the module steps its schedulers
-            self._step_schedulers("epoch")
+            optim.step_schedulers(self, "epoch")
         self.log_metrics({**epoch_metrics, "epoch": float(self.current_epoch)})
         self._call("on_train_epoch_end")
         self._flush_log()
-        self._agree_stop()
+        stopping.agree_stop(self)
         self.at_epoch_end = False
 
     def _optimizer_step(self, hooks: list[Callable[..., Any]]) -> None:
@@ -954,108 +865,40 @@ class Trainer:
             stepped = True
         optimizer.zero_grad(set_to_none=True)
         if stepped and self.lr_schedulers:
-            self._step_schedulers("step")
+            optim.step_schedulers(self, "step")
 
     def _idle_step(self) -> None:
         """A window without backward under gradient scaling: no optimizer or scaler step (there are no
         gradients); the global step and step-interval schedulers advance as they do under 32."""
         self.optimizers[0].zero_grad(set_to_none=True)
         if self.lr_schedulers:
-            self._step_schedulers("step")
+            optim.step_schedulers(self, "step")
 
-    # -- manual optimization: what module.manual_backward and LightningOptimizer.step call ----------
+    # -- manual optimization (engine/manual.py): methods, so that the profiler can time them ---------
     def _manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        self._call("on_before_backward", loss)
-        if self._ddp is not None:
-            loss = self._ddp(loss)  # readies DDP's gradient sync (a no-op inside no_sync)
-        if self.precision.scaling:
-            loss = self.precision.scaler.scale(loss)
-        loss.backward(*args, **kwargs)
-        self._call("on_after_backward")
+        """What `module.manual_backward` calls."""
+        manual.backward(self, loss, *args, **kwargs)
 
     def _manual_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
-        """One optimizer step as Lightning takes it: the closure, then (on true gradients)
-        on_before_optimizer_step, then the step; counted as a global step even when the
-        gradient scaler skips it."""
-        precision, hooks = self.precision, self._hooks_for("on_before_optimizer_step")
-        if precision.scaling:
-            result = closure() if closure is not None else None
-            if id(optimizer) in self._unscaled:
-                self._unscaled.discard(id(optimizer))
-            else:
-                precision.unscale(optimizer)
-            for fn in hooks:
-                fn(optimizer)
-            precision.step(optimizer, **kwargs)
-        else:
+        """What `LightningOptimizer.step` calls."""
+        return manual.step(self, optimizer, closure, **kwargs)
 
-            def closure_then_hooks() -> Any:  # the optimizer runs it (with grad enabled) before stepping
-                out = closure() if closure is not None else None
-                for fn in hooks:
-                    fn(optimizer)
-                return out
-
-            result = optimizer.step(closure=closure_then_hooks, **kwargs)
-        self.global_step += 1
-        return result
-
-    def _unscale_for_clipping(self, optimizer: torch.optim.Optimizer) -> None:
-        """Under manual optimization with gradient scaling, clip true gradients: unscale once per step."""
-        if not self._automatic and self.precision.scaling and id(optimizer) not in self._unscaled:
-            self.precision.unscale(optimizer)
-            self._unscaled.add(id(optimizer))
-
+    # -- pieces of the loop ------------------------------------------------------------------
     def check_finite(self) -> bool:
         """Whether every training loss so far was finite; callbacks that save weights ask first.
 
-        On an accelerator (with on_nonfinite_loss=stop) this reads the loss flag gathered
-        since the last read, one sync, instead of a sync every step. On a non-finite loss it
-        requests the stop, and the loop stops before the weights are logged, validated or
-        saved. Under DDP it is an agreement point (`_agree_stop`, once per loop position):
-        every rank calls it at the same points, so the all-reduce lines up.
+        Reads the loss flag gathered since the last read (see `stopping.check_finite`); under
+        DDP an agreement point, called at the same points on every rank.
         """
-        if self._nonfinite_seen:
-            return False
-        if self.env.active:
-            if self._synced_at != self._position():
-                self._agree_stop()
-            return not self._nonfinite_seen
-        if self._unchecked is None:
-            return True  # nothing to read
-        flag, self._unchecked = self._unchecked, None
-        if bool(flag):
-            self._checked_at = self.global_step
-            return True
-        self._found_nonfinite()
-        return False
+        return stopping.check_finite(self)
 
-    def _found_nonfinite(self) -> None:
-        self._nonfinite_seen = True
-        first, last = self._checked_at + 1, self.global_step
-        where = f"step {last}" if first == last else f"a step between {first} and {last}"
-        self.request_stop(
-            "nonfinite_loss",
-            f"the training loss was not finite at {where}; the last checkpoint holds the last good weights",
-        )
-
-    def _nonfinite_step(self) -> bool:
-        """Drop this step's gradients; False when the loop must stop (on_nonfinite_loss=stop)."""
-        self.optimizers[0].zero_grad(set_to_none=True)  # never apply a non-finite update
-        message = f"the training loss is not finite at step {self.global_step}"
-        if self.on_nonfinite_loss == "stop":
-            self.request_stop("nonfinite_loss", message + "; the last checkpoint holds the last good weights")
-            return False
-        self.print(f"warning: {message}; skipping this step (trainer.on_nonfinite_loss=skip)")
-        return True
-
-    # -- pieces of the loop ------------------------------------------------------------------
     def _validate_now(self) -> None:
         if not self.check_finite():
             return
         self._run_eval("val", self.val_loader, self.limit_val_batches)
         self._flush_log()
         self.results = self._train_results
-        self._agree_stop()
+        stopping.agree_stop(self)
 
     def _run_eval(
         self, stage: str, loaders: Any, limit: int | float | None, cap: int | None = None
@@ -1065,7 +908,7 @@ class Trainer:
 
     def _log_step(self, metrics: dict[str, float] | None = None) -> None:
         """A logging step: the step values to the loggers, and rank 0's to every rank's callbacks
-        (`metrics`: under DDP rank 0's own, logged by it alone; `_sync` passes them on)."""
+        (`metrics`: under DDP rank 0's own, logged by it alone; `stopping.sync` passes them on)."""
         if metrics is None:
             metrics = self._train_results.step_values()  # the one device sync per logging step
             shared = self.env.broadcast_object(self._train_results.with_plain_names(metrics))
@@ -1075,29 +918,6 @@ class Trainer:
         self.callback_metrics.update(shared)
         self.log_metrics({**metrics, "epoch": float(self.current_epoch)})
 
-    def _step_sync(self) -> bool:
-        """After a logging step's optimizer step, or under DDP an agreement step (every
-        `_sync_every` steps). False: a non-finite loss, stop before anything reads or saves
-        these weights.
-
-        In one process: check the losses, then log. Under DDP a logging step is rank 0's
-        alone (it logs its own values; the other ranks' callbacks receive them at the next
-        agreement, before any save, validation or epoch end reads them), so only the
-        interval's agreements are collectives.
-        """
-        if not self.env.active:
-            if not self.check_finite():
-                return False
-            self._log_step()
-            return True
-        if self.global_step >= self._sync_step:
-            self._agree_stop()
-            if self._nonfinite_seen:
-                return False
-        if self.should_log and self.is_global_zero:
-            self._log_step(self._train_results.step_values())  # one device sync, on rank 0 only
-        return True
-
     def _flush_log(self) -> None:
         if not self._pending_log:
             return
@@ -1106,25 +926,6 @@ class Trainer:
         self.logged_metrics.update(metrics)
         if self.is_global_zero and metrics:
             self.logger.log_metrics(metrics, step=self.global_step)
-
-    def _step_schedulers(self, interval: str) -> None:
-        for s in self.lr_schedulers:
-            if s.interval != interval:
-                continue
-            count = self.global_step + 1 if interval == "step" else self.current_epoch + 1
-            if count % s.frequency:
-                continue
-            if isinstance(s.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                if s.monitor not in self.callback_metrics:
-                    if s.strict:
-                        raise KeyError(
-                            f"ReduceLROnPlateau monitors {s.monitor!r}, which was not logged "
-                            f"(logged: {', '.join(sorted(self.callback_metrics)) or 'none'})"
-                        )
-                    continue
-                s.scheduler.step(self.callback_metrics[s.monitor])
-            else:
-                s.scheduler.step()
 
     def _val_every(self, n: int) -> int:
         v = self.val_check_interval
@@ -1208,119 +1009,6 @@ class Trainer:
 
     def _reduce(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
         return self.env.all_reduce(tensor, op)
-
-    def _agree_stop(self, collective: bool = True) -> None:
-        """Make every rank take the same stop decision, for the same reason.
-
-        Called where callbacks may have set `should_stop`: an epoch's start and end, after a
-        validation, at saves (`check_finite`) and, with ``collective=False``, after a step that
-        requested one. In one process the loop obeys at once. Under DDP a rank may stop alone (a
-        signal, a timer or a metric only it saw); leaving the loop alone would hang the others in
-        a collective, so a request waits for the next sync point, where one all-reduce (`_sync`)
-        tells every rank. Callbacks see rank 0's `callback_metrics` on every rank, so most
-        decisions agree anyway.
-        """
-        self._note_stop()
-        if self.env.active:
-            if not collective:
-                return  # this rank alone: the next sync point agrees
-            self._sync()
-        self._stop_agreed = self.should_stop
-        if self._stop_agreed:
-            self._announce_stop()
-
-    def _note_stop(self) -> None:
-        """This rank's own view: a signal becomes a stop; min_epochs / min_steps hold a soft stop back."""
-        if self._signal == signal.SIGINT:
-            self.request_stop(
-                "interrupted",
-                f"interrupted (Ctrl-C) at step {self.global_step}: saving a checkpoint; "
-                "press Ctrl-C again to exit at once without saving",
-            )
-        elif self._signal is not None:
-            name = signal.Signals(self._signal).name
-            self.request_stop("preempted", f"received {name}; saving and exiting with code {PREEMPTED_EXIT_CODE}")
-        if self.should_stop and (self.min_epochs or self.min_steps) and self._below_minimum():
-            self.print(f"min_epochs={self.min_epochs} / min_steps={self.min_steps} not reached: training continues")
-            self.should_stop, self.stop_reason, self.stop_message = False, None, ""
-
-    def _position(self) -> tuple[int, int, int]:
-        """Where the loop is (the same on every rank): agreements made here need not be repeated."""
-        return self.current_epoch, self._batches_done, self.global_step
-
-    def _sync(self) -> None:
-        """Under DDP, the ranks' one agreement: a single all-reduce (sum) of a small float64 tensor.
-
-        It carries whether any rank saw a non-finite loss since the last agreement (a device
-        flag on GPUs, never read before), how many ranks want to stop, rank 0's seconds per
-        step, and the step metrics rank 0 logged last (the other ranks add zeros, so the sum
-        is rank 0's value exactly), which become every rank's `callback_metrics`. The step
-        time sets, identically on every rank, the steps until the next agreement: about
-        `SCAFFOLD_STOP_CHECK_S` seconds of training. Rarely a second round follows: the stop
-        reasons (when a rank stops) or rank 0's metric names (when new ones appear).
-        """
-        flag, self._unchecked = self._unchecked, None
-        lead, keys, step = self.is_global_zero, self._log_keys, self._step_metrics
-        seconds, mark = 0.0, self._sync_mark
-        if lead and mark is not None and self.global_step > mark[0]:
-            seconds = (time.perf_counter() - mark[1]) / (self.global_step - mark[0])
-        changed = float(lead and not step.keys() <= set(keys))
-        values = [float(flag is False), float(self.should_stop), seconds, changed]
-        if lead:  # each key's value, then whether rank 0 has it
-            values += [step.get(k, 0.0) for k in keys] + [float(k in step) for k in keys]
-        else:
-            values += [0.0] * (2 * len(keys))
-        vec = torch.tensor(values, dtype=torch.float64, device=self.device)
-        if isinstance(flag, torch.Tensor):  # queued on the device: read below with everything else
-            vec[0] = flag.logical_not().any().to(torch.float64)
-        bad, stops, seconds, changed, *got = self.env.all_reduce(vec, "sum").tolist()
-        if changed:
-            step = self.env.broadcast_object(step)
-            self._log_keys = tuple(dict.fromkeys((*keys, *step)))
-            self.callback_metrics.update(step)
-        elif keys:
-            n = len(keys)
-            self.callback_metrics.update({k: v for k, v, has in zip(keys, got[:n], got[n:], strict=True) if has})
-        if stops:
-            mine = (self.stop_reason, self.stop_message) if self.should_stop else None
-            reason, message = next(r for r in self.env.gather_object(mine) if r is not None)  # lowest rank's
-            self.should_stop, self.stop_reason, self.stop_message = True, reason, message
-        if bad:
-            self._found_nonfinite()
-        else:
-            self._checked_at = self.global_step
-        if seconds > 0:
-            self._sync_every = max(1, int(self._stop_check_s / seconds))
-        self._sync_step = self.global_step + self._sync_every
-        self._sync_mark, self._synced_at = (self.global_step, time.perf_counter()), self._position()
-
-    def _below_minimum(self) -> bool:
-        """Whether min_epochs / min_steps hold back the requested stop (never a safety stop)."""
-        if self.stop_reason in _HARD_STOPS:
-            return False
-        epochs_done = self.current_epoch + int(self._epoch_done)
-        return (self.min_epochs is not None and epochs_done < self.min_epochs) or (
-            self.min_steps is not None and self.global_step < self.min_steps
-        )
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._signal is not None and signal.SIGINT in (signum, self._signal):
-                # A second Ctrl-C (or a launcher's SIGTERM after it): the user wants out now.
-                os.write(2, b"\ninterrupted again: exiting now, without saving\n")
-                os._exit(INTERRUPTED_EXIT_CODE)
-            self._signal = signum  # acted on after the current step
-
-        previous = {}
-        # SIGINT too: the first Ctrl-C finishes the step and saves, as SIGTERM does. torchrun and
-        # `trainer.devices=N` start the workers in their own session: the launcher forwards it once.
-        for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
-            if sig is not None:
-                previous[sig] = signal.signal(sig, handler)
-        return previous
 
     # -- setup, checkpoints, teardown --------------------------------------------------------
     def _setup(self, module: Module, datamodule: DataModule | None, stage: str) -> None:
@@ -1446,7 +1134,7 @@ class Trainer:
     def _configure_optimizers(self, module: Module) -> None:
         self._automatic = bool(module.automatic_optimization)
         if not self._automatic:
-            _check_manual_optimization(self)
+            manual.check_settings(self)
         self.optimizers, self.lr_schedulers = parse_optimizers(module.configure_optimizers())
         if self._automatic and len(self.optimizers) > 1:
             raise RuntimeError(
@@ -1484,7 +1172,9 @@ class Trainer:
                 self._step_fn = self._ddp
             else:
                 # Unused parameters are looked for: a toggled backward (a GAN's) reaches only some.
-                self._ddp = DistributedDataParallel(_BackwardGate(module), device_ids=ids, find_unused_parameters=True)
+                self._ddp = DistributedDataParallel(
+                    manual.BackwardGate(module), device_ids=ids, find_unused_parameters=True
+                )
                 # Buffers are broadcast by the loop before each training_step (as DDP does before its
                 # forward): DDP broadcasting them at manual_backward would change tensors the graph saved.
                 # (Set after construction: the constructor's spelling of it differs across torch versions.)
@@ -1695,90 +1385,11 @@ class Trainer:
         }
 
 
-def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Scheduler]]:
-    """Accept what Lightning's configure_optimizers accepts: an optimizer, a dict with "optimizer"
-    (and "lr_scheduler"), a list of optimizers or of such dicts, or ([optimizers], [schedulers])."""
-    optimizers: list[Any] = []
-    schedulers: list[_Scheduler] = []
-
-    def add_scheduler(s: Any) -> None:
-        if isinstance(s, Mapping):
-            unknown = set(s) - {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
-            if unknown or "scheduler" not in s:
-                raise ValueError(
-                    f"lr_scheduler dict needs 'scheduler' and may have interval/frequency/monitor; got {sorted(s)}"
-                )
-            cfg = _Scheduler(**s)
-        else:
-            cfg = _Scheduler(s)
-        if cfg.interval not in ("step", "epoch"):
-            raise ValueError(f"lr_scheduler interval must be 'step' or 'epoch', got {cfg.interval!r}")
-        if isinstance(cfg.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and cfg.monitor is None:
-            raise ValueError("ReduceLROnPlateau needs a monitor: return {'scheduler': ..., 'monitor': 'val_loss'}")
-        schedulers.append(cfg)
-
-    if isinstance(value, torch.optim.Optimizer):
-        optimizers = [value]
-    elif isinstance(value, Mapping):
-        optimizers = [value["optimizer"]]
-        if value.get("lr_scheduler") is not None:
-            sched = value["lr_scheduler"]
-            if isinstance(sched, Mapping) and "monitor" not in sched and "monitor" in value:
-                sched = {**sched, "monitor": value["monitor"]}
-            elif not isinstance(sched, Mapping) and "monitor" in value:
-                sched = {"scheduler": sched, "monitor": value["monitor"]}
-            add_scheduler(sched)
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (list, tuple)):
-        optimizers = list(value[0])
-        for s in value[1]:
-            add_scheduler(s)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            if isinstance(item, Mapping):
-                o, s = parse_optimizers(item)
-                optimizers += o
-                schedulers += s
-            else:
-                optimizers.append(item)
-    else:
-        raise TypeError(
-            f"configure_optimizers returned {type(value).__name__}; return an optimizer, or a dict with 'optimizer'"
-        )
-    if not optimizers:
-        raise ValueError("configure_optimizers returned no optimizer; return at least one")
-    for opt in optimizers:
-        if not isinstance(opt, torch.optim.Optimizer):
-            raise TypeError(f"configure_optimizers returned a {type(opt).__name__} where an optimizer belongs")
-    return optimizers, schedulers
-
-
 def _length(loader: Any) -> int | str:
     try:
         return len(loader)
     except TypeError:
         return "an unknown number of"
-
-
-def _check_manual_optimization(trainer: Trainer) -> None:
-    """Trainer settings that mean automatic optimization fail early and say so (Lightning's messages)."""
-    if trainer.gradient_clip_val is not None and trainer.gradient_clip_val > 0:
-        raise ValueError(
-            "Automatic gradient clipping is not supported for manual optimization. Remove "
-            f"`Trainer(gradient_clip_val={trainer.gradient_clip_val})` or switch to automatic optimization "
-            "(in training_step, call self.clip_gradients(opt, gradient_clip_val=...) before opt.step())."
-        )
-    if trainer.accumulate_grad_batches != 1:
-        raise ValueError(
-            "Automatic gradient accumulation is not supported for manual optimization. Remove "
-            f"`Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches})` or switch to automatic "
-            "optimization (accumulate yourself: step the optimizer every N batches)."
-        )
-    if trainer.on_nonfinite_loss == "skip":
-        raise ValueError(
-            "trainer.on_nonfinite_loss=skip needs automatic optimization: under manual optimization the module "
-            "has stepped before the trainer sees the loss; use on_nonfinite_loss=stop, or check the loss in "
-            "training_step before opt.step()"
-        )
 
 
 def training_step_fn(module: Module) -> Callable[[Any, int], Any]:
@@ -1798,18 +1409,6 @@ def training_step_fn(module: Module) -> Callable[[Any, int], Any]:
 def _loss_of(outputs: Any) -> torch.Tensor | None:
     """The loss in what training_step returned: a tensor, a mapping with "loss", or None (skip)."""
     return outputs["loss"] if isinstance(outputs, Mapping) else outputs
-
-
-def _prepare_batch(batch: Any, device: torch.device, dtype: torch.dtype | None) -> tuple[Any, int]:
-    """The batch on `device` and its size; a tuple or list of tensors already there costs one pass."""
-    if dtype is None and (type(batch) is tuple or type(batch) is list) and batch:
-        for value in batch:
-            if type(value) is not torch.Tensor or value.device != device:
-                break
-        else:  # the common case: nothing to move
-            return batch, batch[0].shape[0] if batch[0].ndim else 1
-    batch = move_to_device(batch, device, dtype)
-    return batch, infer_batch_size(batch)
 
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:

@@ -44,7 +44,10 @@ def request_loader(source: Any, method: str) -> Any:
 
 
 def prepare_loaders(trainer: Trainer, loaders: Any) -> Any:
-    """Shard evaluation loaders over the processes (`D.EvalBatchSampler`); a list stays a list."""
+    """Shard evaluation loaders over the processes (`D.EvalBatchSampler`); a list stays a list.
+    With ``use_distributed_sampler=False`` they stay as they are."""
+    if not trainer.use_distributed_sampler:
+        return loaders
     seed = trainer.seed if trainer.seed is not None else 0
     if isinstance(loaders, (list, tuple)):
         return [D.prepare_loader(loader, trainer.env, seed, train=False) for loader in loaders]
@@ -201,6 +204,10 @@ def evaluate_only(
                 f"{verb} needs dataloaders=, a datamodule with {method}(), or a {method}() method on the module"
             )
         prepared = prepare_loaders(trainer, loaders)
+        if verb == "validate":
+            trainer.val_loader = prepared
+        else:
+            trainer.test_loader = prepared
         if path is not None:
             _load_weights(trainer, module, path, weights_only)
         trainer._wrap(module)
@@ -266,6 +273,7 @@ def predict(
                 "or a predict_dataloader() method on the module"
             )
         prepared = as_list(prepare_loaders(trainer, loaders))
+        trainer.predict_loader = prepared[0] if len(prepared) == 1 else prepared
         if path is not None:
             _load_weights(trainer, module, path)
         trainer._wrap(module)

@@ -297,6 +297,8 @@ class Trainer:
         self.datamodule: DataModule | None = None
         self.train_loader: Any = None
         self.val_loader: Any = None
+        self.test_loader: Any = None  # those of the last trainer.test() / predict()
+        self.predict_loader: Any = None
         self.num_training_batches = 0
         self.train_num_workers = 0
         self.resumed_from: str | None = None
@@ -450,6 +452,29 @@ class Trainer:
     @property
     def has_validation(self) -> bool:
         return any(self._limit(loader, self.limit_val_batches) > 0 for loader in evaluation.as_list(self.val_loader))
+
+    # Lightning's names for the loaders as the loops use them (rebuilt around the engine's sharded
+    # samplers): one loader, or a list of them.
+    @property
+    def train_dataloader(self) -> Any:
+        return self.train_loader
+
+    @property
+    def val_dataloaders(self) -> Any:
+        return self.val_loader
+
+    @property
+    def test_dataloaders(self) -> Any:
+        return self.test_loader
+
+    @property
+    def predict_dataloaders(self) -> Any:
+        return self.predict_loader
+
+    @property
+    def num_val_batches(self) -> list[int]:
+        """Batches each validation loader runs on this process (limit_val_batches applied)."""
+        return [self._limit(loader, self.limit_val_batches) for loader in evaluation.as_list(self.val_loader)]
 
     @property
     def results_prog_bar(self) -> set[str]:

@@ -450,14 +450,27 @@ def test_reload_dataloaders_every_n_epochs(tmp_path: Path) -> None:
         assert data.made == made, n
 
 
+class _Predicting(Regressor):
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        return self(batch[0])
+
+
 def test_use_distributed_sampler_false_keeps_the_users_loader(tmp_path: Path) -> None:
     mine = loader(regression_data(8), shuffle=True)
     trainer = quiet(tmp_path, max_epochs=1, use_distributed_sampler=False, enable_checkpointing=False)
-    trainer.fit(Regressor(), mine)
-    assert trainer.train_loader is mine and trainer.global_step == 2
-    trainer = quiet(tmp_path, max_epochs=1, enable_checkpointing=False)
-    trainer.fit(Regressor(), mine)
-    assert trainer.train_loader is not mine  # the engine's resumable, sharded sampler
+    trainer.fit(_Predicting(), mine)
+    assert trainer.train_dataloader is mine and trainer.global_step == 2
+    val = loader(regression_data(12))
+    trainer.validate(dataloaders=val)
+    trainer.test(dataloaders=mine)
+    trainer.predict(dataloaders=[val, mine])
+    assert trainer.val_dataloaders is val and trainer.test_dataloaders is mine
+    assert trainer.predict_dataloaders == [val, mine] and trainer.num_val_batches == [3]
+    trainer = quiet(tmp_path, max_epochs=1, enable_checkpointing=False, limit_val_batches=2)
+    trainer.fit(Regressor(), mine, val)
+    assert trainer.train_dataloader is not mine  # the engine's resumable, sharded sampler
+    assert trainer.val_dataloaders is not val and trainer.num_val_batches == [2]
+    assert [len(b) for b in trainer.val_dataloaders.batch_sampler] == [4, 4, 4]
 
 
 # -- 3. Trainer surface ------------------------------------------------------------------------

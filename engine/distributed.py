@@ -393,7 +393,8 @@ class EvalBatchSampler(Sampler[list[int]]):
     batch has fewer samples than processes, it borrows from the one before so every rank gets
     one. Where even that cannot work (batch size 1, or fewer samples than processes), a rank
     without a sample runs a copy of the batch's first sample; the loop knows it from
-    `real_batches` and leaves it out of the epoch's `self.log` values (and predict's outputs).
+    `real_batches` and leaves it out of the epoch's `self.log` values, the module's
+    torchmetrics states and predict's outputs.
     """
 
     def __init__(

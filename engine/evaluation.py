@@ -100,6 +100,7 @@ def run_eval(
                     if batch_idx >= n:
                         break
                     results.copy = batch_idx >= real  # a copy run only for the step's collectives: not counted
+                    saved = _metric_states(module) if results.copy else None
                     batch = move_to_device(batch, device, dtype)
                     results.batch_size = infer_batch_size(batch)
                     for fn in batch_start:
@@ -108,6 +109,8 @@ def run_eval(
                         outputs = step(batch, batch_idx, *extra)
                     for fn in batch_end:
                         fn(outputs, batch, batch_idx, *extra)
+                    if saved is not None:
+                        _restore_metric_states(saved)
                     if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
                         _log_eval_step(trainer)
     results.dataloader_suffix, results.copy = "", False
@@ -125,6 +128,24 @@ def run_eval(
     _model_train(module, name, modes)
     trainer.state.stage = outer_stage
     return metrics
+
+
+def _metric_states(module: Module) -> list[tuple[Any, dict[str, Any], int]]:
+    """The states of the module's torchmetrics metrics, to undo what a copied batch adds to them."""
+    saved = []
+    for m in module.modules():
+        state = getattr(m, "metric_state", None)  # a torchmetrics Metric: its accumulated state
+        if isinstance(state, dict) and hasattr(m, "_update_count"):
+            copies = {k: v.clone() if isinstance(v, torch.Tensor) else list(v) for k, v in state.items()}
+            saved.append((m, copies, m._update_count))
+    return saved
+
+
+def _restore_metric_states(saved: list[tuple[Any, dict[str, Any], int]]) -> None:
+    for m, state, count in saved:
+        for name, value in state.items():
+            setattr(m, name, value)
+        m._update_count, m._computed = count, None
 
 
 def _sharded_eval(trainer: Trainer, batches: int) -> AbstractContextManager[None]:

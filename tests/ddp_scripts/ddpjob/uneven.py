@@ -45,13 +45,13 @@ class Values(Module):
         self.log(f"{prefix}_sum", values.sum(), sync_dist=True, reduce_fx="sum")
         self.log(f"{prefix}_count", float(len(values)), sync_dist=True, reduce_fx="sum")
         self.total(values.sum())  # dist_sync_on_step: a collective in forward
+        self.log(f"{prefix}_metric_sum", self.total)  # a copied batch's update is undone
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test")
-        self.log("test_metric_sum", self.total)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         (values,) = batch

@@ -349,8 +349,10 @@ class WandbLogger:
     - ``mode``: ``auto`` is online when an API key or ``wandb login`` exists, else offline
       (``WANDB_MODE`` in the environment wins); offline runs end by printing the exact
       ``wandb sync`` command. ``disabled`` records nothing and does not import wandb.
-    - The run starts lazily at the first metric, so ``load_state_dict`` from a checkpoint can
-      reattach it to the same run id first (``resume="allow"``).
+    - The run starts at the first log call: the trainer's ``log_hyperparams`` at fit start (as
+      Lightning's), after a checkpoint's ``load_state_dict`` has reattached it to the same run
+      id (``resume="allow"``). So W&B's start-up lines and timeout come before training, and a
+      run that fails in its first steps is still recorded.
     - Metrics are plotted against ``trainer/global_step`` (``define_metric``), never wandb's own
       ``step``, so a resumed run never hits "step must only increase".
     - ``log_model``: checkpoints as ``model``-type artifacts named ``model-<run id>``, with
@@ -616,9 +618,11 @@ class WandbLogger:
 
     # -- the protocol ------------------------------------------------------------------------
     def log_hyperparams(self, params: Mapping[str, Any] | argparse.Namespace) -> None:
+        """Merge `params` into the run's config; starts the run (with the config) if it has not started."""
         params = _plain(vars(params) if isinstance(params, argparse.Namespace) else dict(params))
         _merge(self._config, params)
-        if self._run is not None and self._run_mode != "disabled":
+        started = self._run is not None
+        if self._ensure_run() is not None and started:
             update = {k: self._config[k] for k in params}
             self._guard("config update", self._run.config.update, update, allow_val_change=True)
 

@@ -433,6 +433,27 @@ def test_trainer_fit_records_history_config_summary_and_best_checkpoint(tmp_path
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["wandb_run_id"] == logger.run_id
 
 
+class FailsAtFirstStep(Regressor):
+    def on_train_start(self) -> None:
+        self.run_at_start = self.trainer.logger.run_mode  # the run has started before any step
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        raise RuntimeError("bug in step 1")
+
+
+def test_the_run_starts_with_the_fit_and_records_a_failure_in_the_first_step(tmp_path: Path) -> None:
+    logger = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    trainer = make_trainer(tmp_path / "run", max_epochs=1, log_every_n_steps=50, logger=logger)
+    module = FailsAtFirstStep()
+    module.save_hyperparameters({"lr": 0.1})
+    with pytest.raises(RuntimeError, match="bug in step 1"):
+        trainer.fit(module, train_dataloaders=loader(regression_data()))
+    assert module.run_at_start == "offline"
+    run = only_run(tmp_path)
+    assert run.run_id == logger.run_id and run.exit_code != 0  # recorded as failed, with its config
+    assert run.config["hparams"] == {"lr": 0.1}
+
+
 TESTS = Path(__file__).resolve().parent
 JOB_ARGS = [
     "run_name=r",

@@ -575,3 +575,11 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor
     return DataLoader(loader.dataset, **kwargs)
+
+
+def shutdown_workers(loader: Any) -> None:
+    """Stop a DataLoader's persistent workers now (else a later garbage collection waits on them)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None

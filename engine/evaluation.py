@@ -217,6 +217,7 @@ def evaluate_only(
     trainer._setup(module, datamodule, verb)
     trainer.state.fn = TrainerFn.VALIDATING if verb == "validate" else TrainerFn.TESTING
     trainer.state.status = TrainerStatus.RUNNING
+    prepared: Any = None
     try:
         if loaders is None:
             loaders = request_loader(datamodule if datamodule is not None else module, method)
@@ -247,6 +248,8 @@ def evaluate_only(
     finally:
         if trainer.state.status != TrainerStatus.FINISHED:
             trainer.state.status = TrainerStatus.INTERRUPTED
+        for loader in as_list(prepared):  # persistent workers end with the verb (as Lightning)
+            D.shutdown_workers(loader)
         trainer._release_ddp()
         trainer.checkpoint_io.wait()
 
@@ -285,6 +288,7 @@ def predict(
     path = resolve_ckpt(trainer, "predict", ckpt_path, model_given)
     trainer._setup(module, datamodule, "predict")
     trainer.state.fn, trainer.state.status = TrainerFn.PREDICTING, TrainerStatus.RUNNING
+    prepared: list[Any] = []
     try:
         if loaders is None:
             loaders = request_loader(datamodule if datamodule is not None else module, "predict_dataloader")
@@ -304,6 +308,8 @@ def predict(
     finally:
         if trainer.state.status != TrainerStatus.FINISHED:
             trainer.state.status = TrainerStatus.INTERRUPTED
+        for loader in prepared:
+            D.shutdown_workers(loader)
         trainer._release_ddp()
         trainer.checkpoint_io.wait()
     if return_predictions is False:
@@ -347,6 +353,8 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
                     for batch_idx, batch in enumerate(loader):
                         if batch_idx >= n:
                             break
+                        copy = batch_idx >= real  # a copy that runs only for the step's collectives
+                        saved = _metric_states(module) if copy else None
                         batch = move_to_device(batch, device, dtype)
                         for fn in batch_start:
                             fn(batch, batch_idx, *extra)
@@ -354,7 +362,9 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
                             outputs = predict_step(batch, batch_idx, *extra)
                         for fn in batch_end:
                             fn(outputs, batch, batch_idx, *extra)
-                        if batch_idx < real:  # not a copy that ran only for the step's collectives
+                        if saved is not None:
+                            _restore_metric_states(saved)
+                        else:
                             predictions[dataloader_idx].append(move_to_device(outputs, cpu))
         trainer._call("on_predict_epoch_end")
         trainer._call("on_predict_end")

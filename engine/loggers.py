@@ -349,10 +349,10 @@ class WandbLogger:
     - ``mode``: ``auto`` is online when an API key or ``wandb login`` exists, else offline
       (``WANDB_MODE`` in the environment wins); offline runs end by printing the exact
       ``wandb sync`` command. ``disabled`` records nothing and does not import wandb.
-    - The run starts at the first log call: the trainer's ``log_hyperparams`` at fit start (as
-      Lightning's), after a checkpoint's ``load_state_dict`` has reattached it to the same run
-      id (``resume="allow"``). So W&B's start-up lines and timeout come before training, and a
-      run that fails in its first steps is still recorded.
+    - The run starts at the first log call, or when the trainer calls `start` at fit start,
+      after a checkpoint's ``load_state_dict`` has reattached it to the same run id
+      (``resume="allow"``): W&B's start-up wait comes before training, and a run that fails in
+      its first steps is still recorded.
     - Metrics are plotted against ``trainer/global_step`` (``define_metric``), never wandb's own
       ``step``, so a resumed run never hits "step must only increase".
     - ``log_model``: checkpoints as ``model``-type artifacts named ``model-<run id>``, with
@@ -617,12 +617,14 @@ class WandbLogger:
             return None
 
     # -- the protocol ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the run now (the trainer calls it at fit start, once a checkpoint has been restored)."""
+        self._ensure_run()
+
     def log_hyperparams(self, params: Mapping[str, Any] | argparse.Namespace) -> None:
-        """Merge `params` into the run's config; starts the run (with the config) if it has not started."""
         params = _plain(vars(params) if isinstance(params, argparse.Namespace) else dict(params))
         _merge(self._config, params)
-        started = self._run is not None
-        if self._ensure_run() is not None and started:
+        if self._run is not None and self._run_mode != "disabled":
             update = {k: self._config[k] for k in params}
             self._guard("config update", self._run.config.update, update, allow_val_change=True)
 
@@ -896,6 +898,9 @@ class LoggerGroup:
     @property
     def needs_checkpoint_files(self) -> bool:
         return any(getattr(lg, "needs_checkpoint_files", False) for lg in self.loggers)
+
+    def start(self) -> None:
+        self._each("start")
 
     def log_hyperparams(self, params: Any) -> None:
         self._each("log_hyperparams", params)

@@ -42,6 +42,7 @@ class Results:
         self.epoch_end = False  # inside on_train_epoch_end: self.log defaults to on_epoch (Lightning)
         self.dataloader_suffix = ""  # "/dataloader_idx_N" while evaluating one of several dataloaders
         self.copy = False  # an evaluation batch that copies another rank's sample: epoch values skip it
+        self.copies_only: set[str] = set()  # epoch names that only copies have fed (on this rank)
         self.forked: dict[str, str] = {}  # "x_step"/"x_epoch" -> "x" for values logged on_step and on_epoch
 
     def log(
@@ -101,10 +102,12 @@ class Results:
             if self.copy:  # the reduction's neutral value: the name still joins the epoch's all-reduce
                 weight = 0.0
                 value_in = torch.full_like(tensor, _NEUTRAL[reduce_fx], dtype=torch.float32)
-            elif reduce_fx == "mean":
-                value_in = tensor.float() * weight
+                if entry is None:
+                    self.copies_only.add(epoch_name)
             else:
-                value_in = tensor.float()
+                value_in = tensor.float() * weight if reduce_fx == "mean" else tensor.float()
+                if self.copies_only:  # (always empty in training) a real value after a copy's
+                    self.copies_only.discard(epoch_name)
             if entry is None:
                 self.epoch[epoch_name] = _Epoch(value_in.clone(), weight, reduce_fx, sync_dist)
             elif reduce_fx in ("mean", "sum"):
@@ -135,6 +138,8 @@ class Results:
         """Reduce the epoch's values (across processes where asked), then reset them."""
         out: dict[str, torch.Tensor] = {}
         for name, e in self.epoch.items():
+            if not e.sync_dist and name in self.copies_only:
+                continue  # this rank has no value of its own for it (a copy's is not one)
             total = e.total
             if e.reduce_fx == "mean":
                 weight = torch.as_tensor(e.weight, dtype=torch.float32, device=total.device)
@@ -150,6 +155,7 @@ class Results:
         for metric in self.step_metric_objects:
             metric.reset()
         self.epoch.clear()
+        self.copies_only.clear()
         self.metric_objects.clear()
         self.step_metric_objects.clear()
         return _to_floats(out)
@@ -174,6 +180,7 @@ class Results:
     def reset(self, stage: str) -> None:
         self.stage = stage
         self.copy = False
+        self.copies_only.clear()
         self.forked.clear()
         self.step.clear()
         self.epoch.clear()

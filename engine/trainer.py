@@ -588,6 +588,9 @@ class Trainer:
             if self.is_global_zero:
                 hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
                 self.logger.log_hyperparams(hparams)
+                start = getattr(self.logger, "start", None)  # W&B: the run starts now, after the restore
+                if callable(start):
+                    start()
                 if getattr(self.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
                     self.logger.watch(module)
             self._fit_loop()
@@ -622,7 +625,7 @@ class Trainer:
         new = [train_dataloaders, *evaluation.as_list(val_dataloaders)]
         for loader in (self.train_loader, *evaluation.as_list(self.val_loader)):
             if loader is not None and all(loader is not n for n in new):
-                _shutdown_workers(loader)  # a reload: stop the old loaders' workers
+                D.shutdown_workers(loader)  # a reload: stop the old loaders' workers
         self.train_loader, self.val_loader = train_dataloaders, val_dataloaders
         self.train_num_workers = getattr(self.train_loader, "num_workers", 0)
         self.num_training_batches = self._limit(self.train_loader, self.limit_train_batches)
@@ -1370,7 +1373,7 @@ class Trainer:
         try:
             self.checkpoint_io.wait()
             for loader in (self.train_loader, *evaluation.as_list(self.val_loader)):
-                _shutdown_workers(loader)
+                D.shutdown_workers(loader)
         finally:
             if self.is_global_zero:
                 summary = self.summary(status)
@@ -1491,11 +1494,3 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
-
-
-def _shutdown_workers(loader: Any) -> None:
-    """Stop a DataLoader's persistent workers now (else a later garbage collection waits on them)."""
-    iterator = getattr(loader, "_iterator", None)
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-        iterator._shutdown_workers()
-        loader._iterator = None

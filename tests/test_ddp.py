@@ -481,6 +481,10 @@ def test_uneven_evaluation_sets_run_every_collective_and_count_each_sample_once(
         values = [float(v) for v in range(1, n + 1)]
         expected = {"mean_epoch": sum(values) / n, "max": n, "min": 1.0, "sum": sum(values), "count": n}
         expected["metric_sum"] = sum(values)  # torchmetrics: the copies' updates undone
+        for verb in ("val", "test"):
+            # Without sync_dist each rank returns its own value; a rank whose only batch was a copy has none.
+            own = [rank[verb].pop(f"{verb}_own", None) for rank in case]
+            assert sum(v or 0 for v in own) == n and (None in own) == (n < 3), (n, own)
         for rank in case:
             for verb in ("val", "test"):
                 got = {k.removeprefix(f"{verb}_"): v for k, v in rank[verb].items()}

@@ -122,6 +122,17 @@ def test_validate_neither_saves_checkpoints_nor_stops(tmp_path: Path) -> None:
     assert not trainer.should_stop and stopping.wait_count == 0
 
 
+def test_persistent_loader_workers_end_with_the_verb(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, max_epochs=1)
+    module = Counting()
+    data = DataLoader(regression_data(8), batch_size=4, num_workers=1, persistent_workers=True)
+    module.predict_step = lambda batch, batch_idx: batch[0].sum()
+    trainer.test(module, dataloaders=data)
+    assert len(trainer.predict(module, dataloaders=data)) == 2 and module.seen["test"] == 2
+    for used in (trainer.test_dataloaders, trainer.predict_dataloaders):
+        assert used is not data and used._iterator is None  # its worker process was stopped
+
+
 class Counting(Regressor):
     def __init__(self) -> None:
         super().__init__()

@@ -22,7 +22,7 @@ from engine_fixtures import Regressor, loader, make_trainer, regression_data
 from gen_helpers import new_project, template_repo
 from wandb_records import RunRecords, load_run, load_runs, offline_run_dirs
 
-from engine import ModelCheckpoint
+from engine import Callback, ModelCheckpoint
 from engine.loggers import STEP_KEY, WandbLogger
 
 wandb = pytest.importorskip("wandb")
@@ -452,6 +452,26 @@ def test_the_run_starts_with_the_fit_and_records_a_failure_in_the_first_step(tmp
     run = only_run(tmp_path)
     assert run.run_id == logger.run_id and run.exit_code != 0  # recorded as failed, with its config
     assert run.config["hparams"] == {"lr": 0.1}
+
+
+class LogsConfigAtSetup(Callback):
+    """Lightning's SaveConfigCallback pattern: hyperparameters logged in setup(), before the restore."""
+
+    def setup(self, trainer: Any, module: Any, stage: str) -> None:
+        trainer.logger.log_hyperparams({"cli": {"seed": 1}})
+
+
+def test_a_resumed_fit_reattaches_even_when_setup_logs_hyperparameters(tmp_path: Path) -> None:
+    first = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    done = make_trainer(tmp_path / "run", max_epochs=1, logger=first, callbacks=[ckpt])
+    done.fit(Regressor(), train_dataloaders=loader(regression_data()))
+    second = WandbLogger(project="p", mode="offline", save_dir=tmp_path)
+    trainer = make_trainer(tmp_path / "run", max_epochs=2, logger=second, callbacks=[LogsConfigAtSetup()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "cannot reattach"
+        trainer.fit(Regressor(), train_dataloaders=loader(regression_data()), ckpt_path=ckpt.last_model_path)
+    assert second.run_id == first.run_id and trainer.global_step == 2 * done.global_step  # resumed
 
 
 TESTS = Path(__file__).resolve().parent

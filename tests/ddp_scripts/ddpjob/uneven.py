@@ -44,6 +44,7 @@ class Values(Module):
         self.log(f"{prefix}_min", values.min(), sync_dist=True, reduce_fx="min")
         self.log(f"{prefix}_sum", values.sum(), sync_dist=True, reduce_fx="sum")
         self.log(f"{prefix}_count", float(len(values)), sync_dist=True, reduce_fx="sum")
+        self.log(f"{prefix}_own", float(len(values)), reduce_fx="sum")  # this rank's alone (no sync_dist)
         self.total(values.sum())  # dist_sync_on_step: a collective in forward
         self.log(f"{prefix}_metric_sum", self.total)  # a copied batch's update is undone
 

@@ -18,6 +18,7 @@ import torch
 
 from . import distributed as D
 from . import fsdp as FSDP
+from . import strategy
 from .batch import infer_batch_size, move_to_device
 from .callbacks import ModelCheckpoint
 from .checkpoint import CheckpointError, check_model_state, engine_layout, find_resume_checkpoint, load_checkpoint
@@ -232,7 +233,7 @@ def evaluate_only(
             trainer.test_loader = prepared
         if path is not None:
             _load_weights(trainer, module, path, weights_only)
-        trainer._wrap(module)
+        strategy.wrap(trainer, module)
         if verb == "validate":
             limit = trainer.limit_val_batches
         else:  # Lightning's own limit for testing, not the validation one
@@ -250,7 +251,7 @@ def evaluate_only(
             trainer.state.status = TrainerStatus.INTERRUPTED
         for loader in as_list(prepared):  # persistent workers end with the verb (as Lightning)
             D.shutdown_workers(loader)
-        trainer._release_ddp()
+        strategy.release(trainer)
         trainer.checkpoint_io.wait()
 
 
@@ -301,7 +302,7 @@ def predict(
         trainer.predict_loader = prepared[0] if len(prepared) == 1 else prepared
         if path is not None:
             _load_weights(trainer, module, path)
-        trainer._wrap(module)
+        strategy.wrap(trainer, module)
         outputs = _run_predict(trainer, module, prepared, getattr(trainer, "limit_predict_batches", None))
         trainer._teardown_hooks("predict")
         trainer.state.status = TrainerStatus.FINISHED
@@ -310,7 +311,7 @@ def predict(
             trainer.state.status = TrainerStatus.INTERRUPTED
         for loader in prepared:
             D.shutdown_workers(loader)
-        trainer._release_ddp()
+        strategy.release(trainer)
         trainer.checkpoint_io.wait()
     if return_predictions is False:
         return None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import inspect
 import json
 import logging
 import math
@@ -22,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, console, evaluation, manual, optim, stopping
+from . import __version__, console, evaluation, manual, optim, stopping, strategy
 from . import distributed as D
 from . import fsdp as FSDP
 from .batch import move_to_device as move_to_device  # re-exported: engine.trainer.move_to_device
@@ -88,18 +86,6 @@ class Timer:
     def samples_per_sec(self, world_size: int) -> float | None:
         """The whole job's rate: under DDP every process trains as many samples (the sampler pads)."""
         return self.samples * world_size / self.total if self.total > 0 else None
-
-
-class _StepWrapper(nn.Module):
-    """Routes training_step through forward, so DDP sees the call and syncs gradients."""
-
-    def __init__(self, module: Module) -> None:
-        super().__init__()
-        self.module = module
-        self.step = training_step_fn(module)
-
-    def forward(self, batch: Any, batch_idx: int) -> Any:
-        return self.step(batch, batch_idx)
 
 
 # Lightning's accelerator names -> the engine's.
@@ -584,7 +570,7 @@ class Trainer:
             self._configure_optimizers(module)
             if ckpt_path is not None:
                 self._restore(ckpt_path, weights_only)
-            self._wrap(module)
+            strategy.wrap(self, module)
             if self.is_global_zero:
                 hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
                 self.logger.log_hyperparams(hparams)
@@ -1098,33 +1084,13 @@ class Trainer:
                 configure()
         module.to(self.device)
         self.precision.convert_module(module)
-        self._step_fn = training_step_fn(module)
-        self._shard(module)
+        self._step_fn = strategy.training_step_fn(module)
+        strategy.shard(self, module)
 
     def _prepares_data(self, owner: Any) -> bool:
         """`prepare_data` runs on local rank 0 of each node, or on global rank 0 with prepare_data_per_node=False."""
         per_node = getattr(owner, "prepare_data_per_node", True)
         return self.env.local_rank == 0 if per_node else self.is_global_zero
-
-    def _shard(self, module: Module) -> None:
-        """strategy=fsdp: shard the module over the processes (before its optimizers are made)."""
-        if self.strategy != "fsdp":
-            return
-        if not self.env.active:
-            warnings.warn(
-                "strategy='fsdp' in a single process has nothing to shard over: training unsharded. Launch with "
-                "`torchrun --nproc_per_node=N` (or trainer.devices=N) to shard",
-                UserWarning,
-                stacklevel=4,
-            )
-            return
-        if self._fsdp is None or self._fsdp.module is not module:
-            from torch.distributed.fsdp import FSDPModule
-
-            if not isinstance(module, FSDPModule):
-                FSDP.shard(module, self.fsdp_options, self.precision_name)
-            self._fsdp = FSDP.Sharded(module, training_step_fn(module), self.fsdp_options.reshard_after_forward)
-        self._step_fn = self._fsdp
 
     def _call_setup(self, stage: str) -> None:
         for c in self.callbacks:
@@ -1172,50 +1138,6 @@ class Trainer:
             )
         self._lightning_optimizers = [LightningOptimizer(o, self) for o in self.optimizers]
         self._unscaled = set()
-
-    def _wrap(self, module: Module) -> None:
-        """Compile and wrap in DDP after any checkpoint was loaded (pytorch/examples' order)."""
-        if self.compile:
-            module.compile()
-        if self._fsdp is not None:
-            # Sharded in _setup; FSDP syncs gradients itself. Manual optimization too runs its
-            # training_step (backward and steps included) through the root's forward.
-            self._step_fn = self._fsdp
-            return
-        if self.env.active:
-            if self.sync_batchnorm:
-                if self.device.type == "cpu":
-                    raise ValueError(
-                        "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU "
-                        "processes (gloo); set trainer.sync_batchnorm=false for CPU runs"
-                    )
-                nn.SyncBatchNorm.convert_sync_batchnorm(module)
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            if self._automatic:
-                self._ddp = DistributedDataParallel(
-                    _StepWrapper(module), device_ids=ids, find_unused_parameters=self.find_unused_parameters
-                )
-                self._step_fn = self._ddp
-            else:
-                # Unused parameters are looked for: a toggled backward (a GAN's) reaches only some.
-                self._ddp = DistributedDataParallel(
-                    manual.BackwardGate(module), device_ids=ids, find_unused_parameters=True
-                )
-                # Buffers are broadcast by the loop before each training_step (as DDP does before its
-                # forward): DDP broadcasting them at manual_backward would change tensors the graph saved.
-                # (Set after construction: the constructor's spelling of it differs across torch versions.)
-                self._ddp.broadcast_buffers = False
-                self._ddp_buffers = list(module.buffers())
-
-    def _release_ddp(self) -> None:
-        """Free the DDP wrapper now: its reducer holds the process group, and left to the garbage
-        collector at interpreter exit (DDP sits in reference cycles), gloo's threads abort the
-        process ("terminate called without an active exception")."""
-        if self._ddp is not None:
-            self._ddp, self._step_fn, self._ddp_buffers = None, None, []
-            gc.collect()
 
     def _checkpoint_state(self) -> dict[str, Any]:
         module = self.module
@@ -1369,7 +1291,7 @@ class Trainer:
         self.print(f"resumed from {path} at epoch {self.current_epoch}, step {self.global_step}")
 
     def _finish(self, status: str) -> None:
-        self._release_ddp()
+        strategy.release(self)
         try:
             self.checkpoint_io.wait()
             for loader in (self.train_loader, *evaluation.as_list(self.val_loader)):
@@ -1418,20 +1340,6 @@ def _length(loader: Any) -> int | str:
         return len(loader)
     except TypeError:
         return "an unknown number of"
-
-
-def training_step_fn(module: Module) -> Callable[[Any, int], Any]:
-    """`module.training_step` called as (batch, batch_idx), also when it takes only the batch
-    (Lightning inspects the signature and allows both)."""
-    step = module.training_step
-    try:
-        params = list(inspect.signature(step).parameters.values())
-    except (TypeError, ValueError):
-        return step
-    kinds = [p.kind for p in params]
-    if inspect.Parameter.VAR_POSITIONAL in kinds or len(params) >= 2:
-        return step
-    return lambda batch, batch_idx: step(batch)
 
 
 def _loss_of(outputs: Any) -> torch.Tensor | None:

@@ -102,8 +102,10 @@ class Chaos(engine.Callback):
             time.sleep(self.slow)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if self.step_file:
-            Path(self.step_file).write_text(str(trainer.global_step))
+        if self.step_file:  # replaced whole, so a test polling it never reads a half-written file
+            tmp = Path(f"{self.step_file}.{os.getpid()}.tmp")  # (each rank of a DDP job writes it)
+            tmp.write_text(str(trainer.global_step))
+            os.replace(tmp, self.step_file)
 
     def on_save_checkpoint(self, trainer, module, checkpoint):
         time.sleep(self.slow_save)

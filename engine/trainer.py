@@ -1376,11 +1376,13 @@ def _plain(value: Any) -> Any:
     """Config and hparams as plain containers (checkpoints load with weights_only=True)."""
     from .config import to_dict
 
-    value = to_dict(value)
+    if isinstance(value, (list, tuple)):  # a tuple stays one: torch.load(weights_only=True) reads tuples
+        items = [_plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if not isinstance(value, Mapping):
+        value = to_dict(value)  # a dataclass
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)

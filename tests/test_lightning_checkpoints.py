@@ -291,3 +291,20 @@ def test_engine_checkpoints_without_lightning_keys_still_load(tmp_path: Path) ->
     resumed.fit(TinyRegressor(hidden=3), data(), ckpt_path=tmp_path / "old.ckpt")
     assert resumed.global_step == 8
     _ = Trainer  # the public name the resume goes through
+
+
+class ShapedRegressor(TinyRegressor):
+    def __init__(self, shape: tuple[int, ...] = (1, 4), sizes: list[int] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.zeros = torch.zeros((2,) + shape)  # a tuple hparam used as a tuple (UvA's energy model does this)
+
+
+def test_load_from_checkpoint_gives_tuples_back_as_tuples_and_lists_as_lists(tmp_path: Path) -> None:
+    module = ShapedRegressor(shape=(1, 4), sizes=[3, 5])
+    trainer = make_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, data())
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    loaded = ShapedRegressor.load_from_checkpoint(tmp_path / "a.ckpt")
+    assert loaded.hparams.shape == (1, 4) and isinstance(loaded.hparams.shape, tuple)
+    assert loaded.hparams.sizes == [3, 5] and isinstance(loaded.hparams.sizes, list)

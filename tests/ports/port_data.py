@@ -200,3 +200,11 @@ def assert_same_as_lightning(ours: dict[str, Any], lightning: dict[str, Any]) ->
 def save_image(tensor: torch.Tensor, fp: str, **kwargs: Any) -> None:
     """torchvision.utils.save_image's stand-in: the tensor, in torch's format, at that path."""
     torch.save(tensor.detach().cpu(), fp)
+
+
+datasets = SimpleNamespace(MNIST=MNIST, CIFAR10=CIFAR10)  # `from torchvision import datasets`
+
+
+def under_review() -> Callable[[Any], Any]:
+    """pl_bolts.utils.stability.under_review's stand-in: bolts' decorator only warns."""
+    return lambda obj: obj

@@ -50,7 +50,7 @@ def alias_engine_to_lightning() -> str:
     import lightning.pytorch.utilities
 
     sys.modules["engine"] = pl
-    for sub in ("callbacks", "loggers", "utilities", "core", "trainer"):  # what the ports import
+    for sub in ("callbacks", "loggers", "utilities", "core", "trainer", "tuner"):  # what the ports import
         sys.modules[f"engine.{sub}"] = importlib.import_module(f"lightning.pytorch.{sub}")
     return lightning.__version__
 

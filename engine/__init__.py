@@ -5,7 +5,13 @@
 
 __version__ = "0.2.0"
 
-from . import callbacks, loggers, profilers, utilities  # Lightning's submodules: pl.callbacks.X, pl.loggers.X
+from . import (  # Lightning's submodules: pl.callbacks.X, pl.loggers.X
+    callbacks,
+    lightning_paths,
+    loggers,
+    profilers,
+    utilities,
+)
 from .callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar, ThroughputMonitor
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError, DataConfig, load_config
@@ -13,6 +19,8 @@ from .loggers import CSVLogger, NullLogger, WandbLogger
 from .module import DataModule, Module
 from .run import run, run_main
 from .trainer import PREEMPTED_EXIT_CODE, Trainer, seed_everything
+
+lightning_paths.install(__name__)  # Lightning's deeper paths: engine.callbacks.progress, engine.utilities.types ...
 
 # Lightning's names, so `import lightning.pytorch as pl` ports as `from <package> import engine as pl`.
 LightningModule = Module

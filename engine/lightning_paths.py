@@ -15,7 +15,9 @@ from types import ModuleType
 
 PATHS: dict[str, str] = {
     # Lightning's module below lightning.pytorch -> the engine module holding its public names.
+    "accelerators": "distributed",
     "callbacks.callback": "callbacks",
+    "callbacks.finetuning": "callbacks",
     "callbacks.early_stopping": "callbacks",
     "callbacks.model_checkpoint": "callbacks",
     "callbacks.lr_monitor": "callbacks",
@@ -29,26 +31,49 @@ PATHS: dict[str, str] = {
     "callbacks.timer": "callbacks",
     "core.module": "core",
     "core.datamodule": "core",
+    "core.hooks": "module",
     "core.optimizer": "optim",
+    "core.saving": "checkpoint",
+    "cli": "run",
     "demos.boring_classes": "demos",
     "demos.lstm": "demos",
+    "demos.mnist_datamodule": "demos",
     "demos.transformer": "demos",
+    "loggers.comet": "loggers",
     "loggers.csv_logs": "loggers",
+    "loggers.litlogger": "loggers",
     "loggers.logger": "loggers",
+    "loggers.mlflow": "loggers",
+    "loggers.tensorboard": "loggers",
     "loggers.wandb": "loggers",
+    "plugins": "precision",
+    "plugins.environments": "distributed",
+    "profilers.advanced": "profilers",
     "profilers.profiler": "profilers",
     "profilers.pytorch": "profilers",
     "profilers.simple": "profilers",
+    "profilers.xla": "profilers",
+    "strategies": "strategy",
+    "strategies.model_parallel": "strategy",
     "trainer.states": "states",
     "trainer.trainer": "trainer",
     "tuner.lr_finder": "tuner",
     "tuner.tuning": "tuner",
+    "utilities.combined_loader": "utilities",
+    "utilities.deepspeed": "utilities",
+    "utilities.grads": "utilities",
+    "utilities.imports": "utilities",
+    "utilities.model_helpers": "utilities",
     "utilities.model_summary": "summary",
     "utilities.rank_zero": "utilities",
     "utilities.seed": "utilities",
     "utilities.types": "hints",
 }
-"""Lightning 2.6's paths that appear in its documentation and examples (and their parents)."""
+"""Lightning 2.6's paths that appear in its documentation and examples (and their parents).
+
+A path whose names the engine lacks (``strategies.DDPStrategy``, ``cli.LightningCLI`` ...) still
+resolves, to the module that owns that concern here, so an import names the missing class itself.
+Only ``lightning.pytorch.serve`` and ``lightning.fabric`` have no counterpart."""
 
 TOP_LEVEL = ("callbacks", "core", "demos", "loggers", "profilers", "trainer", "tuner", "utilities")
 """Lightning's subpackages that are engine modules of the same name."""
@@ -64,7 +89,7 @@ def install(package: str) -> None:
         target = importlib.import_module(f".{PATHS[path]}", package)
         sys.modules.setdefault(f"{package}.{path}", target)
         parent_path, _, leaf = path.rpartition(".")
-        parent: ModuleType = sys.modules[f"{package}.{parent_path}"]
+        parent: ModuleType = sys.modules[f"{package}.{parent_path}"] if parent_path else root
         if not hasattr(parent, leaf):  # so `import pkg.a.b` then `pkg.a.b.X` works too
             setattr(parent, leaf, target)
 
@@ -76,6 +101,6 @@ def engine_module(lightning_path: str) -> str | None:
     """
     if lightning_path in ("", "pytorch"):
         return ""
-    if lightning_path in TOP_LEVEL:
+    if lightning_path in TOP_LEVEL:  # engine modules of the same name
         return lightning_path
     return PATHS.get(lightning_path)

@@ -248,5 +248,30 @@ def check(
         raise typer.Exit(status.exit_code)
 
 
+@app.command()
+def port(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Python files or folders with Lightning code.", show_default=False)
+    ],
+    check: Annotated[
+        bool, typer.Option("--check", "--dry-run", help="Print the diff and the report; write nothing.")
+    ] = False,
+    project: Annotated[
+        Path | None, typer.Option("--project", help="The project (default: the one holding the current folder).")
+    ] = None,
+) -> None:
+    """Rewrite lightning.pytorch / pytorch_lightning / lightning imports to the project's engine.
+
+    Runs the project's `python -m <package>.engine.port`: prints the diff, then every imported name the engine does not provide (exit 1). Writes nothing with --check.
+    """
+    from .port import run_port
+
+    code, out, err = _run(run_port, paths, check=check, project=project)
+    typer.echo(out, nl=False)
+    typer.echo(err, nl=False, err=True)
+    if code:
+        raise typer.Exit(code)
+
+
 def main() -> None:
     app()

@@ -55,4 +55,22 @@ def rank_zero_warn(message: str | Warning, category: type[Warning] = UserWarning
     warnings.warn(message, category, stacklevel=stacklevel)
 
 
-__all__ = ["rank_zero_debug", "rank_zero_info", "rank_zero_only", "rank_zero_warn"]
+def grad_norm(module: Any, norm_type: float | int | str, group_separator: str = "/") -> dict[str, Any]:
+    """Lightning's: each parameter's gradient p-norm and their total (``'inf'`` for the max norm), as
+    ``{"grad_2.0_norm/<name>": ..., "grad_2.0_norm_total": ...}``, ready for ``self.log_dict``."""
+    import torch  # lazy: this module is a leaf imported before anything needs torch
+
+    norm_type = float(norm_type)
+    if norm_type <= 0:
+        raise ValueError(f"`norm_type` must be a positive number or 'inf' (infinity norm). Got {norm_type}")
+    norms = {
+        f"grad_{norm_type}_norm{group_separator}{name}": p.grad.data.norm(norm_type)
+        for name, p in module.named_parameters()
+        if p.grad is not None
+    }
+    if norms:
+        norms[f"grad_{norm_type}_norm_total"] = torch.tensor(list(norms.values())).norm(norm_type)
+    return norms
+
+
+__all__ = ["grad_norm", "rank_zero_debug", "rank_zero_info", "rank_zero_only", "rank_zero_warn"]

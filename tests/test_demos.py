@@ -71,3 +71,20 @@ def test_wikitext2_reads_a_local_file_and_names_the_download_when_it_is_missing(
     inputs, target = data[0]
     assert torch.equal(inputs[1:], target[:-1])
     assert LightningTransformer(vocab_size=data.vocab_size).model.vocab_size == 7
+
+
+def test_grad_norm_gives_lightnings_keys_and_values() -> None:
+    from engine.utilities import grad_norm
+
+    layer = torch.nn.Linear(2, 1)
+    layer.weight.grad = torch.tensor([[3.0, 4.0]])
+    layer.bias.grad = torch.tensor([12.0])
+    norms = grad_norm(layer, 2)
+    assert {k: float(v) for k, v in norms.items()} == {
+        "grad_2.0_norm/weight": 5.0,
+        "grad_2.0_norm/bias": 12.0,
+        "grad_2.0_norm_total": 13.0,
+    }
+    assert float(grad_norm(layer, "inf")["grad_inf_norm_total"]) == 12.0
+    with pytest.raises(ValueError, match="positive"):
+        grad_norm(layer, 0)

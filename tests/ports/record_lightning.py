@@ -120,7 +120,7 @@ def main() -> None:
         align_data_plumbing()
     torch.set_num_threads(1)
     for name in args.ports:
-        numbers = run(name)
+        numbers = {"cpu": torch.backends.cpu.get_cpu_capability(), **run(name)}
         print(f"== {name} (lightning {version})\n{pprint.pformat(numbers, width=100, sort_dicts=False)}", flush=True)
         if args.write:
             write(name, version, numbers)

@@ -47,13 +47,14 @@ def scenario(workdir: Path) -> dict[str, Any]:
 # -- recorded under Lightning (record_lightning.py --write) --
 # lightning==2.6.6, torch==2.13.0+cpu: .venv-bench/bin/python tests/ports/record_lightning.py --write
 LIGHTNING = {
+    "cpu": "AVX2",
     "global_step": 16,
     "weights": {
         "count": 101770,
-        "abs_sum": 1895.2786899216237,
+        "abs_sum": 1895.2786889947495,
         "first": [-0.038626860827207565, -0.011989789083600044, -0.022136537358164787],
         "last": [-0.05304613336920738, -0.00888549629598856, 0.011232725344598293],
-        "sha256": "25920f9e425b7f62",
+        "sha256": "ffc4991054881360",
     },
     "lr": [0.001],
     "hparams": {"learning_rate": 0.001},
@@ -68,10 +69,10 @@ LIGHTNING = {
     "predictions": {
         "batches": 2,
         "count": 320,
-        "abs_sum": 51.1369897890836,
-        "first": [0.0, 0.5572470426559448, 1.3364800214767456],
-        "last": [0.019895430654287338, 0.0, 1.0169557332992554],
-        "sha256": "b933d415be12730b",
+        "abs_sum": 51.136991899460554,
+        "first": [0.0, 0.5572471022605896, 1.3364801406860352],
+        "last": [0.019895482808351517, 0.0, 1.0169557332992554],
+        "sha256": "19cdc849c98dba1d",
     },
 }
 # -- end of recorded numbers --

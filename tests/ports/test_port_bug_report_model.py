@@ -49,6 +49,7 @@ def scenario(workdir: Path) -> dict[str, Any]:
 # -- recorded under Lightning (record_lightning.py --write) --
 # lightning==2.6.6, torch==2.13.0+cpu: .venv-bench/bin/python tests/ports/record_lightning.py --write
 LIGHTNING = {
+    "cpu": "AVX2",
     "global_step": 1,
     "weights": {
         "count": 66,
@@ -57,7 +58,7 @@ LIGHTNING = {
         "last": [-0.14309078454971313, -0.19952256977558136],
         "sha256": "262537d9bfe52f0c",
     },
-    "fit_metrics": {"train_loss": -1.0954333543777466, "valid_loss": 2.9796321392059326},
+    "fit_metrics": {"train_loss": -1.095433235168457, "valid_loss": 2.9796319007873535},
     "test": [{"test_loss": 2.1341631412506104}],
 }
 # -- end of recorded numbers --

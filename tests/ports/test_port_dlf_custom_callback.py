@@ -59,6 +59,7 @@ def scenario(workdir: Path) -> dict[str, Any]:
 # -- recorded under Lightning (record_lightning.py --write) --
 # lightning==2.6.6, torch==2.13.0+cpu: .venv-bench/bin/python tests/ports/record_lightning.py --write
 LIGHTNING = {
+    "cpu": "AVX2",
     "global_step": 12,
     "weights": {
         "count": 40785,

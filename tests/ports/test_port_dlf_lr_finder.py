@@ -18,11 +18,11 @@ from port_data import assert_same_as_lightning, learning_rates, metrics, weights
 def scenario(workdir: Path) -> dict[str, Any]:
     """The notebook's cells, on fewer batches per epoch."""
     import torch
-    from engine.tuner import Tuner
     from lightning_sources.dlf_learning_rates import CustomDataModule, LightningModel, PyTorchMLP
 
     import engine as L
     from engine.loggers import CSVLogger
+    from engine.tuner import Tuner
 
     torch.manual_seed(123)
     dm = CustomDataModule()
@@ -68,6 +68,7 @@ def scenario(workdir: Path) -> dict[str, Any]:
 # -- recorded under Lightning (record_lightning.py --write) --
 # lightning==2.6.6, torch==2.13.0+cpu: .venv-bench/bin/python tests/ports/record_lightning.py --write
 LIGHTNING = {
+    "cpu": "AVX2",
     "suggestion": 3.31131e-07,
     "finder_steps": 100,
     "finder_lr": [

@@ -40,6 +40,7 @@ def scenario(workdir: Path) -> dict[str, Any]:
 # -- recorded under Lightning (record_lightning.py --write) --
 # lightning==2.6.6, torch==2.13.0+cpu: .venv-bench/bin/python tests/ports/record_lightning.py --write
 LIGHTNING = {
+    "cpu": "AVX2",
     "global_step": 10,
     "weights": {
         "count": 15852,

@@ -42,17 +42,18 @@ def scenario(workdir: Path) -> dict[str, Any]:
 # -- recorded under Lightning (record_lightning.py --write) --
 # lightning==2.6.6, torch==2.13.0+cpu: .venv-bench/bin/python tests/ports/record_lightning.py --write
 LIGHTNING = {
+    "cpu": "AVX2",
     "global_step": 32,
     "epoch": 2,
     "weights": {
         "count": 2047121,
-        "abs_sum": 42856.70282286897,
-        "first": [0.07717809826135635, 0.08404924720525742, -0.024751408025622368],
-        "last": [0.03325837478041649],
-        "sha256": "351a93809479bea2",
+        "abs_sum": 42856.694695183294,
+        "first": [0.07717727869749069, 0.08405110985040665, -0.02474772185087204],
+        "last": [0.03325836360454559],
+        "sha256": "626a63dc5546e47d",
     },
     "lr": [0.0002, 0.0002],
-    "fit_metrics": {"d_loss": 0.5208210945129395, "g_loss": 0.5314502716064453},
+    "fit_metrics": {"d_loss": 0.5208402276039124, "g_loss": 0.5314130783081055},
 }
 # -- end of recorded numbers --
 

@@ -70,27 +70,28 @@ def scenario(workdir: Path) -> dict[str, Any]:
 # -- recorded under Lightning (record_lightning.py --write) --
 # lightning==2.6.6, torch==2.13.0+cpu: .venv-bench/bin/python tests/ports/record_lightning.py --write
 LIGHTNING = {
+    "cpu": "AVX2",
     "simplest": {
         "global_step": 12,
         "weights": {
             "count": 7850,
-            "abs_sum": 525.3294737687193,
-            "first": [-0.08767454326152802, -0.11168060451745987, -0.07879675924777985],
+            "abs_sum": 525.329473154221,
+            "first": [-0.08767455071210861, -0.11168061941862106, -0.07879674434661865],
             "last": [-0.07470902800559998, 0.007549826987087727, -0.07772764563560486],
-            "sha256": "6074a0504bee7e84",
+            "sha256": "7e965cb7adb477a9",
         },
     },
     "global_step": 15,
     "weights": {
         "count": 55050,
-        "abs_sum": 1199.313004383715,
+        "abs_sum": 1199.3130035654378,
         "first": [0.014625648967921734, 0.0031273113563656807, 0.026816019788384438],
         "last": [-0.005692609585821629, 0.06592243909835815, 0.051636483520269394],
-        "sha256": "d4781850036bd74f",
+        "sha256": "2085bc15c9547f4e",
     },
     "lr": [0.0002],
     "fit_metrics": {"val_acc": 0.5546875, "val_loss": 2.061954975128174},
-    "test": [{"test_acc": 0.5625, "test_loss": 2.064969778060913}],
+    "test": [{"test_acc": 0.5625, "test_loss": 2.064970016479492}],
     "log_dir": "logs/lightning_logs/version_0",
     "csv_columns": ["epoch", "step", "test_acc", "test_loss", "val_acc", "val_loss"],
 }

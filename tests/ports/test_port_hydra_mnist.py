@@ -114,31 +114,32 @@ def scenario(workdir: Path) -> dict[str, Any]:
 # -- recorded under Lightning (record_lightning.py --write) --
 # lightning==2.6.6, torch==2.13.0+cpu: .venv-bench/bin/python tests/ports/record_lightning.py --write
 LIGHTNING = {
+    "cpu": "AVX2",
     "global_step": 18,
     "weights": {
         "count": 152394,
-        "abs_sum": 4818.638779335442,
-        "first": [0.03061264380812645, 0.04218563064932823, 0.04618833586573601],
-        "last": [-0.030784763395786285, -0.06305250525474548, 0.03608451411128044],
-        "sha256": "12d0f136ddbcd5a1",
+        "abs_sum": 4818.652027159581,
+        "first": [0.030627284198999405, 0.04216882959008217, 0.04618847742676735],
+        "last": [-0.03078428842127323, -0.06305208057165146, 0.036084648221731186],
+        "sha256": "79d66a3b70d5fef6",
     },
     "lr": [0.002],
     "fit_metrics": {
         "train/acc": 1.0,
-        "train/loss": 0.33370718359947205,
+        "train/loss": 0.3337055742740631,
         "val/acc": 1.0,
         "val/acc_best": 1.0,
-        "val/loss": 0.20674757659435272,
+        "val/loss": 0.20670942962169647,
     },
     "best_model": "epoch_000.ckpt",
     "checkpoints": ["epoch_000.ckpt", "last.ckpt"],
-    "test": [{"test/acc": 1.0, "test/loss": 1.5775176286697388}],
+    "test": [{"test/acc": 1.0, "test/loss": 1.5775256156921387}],
     "test_weights": {
         "count": 152394,
-        "abs_sum": 4645.916495554406,
+        "abs_sum": 4645.91552329849,
         "first": [0.03453638032078743, 0.037186264991760254, 0.044891465455293655],
-        "last": [-0.02181660756468773, -0.05760079622268677, 0.019430888816714287],
-        "sha256": "1df6d4a8f0ca14b3",
+        "last": [-0.021816609427332878, -0.05760079249739647, 0.019430886954069138],
+        "sha256": "09c75cd8e0267ef6",
     },
     "weights_only_fallback": True,
 }

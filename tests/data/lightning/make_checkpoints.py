@@ -84,6 +84,8 @@ def train(module: pl.LightningModule, root: Path, callbacks: list) -> None:
 
 
 def main() -> None:
+    # The tests compare bit for bit on the CPU instruction set the files were made on.
+    (HERE / "CPU").write_text(torch.backends.cpu.get_cpu_capability() + "\n")
     root = Path(tempfile.mkdtemp())
     try:
         pl.seed_everything(0)

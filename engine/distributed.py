@@ -29,7 +29,7 @@ import random
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -440,6 +440,93 @@ class EvalBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches()[0])
+
+
+def epoch_iterator(
+    loader: Any, epoch: int, done: int, world_size: int, start_rng: dict[str, Any] | None
+) -> tuple[Iterator[Any], dict[str, Any] | None]:
+    """The training loader's iterator for `epoch`, past the `done` batches a mid-epoch checkpoint trained.
+
+    The engine's sampler starts at the global position, reading nothing twice. Any other loader
+    (``use_distributed_sampler=False``, a custom sampler in one process, an IterableDataset) is
+    read from the epoch's start and its first `done` batches are dropped, with the random
+    streams put back as they were when the epoch began (`start_rng`, saved in the checkpoint):
+    a sampler shuffling from torch's global RNG or the loader's generator, and the workers'
+    seeds, draw what they drew then. Returns the iterator and the epoch's starting random
+    state (None for the engine's sampler, which needs none).
+    """
+    sampler = getattr(loader, "sampler", None)
+    for s in {id(x): x for x in (sampler, getattr(loader, "batch_sampler", None)) if x is not None}.values():
+        if callable(getattr(s, "set_epoch", None)):
+            s.set_epoch(epoch)  # a fresh shuffle each epoch (Lightning sets both)
+    if isinstance(sampler, ResumableSampler):
+        sampler.start = done * loader.batch_size * world_size
+        return iter(loader), None
+    if not done or start_rng is None:
+        start_rng = _snapshot(loader) if not done else None
+        data = iter(loader)
+        for _ in range(done):  # an older checkpoint: no saved streams, skip with the current ones
+            next(data)
+        return data, start_rng
+    now = _snapshot(loader)
+    _restore(loader, start_rng)
+    try:
+        data = iter(loader)
+        for _ in range(done):
+            next(data)
+    finally:
+        _restore(loader, now)
+    return data, start_rng
+
+
+def _generators(loader: Any) -> list[torch.Generator]:
+    """The loader's own generators: its own (workers' seeds) and its sampler's (the shuffle)."""
+    found = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    found.append(getattr(getattr(batch_sampler, "sampler", None), "generator", None))
+    return list({id(g): g for g in found if isinstance(g, torch.Generator)}.values())
+
+
+def _snapshot(loader: Any) -> dict[str, Any]:
+    from .checkpoint import capture_rng_state
+
+    return {
+        "global": capture_rng_state(torch.device("cpu")),
+        "generators": [g.get_state() for g in _generators(loader)],
+    }
+
+
+def _restore(loader: Any, state: dict[str, Any]) -> None:
+    from .checkpoint import restore_rng_state
+
+    restore_rng_state(state["global"], torch.device("cpu"))
+    generators = _generators(loader)
+    if len(generators) == len(state["generators"]):
+        for g, s in zip(generators, state["generators"], strict=True):
+            g.set_state(s)
+
+
+def resume_check(loader: Any, loop: dict[str, Any], world_size: int) -> str:
+    """Whether the rest of a mid-epoch checkpoint's epoch can be known from `loader`: raises
+    ValueError where it cannot, returns a line to print where it can only be assumed, else ""."""
+    if isinstance(getattr(loader, "sampler", None), ResumableSampler):
+        return ""
+    saved_world, saved_batch = loop.get("world_size") or 1, loop.get("batch_size")
+    batch_size = getattr(loader, "batch_size", None)
+    if saved_world != world_size or saved_batch != batch_size:
+        raise ValueError(
+            f"the checkpoint was saved mid-epoch on {saved_world} process(es) with batch_size={saved_batch}, "
+            f"reading the training data through your own sampler or an iterable data set; this run has "
+            f"{world_size} with batch_size={batch_size}, so which samples the epoch has left cannot be known. "
+            "Resume with the same processes and batch size, or from a checkpoint saved at an epoch end"
+        )
+    if isinstance(getattr(loader, "dataset", None), IterableDataset):
+        return (
+            f"resuming mid-epoch from an IterableDataset: its first {loop['batches_done']} batches this epoch "
+            "are read again and dropped; exact only if it yields the same batches in the same order "
+            "(seeded by the epoch, or by the random state, which is restored for it)"
+        )
+    return ""
 
 
 def real_batches(loader: Any) -> int:

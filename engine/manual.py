@@ -9,7 +9,7 @@ first argument (this file never imports trainer.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -61,7 +61,7 @@ def check_settings(trainer: Trainer) -> None:
         )
 
 
-def run_batches(trainer: Trainer, batch_idx: int, n: int) -> tuple[int, int]:
+def run_batches(trainer: Trainer, data: Iterator[Any], batch_idx: int, n: int) -> tuple[int, int]:
     """The batch loop under manual optimization; returns (batches done, batches in the epoch).
 
     training_step runs its own backward passes and optimizer steps (each ``opt.step()``
@@ -70,7 +70,7 @@ def run_batches(trainer: Trainer, batch_idx: int, n: int) -> tuple[int, int]:
     check of the loss training_step returns (read at the next sync point, before anything
     is logged, validated or saved: the module has already stepped on it).
     """
-    data, val_every = iter(trainer.train_loader), trainer._val_every(n)
+    val_every = trainer._val_every(n)
     distributed, device, dtype = trainer.env.active, trainer.device, trainer.precision.input_dtype
     autocast, step_fn = trainer.precision.autocast(), trainer._step_fn
     results, t = trainer._train_results, trainer.timer

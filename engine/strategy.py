@@ -108,6 +108,22 @@ def wrap(trainer: Trainer, module: Module) -> None:
         trainer._ddp_buffers = list(module.buffers())
 
 
+def sync_without_loss(trainer: Trainer) -> None:
+    """DDP: training_step returned None on the micro-batch where gradients are all-reduced (the
+    last of a window). Without a backward the reducer never runs: the window's gradients stay
+    local and the replicas drift apart, silently. A zero loss over every trainable parameter
+    runs it, so every rank steps with the same averaged gradients (this batch adds nothing)."""
+    if trainer.find_unused_parameters:  # DDP saw no output to search: a hook would mark a parameter twice
+        raise RuntimeError(
+            f"training_step returned None on batch {trainer._batches_done}, where DDP all-reduces the gradients "
+            "(the last micro-batch of an accumulation window); with find_unused_parameters=True the engine "
+            "cannot sync without a loss: return a zero loss there instead (e.g. `return loss * 0`)"
+        )
+    params = [p for p in trainer.module.parameters() if p.requires_grad]
+    if params:
+        trainer.precision.backward(sum(p.sum() for p in params) * 0.0)
+
+
 def release(trainer: Trainer) -> None:
     """Free the DDP wrapper now: its reducer holds the process group, and left to the garbage
     collector at interpreter exit (DDP sits in reference cycles), gloo's threads abort the

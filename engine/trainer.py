@@ -803,6 +803,9 @@ class Trainer:
                         finite = ok if finite is True else finite & ok
                 backward(loss / window if window > 1 else loss)  # x / 1 is x: skip the op
                 idle = False
+            elif step_now and self._ddp is not None:  # None where DDP syncs: sync anyway
+                strategy.sync_without_loss(self)
+                idle = False
             batch_idx = self._batches_done = batch_idx + 1
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
             if step_now:

@@ -15,6 +15,7 @@ from test_ddp import _check, _run
 
 
 def _launch(tmp: Path, n: int, scenario: str, *args: str, ok: bool = True) -> Any:
+    tmp.mkdir(parents=True, exist_ok=True)
     if n == 0:  # one plain process, no process group
         cmd = [sys.executable, "-m", "ddpjob.silent", scenario, "out", *args]
     else:
@@ -47,3 +48,17 @@ def test_shuffled_and_iterable_loaders_resume_mid_epoch_exactly(tmp_path: Path) 
         r = proc_result[name]
         assert len(r["first"]) == 6  # 3 steps of 2 samples, in the middle of epoch 0
         assert r["first"] + r["rest"] == r["full"], name
+
+
+def test_ddp_replicas_stay_equal_when_a_windows_last_micro_batch_returns_none(tmp_path: Path) -> None:
+    ranks = _launch(tmp_path, 2, "skip_last")
+    for who in ("all", "1"):  # every rank skips the window's last micro-batch, or rank 1 alone
+        first, second = ranks[0][who], ranks[1][who]
+        assert first["step"] == second["step"] == 4
+        for name, value in first["weights"].items():
+            torch.testing.assert_close(second["weights"][name], value, rtol=0, atol=0)
+
+    # With find_unused_parameters=True DDP cannot be synced without a loss: every rank stops, saying why.
+    proc = _launch(tmp_path / "unused", 2, "skip_last", "ddp_find_unused_parameters_true", ok=False)
+    assert proc.returncode != 0 and "training_step returned None on batch" in proc.output
+    assert "return a zero loss there instead" in proc.output

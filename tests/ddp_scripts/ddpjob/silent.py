@@ -194,6 +194,44 @@ def shuffled(out: Path) -> dict[str, Any]:
     return result
 
 
+class SkipLast(Recorder):
+    """Returns None on the last micro-batch of chosen accumulation windows (all ranks, or one)."""
+
+    def __init__(self, skip: set[int], rank: int | None) -> None:
+        super().__init__()
+        self.skip, self.skip_rank = skip, rank
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        loss = super().training_step(batch, batch_idx)
+        if batch_idx in self.skip and self.skip_rank in (None, _rank()):
+            return None
+        return loss
+
+
+def skip_last(out: Path, strategy: str = "ddp") -> dict[str, Any]:
+    """Item 3: DDP, accumulate_grad_batches=2, training_step returns None on a window's last
+    micro-batch: on every rank, then on rank 1 alone."""
+    return {who: _skip_last(out / who, who, strategy) for who in ("all", "1")}
+
+
+def _skip_last(out: Path, who: str, strategy: str) -> dict[str, Any]:
+    seed_everything(0)
+    module = SkipLast({1, 5}, None if who == "all" else int(who))
+    trainer = Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        accumulate_grad_batches=2,
+        strategy=strategy,
+        progress_bar=False,
+        logger=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        default_root_dir=out / "skip",
+    )
+    trainer.fit(module, DataLoader(Indexed(32), batch_size=2, shuffle=True))
+    return {"weights": {k: v.clone() for k, v in module.state_dict().items()}, "step": trainer.global_step}
+
+
 def main(scenario: str, out: Path, *args: str) -> None:
     distributed = "WORLD_SIZE" in os.environ
     env = D.setup("cpu") if distributed else None

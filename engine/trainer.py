@@ -692,11 +692,20 @@ class Trainer:
             self.checkpoint_io.wait()
             FSDP.save(state, Path(path), self.module, self.optimizers)
             return
+        error: Exception | None = None
         if self.is_global_zero:
-            if Path(path).is_dir():  # a sharded checkpoint of that name (resumed without fsdp): set aside
-                FSDP.step_aside(Path(path))
-            self.checkpoint_io.save(state, Path(path))
-        self.env.barrier()
+            try:
+                if Path(path).is_dir():  # a sharded checkpoint of that name (resumed without fsdp): set aside
+                    FSDP.step_aside(Path(path))
+                self.checkpoint_io.save(state, Path(path))
+            except Exception as e:  # the other ranks learn of it below and stop with it, instead of waiting
+                error = e
+        if self.env.active:  # the barrier: every rank waits for rank 0's outcome
+            failed = self.env.broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+            if failed is not None and error is None:
+                raise CheckpointError(f"rank 0 could not save {path}: {failed}")
+        if error is not None:
+            raise error
 
     # -- the loop ------------------------------------------------------------------------
     def _fit_loop(self) -> None:

@@ -7,6 +7,7 @@ and reads what the ranks recorded (``<scenario>-rank<r>.pt``).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,13 @@ def test_ddp_replicas_stay_equal_when_a_windows_last_micro_batch_returns_none(tm
     proc = _launch(tmp_path / "unused", 2, "skip_last", "ddp_find_unused_parameters_true", ok=False)
     assert proc.returncode != 0 and "training_step returned None on batch" in proc.output
     assert "return a zero loss there instead" in proc.output
+
+
+def test_a_failed_save_on_rank_0_stops_every_rank_at_once_with_its_message(tmp_path: Path) -> None:
+    start = time.monotonic()
+    proc = _launch(tmp_path, 2, "bad_save", ok=False)
+    assert proc.returncode != 0 and time.monotonic() - start < 60
+    for rank in (0, 1):  # both ranks fail with rank 0's reason, not a timeout in a barrier
+        assert f"[rank{rank}]: " in proc.output
+        lines = [x for x in proc.output.splitlines() if x.startswith(f"[rank{rank}]: ") and "CheckpointError: " in x]
+        assert lines and "not-a-folder" in lines[-1], proc.output[-3000:]

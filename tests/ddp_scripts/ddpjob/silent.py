@@ -232,6 +232,26 @@ def _skip_last(out: Path, who: str, strategy: str) -> dict[str, Any]:
     return {"weights": {k: v.clone() for k, v in module.state_dict().items()}, "step": trainer.global_step}
 
 
+def bad_save(out: Path) -> dict[str, Any]:
+    """Item 9: rank 0 cannot write its checkpoint (the folder's parent is a file); every rank must stop."""
+    from .engine.callbacks import ModelCheckpoint
+
+    blocker = out / "not-a-folder"
+    blocker.write_text("")
+    seed_everything(0)
+    trainer = Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        progress_bar=False,
+        logger=False,
+        num_sanity_val_steps=0,
+        callbacks=[ModelCheckpoint(dirpath=blocker / "checkpoints", every_n_train_steps=2)],
+        default_root_dir=out / "bad-save",
+    )
+    trainer.fit(Recorder(), DataLoader(Indexed(32), batch_size=2))
+    return {}
+
+
 def main(scenario: str, out: Path, *args: str) -> None:
     distributed = "WORLD_SIZE" in os.environ
     env = D.setup("cpu") if distributed else None

@@ -37,12 +37,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.utils.data import (
+    BatchSampler,
     DataLoader,
     DistributedSampler,
     IterableDataset,
     RandomSampler,
     Sampler,
     SequentialSampler,
+    get_worker_info,
 )
 
 from .config import ConfigError
@@ -381,6 +383,64 @@ class ResumableSampler(Sampler[int]):
         return len(self._indices())
 
 
+class SeededBatch(list):
+    """One batch of sample indices that seeds the data-loading worker which fetches it."""
+
+    seed = 0
+
+    def __iter__(self):
+        if get_worker_info() is not None:  # in a worker: its random streams, for this batch alone
+            _seed_streams(self.seed)
+        return super().__iter__()
+
+
+class SeededBatches(BatchSampler):
+    """Training batches for a loader with workers: each batch carries a seed of its own.
+
+    A worker seeds torch, random and numpy from it just before it reads the batch's samples,
+    so the random augmentations drawn in ``Dataset.__getitem__`` depend only on (seed, rank,
+    epoch, batch): not on how many workers there are, which worker reads the batch, or what
+    the worker read before. A run resumed mid-epoch (or with persistent workers) draws the
+    same augmentations, bit for bit, as an uninterrupted one.
+    """
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int, drop_last: bool, seed: int) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.seed = seed
+
+    def __iter__(self):
+        s = self.sampler
+        first = s.start // (self.batch_size * s.world_size)  # the batches a resumed epoch skipped
+        base = _mix(self.seed, s.rank, s.epoch)
+        for i, indices in enumerate(super().__iter__(), first):
+            batch = SeededBatch(indices)
+            batch.seed = _mix(base, i)
+            yield batch
+
+
+def _mix(*values: int) -> int:
+    """A 64-bit seed from several integers (splitmix64 steps): nearby inputs give unrelated seeds."""
+    state = 0
+    for v in values:
+        state = (state + (v & (2**64 - 1)) + 0x9E3779B97F4A7C15) & (2**64 - 1)
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+        state = z ^ (z >> 31)
+    return state
+
+
+def _seed_streams(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed & 0xFFFFFFFF)
+    except ImportError:
+        pass
+
+
 class EvalBatchSampler(Sampler[list[int]]):
     """Evaluation batches sharded over processes: each sample counted once, and the same number
     of batches on every process.
@@ -661,7 +721,12 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     )
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor
-    return DataLoader(loader.dataset, **kwargs)
+    prepared = DataLoader(loader.dataset, **kwargs)
+    if train and loader.num_workers > 0:
+        # Set past DataLoader's guard, so batch_size, sampler and drop_last keep their usual values.
+        seeded = SeededBatches(prepared.sampler, loader.batch_size, loader.drop_last, seed)
+        object.__setattr__(prepared, "batch_sampler", seeded)
+    return prepared
 
 
 def shutdown_workers(loader: Any) -> None:

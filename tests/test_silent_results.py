@@ -73,3 +73,13 @@ def test_a_failed_save_on_rank_0_stops_every_rank_at_once_with_its_message(tmp_p
         assert f"[rank{rank}]: " in proc.output
         lines = [x for x in proc.output.splitlines() if x.startswith(f"[rank{rank}]: ") and "CheckpointError: " in x]
         assert lines and "not-a-folder" in lines[-1], proc.output[-3000:]
+
+
+def test_worker_augmentations_after_a_mid_epoch_resume_equal_an_uninterrupted_run(tmp_path: Path) -> None:
+    result = _launch(tmp_path, 0, "augment")[0]
+    for name, r in result.items():
+        (full, first, rest), (full_x, first_x, rest_x) = r["seen"], r["inputs"]
+        assert len(first) == 6 and first + rest == full, name  # the same samples ...
+        assert len(first_x) + len(rest_x) == len(full_x)
+        for got, want in zip(first_x + rest_x, full_x, strict=True):  # ... with the same random draws
+            assert torch.equal(got, want), name

@@ -252,6 +252,25 @@ def bad_save(out: Path) -> dict[str, Any]:
     return {}
 
 
+def augment(out: Path) -> dict[str, Any]:
+    """Item 4: random augmentations drawn in __getitem__ by 2 workers; stopped mid-epoch, resumed.
+
+    The engine's sampler (with persistent workers too), and a loader the engine leaves alone."""
+    result = {}
+    data = Indexed(32, augment=True)
+    for name, persistent, own in (("engine", False, False), ("persistent", True, False), ("own", False, True)):
+
+        def make(persistent: bool = persistent) -> DataLoader:
+            return DataLoader(data, batch_size=2, shuffle=True, num_workers=2, persistent_workers=persistent)
+
+        kw = {"use_distributed_sampler": not own}
+        full = _record_fit(out, f"{name}-full", make(), -1, False, **kw)
+        first = _record_fit(out, f"{name}-part", make(), 3, False, **kw)
+        rest = _record_fit(out, f"{name}-part", make(), -1, True, **kw)
+        result[name] = {k: (full[k], first[k], rest[k]) for k in ("seen", "inputs")}
+    return result
+
+
 def main(scenario: str, out: Path, *args: str) -> None:
     distributed = "WORLD_SIZE" in os.environ
     env = D.setup("cpu") if distributed else None

@@ -1295,8 +1295,8 @@ class Trainer:
             self.current_epoch, self._batches_done, self._epoch_done = self.current_epoch + 1, 0, False
         else:  # each rank's own partial epoch sums (an older checkpoint holds rank 0's dict only)
             results = ckpt.get("results", {})
-            if isinstance(results, list):
-                results = results[self.env.rank] if len(results) == self.world_size else {}
+            if isinstance(results, list):  # folded where the process count changed
+                results = Results.fold(results, self.env.rank, self.world_size)
             self._train_results.load_state_dict(results, self.device)
         saved = ckpt.get("callbacks", {})
         for c in self.callbacks:

@@ -26,7 +26,8 @@ def _launch(tmp: Path, n: int, scenario: str, *args: str, ok: bool = True) -> An
     if not ok:
         return proc
     _check(proc)
-    return [torch.load(tmp / "out" / f"{scenario}-rank{r}.pt", weights_only=False) for r in range(max(n, 1))]
+    tag = f"{scenario}-{'-'.join(args)}" if scenario == "elastic" else scenario
+    return [torch.load(tmp / "out" / f"{tag}-rank{r}.pt", weights_only=False) for r in range(max(n, 1))]
 
 
 def test_fsdp_bf16_mixed_keeps_float_targets_float32(tmp_path: Path) -> None:
@@ -83,3 +84,14 @@ def test_worker_augmentations_after_a_mid_epoch_resume_equal_an_uninterrupted_ru
         assert len(first_x) + len(rest_x) == len(full_x)
         for got, want in zip(first_x + rest_x, full_x, strict=True):  # ... with the same random draws
             assert torch.equal(got, want), name
+
+
+def test_epoch_means_after_an_elastic_mid_epoch_resume_equal_an_uninterrupted_run(tmp_path: Path) -> None:
+    """A global batch of 4: batch_size=2 on 2 processes or 4 on 1; stopped at step 11 of 16 (mid-epoch 1)."""
+    full = _launch(tmp_path, 0, "elastic", "full", "full", "4")[0]
+    for before, after, name in ((2, 0, "two-to-one"), (0, 2, "one-to-two")):
+        part = _launch(tmp_path, before, "elastic", "part", name, str(4 // max(before, 1)))[0]
+        assert 11 <= part["global_step"] < 16
+        for rank in _launch(tmp_path, after, "elastic", "rest", name, str(4 // max(after, 1))):
+            assert rank["global_step"] == 16
+            assert abs(rank["mean_x"] - full["mean_x"]) < 1e-6, name

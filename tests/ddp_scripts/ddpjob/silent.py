@@ -271,12 +271,22 @@ def augment(out: Path) -> dict[str, Any]:
     return result
 
 
+def elastic(out: Path, phase: str, name: str, batch_size: str) -> dict[str, Any]:
+    """Item 6: epoch means logged with sync_dist after a mid-epoch resume on another process count.
+
+    `phase` "full" trains 2 epochs, "part" stops at step 11 (mid-epoch 1 of 8 steps), "rest" resumes."""
+    loader = DataLoader(Indexed(32), batch_size=int(batch_size), shuffle=True)
+    run = _record_fit(out, name, loader, 11 if phase == "part" else -1, phase == "rest", log_every_n_steps=1)
+    return {"mean_x": run["mean_x"], "global_step": run["global_step"]}
+
+
 def main(scenario: str, out: Path, *args: str) -> None:
     distributed = "WORLD_SIZE" in os.environ
     env = D.setup("cpu") if distributed else None
     out.mkdir(parents=True, exist_ok=True)
     result = globals()[scenario](out, *args)
-    torch.save(result, out / f"{scenario}-rank{env.rank if env else 0}.pt")
+    tag = f"{scenario}-{'-'.join(args)}" if scenario == "elastic" else scenario
+    torch.save(result, out / f"{tag}-rank{env.rank if env else 0}.pt")
     if distributed:
         D.teardown()
 

@@ -72,7 +72,7 @@ def run_batches(trainer: Trainer, data: Iterator[Any], batch_idx: int, n: int) -
     """
     val_every = trainer._val_every(n)
     distributed, device, dtype = trainer.env.active, trainer.device, trainer.precision.input_dtype
-    autocast, step_fn = trainer.precision.autocast(), trainer._step_fn
+    autocast, step_fn, scaling = trainer.precision.autocast(), trainer._step_fn, trainer.precision.scaling
     results, t = trainer._train_results, trainer.timer
     if trainer.profiler.enabled:  # the module's own backward and steps are timed inside it
         step_fn = trainer.profiler.wrap("[phase] training_step (manual: with its backward and steps)", step_fn)
@@ -95,6 +95,8 @@ def run_batches(trainer: Trainer, data: Iterator[Any], batch_idx: int, n: int) -
         steps_before = trainer.global_step
         with autocast:
             outputs = step_fn(batch, batch_idx)
+        if scaling:  # one scale update per training step, after all its optimizer steps
+            trainer.precision.update()
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
             ok = torch.isfinite(loss.detach()).all()
@@ -145,7 +147,7 @@ def step(trainer: Trainer, optimizer: torch.optim.Optimizer, closure: Callable[[
             precision.unscale(optimizer)
         for fn in hooks:
             fn(optimizer)
-        precision.step(optimizer, **kwargs)
+        precision.step(optimizer, update=False, **kwargs)  # the update follows training_step (run_batches)
     else:
 
         def closure_then_hooks() -> Any:  # the optimizer runs it (with grad enabled) before stepping

@@ -67,6 +67,8 @@ def shard(trainer: Trainer, module: Module) -> None:
         from torch.distributed.fsdp import FSDPModule
 
         if not isinstance(module, FSDPModule):
+            if trainer.sync_batchnorm:  # before sharding: the converted layers are sharded with the rest
+                _sync_batchnorm(trainer, module)
             FSDP.shard(module, trainer.fsdp_options, trainer.precision_name)
         trainer._fsdp = FSDP.Sharded(module, training_step_fn(module), trainer.fsdp_options.reshard_after_forward)
     trainer._step_fn = trainer._fsdp
@@ -75,7 +77,7 @@ def shard(trainer: Trainer, module: Module) -> None:
 def wrap(trainer: Trainer, module: Module) -> None:
     """Compile, then wrap in DDP (after any checkpoint was loaded)."""
     if trainer.compile:
-        module.compile()
+        _compile(trainer, module)
     if trainer._fsdp is not None:
         # Sharded by `shard`; FSDP syncs gradients itself. Manual optimization too runs its
         # training_step (backward and steps included) through the root's forward.
@@ -84,12 +86,7 @@ def wrap(trainer: Trainer, module: Module) -> None:
     if not trainer.env.active:
         return
     if trainer.sync_batchnorm:
-        if trainer.device.type == "cpu":
-            raise ValueError(
-                "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU "
-                "processes (gloo); set trainer.sync_batchnorm=false for CPU runs"
-            )
-        nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        _sync_batchnorm(trainer, module)
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [trainer.device.index] if trainer.device.type == "cuda" else None
@@ -122,6 +119,36 @@ def sync_without_loss(trainer: Trainer) -> None:
     params = [p for p in trainer.module.parameters() if p.requires_grad]
     if params:
         trainer.precision.backward(sum(p.sum() for p in params) * 0.0)
+
+
+def _sync_batchnorm(trainer: Trainer, module: Module) -> None:
+    """trainer.sync_batchnorm: BatchNorm layers normalise over the whole global batch (in place)."""
+    if trainer.device.type == "cpu":
+        raise ValueError(
+            "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU "
+            "processes (gloo); set trainer.sync_batchnorm=false for CPU runs"
+        )
+    nn.SyncBatchNorm.convert_sync_batchnorm(module)  # replaces the layers inside `module` in place
+
+
+def _compile(trainer: Trainer, module: Module) -> None:
+    """trainer.compile: torch.compile the module in place; under FSDP each sharded block instead.
+
+    Under FSDP the training step runs through the root's forward (`FSDP.redirect`), so
+    compiling the root would trace the whole step (its logging, its Python) with graph breaks
+    and recompiles; the blocks are what TorchTitan compiles, with FSDP's hooks left to run eagerly.
+    """
+    if trainer._fsdp is None:
+        module.compile()
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    blocks: dict[str, nn.Module] = {}  # the outermost sharded modules below the root
+    for name, m in module.named_modules():
+        if m is not module and isinstance(m, FSDPModule) and not any(name.startswith(f"{b}.") for b in blocks):
+            blocks[name] = m
+    for block in blocks.values() or [module]:
+        block.compile()
 
 
 def release(trainer: Trainer) -> None:

@@ -95,3 +95,11 @@ def test_epoch_means_after_an_elastic_mid_epoch_resume_equal_an_uninterrupted_ru
         for rank in _launch(tmp_path, after, "elastic", "rest", name, str(4 // max(after, 1))):
             assert rank["global_step"] == 16
             assert abs(rank["mean_x"] - full["mean_x"]) < 1e-6, name
+
+
+def test_fsdp_compiles_the_sharded_blocks_and_honours_sync_batchnorm(tmp_path: Path) -> None:
+    for rank in _launch(tmp_path, 2, "fsdp_blocks"):
+        assert rank["steps"] == 2
+        compiled = {name for name, yes in rank["compiled"].items() if yes}
+        assert compiled == {"encoder", "head"}  # the blocks, not the root (whose forward runs the step)
+        assert rank["sync_batchnorm_error"].startswith("trainer.sync_batchnorm=true needs GPUs")

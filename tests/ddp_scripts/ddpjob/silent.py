@@ -280,6 +280,46 @@ def elastic(out: Path, phase: str, name: str, batch_size: str) -> dict[str, Any]
     return {"mean_x": run["mean_x"], "global_step": run["global_step"]}
 
 
+class Blocks(Module):
+    """Two blocks (sharded one by one under FSDP), and a BatchNorm; records what training_step sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU())
+        self.head = nn.Linear(8, 1)
+        self.compiled: dict[str, bool] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, _ = batch
+        self.compiled = {n or "root": m._compiled_call_impl is not None for n, m in self.named_modules()}
+        return self(x).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fsdp_blocks(out: Path) -> dict[str, Any]:
+    """Item 8 under FSDP: compile=True compiles the sharded blocks, not the root's step;
+    sync_batchnorm=True is not silently ignored (on CPU processes: the clear error DDP gives)."""
+    original = nn.Module.compile
+    nn.Module.compile = lambda self, *a, **k: original(self, *a, **{**k, "backend": "eager"})  # fast on a CPU
+    common = dict(max_epochs=1, accelerator="cpu", strategy="fsdp", progress_bar=False, logger=False)
+    common.update(enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=out / "blocks")
+    loader = DataLoader(Indexed(16), batch_size=4)
+    module = Blocks()
+    trainer = Trainer(compile=True, **common)
+    trainer.fit(module, loader)
+    try:
+        Trainer(sync_batchnorm=True, **common).fit(Blocks(), loader)
+        error = ""
+    except ValueError as e:
+        error = str(e)
+    return {"compiled": module.compiled, "steps": trainer.global_step, "sync_batchnorm_error": error}
+
+
 def main(scenario: str, out: Path, *args: str) -> None:
     distributed = "WORLD_SIZE" in os.environ
     env = D.setup("cpu") if distributed else None

@@ -173,11 +173,20 @@ def stop_check_seconds() -> float:
     return seconds
 
 
-def setup(accelerator: str, timeout: timedelta | None = None) -> DistEnv:
+def backend_for(device: torch.device, cpu_collectives: bool = False) -> str:
+    """The process group's backend: NCCL on CUDA, gloo otherwise. `cpu_collectives` adds gloo for
+    CPU tensors on CUDA runs: FSDP's cpu_offload keeps gradients on the CPU, and clipping them by
+    norm all-reduces there (NCCL alone fails: pytorch#148532)."""
+    if device.type != "cuda":
+        return "gloo"
+    return "cpu:gloo,cuda:nccl" if cpu_collectives else "nccl"
+
+
+def setup(accelerator: str, timeout: timedelta | None = None, cpu_collectives: bool = False) -> DistEnv:
     """Join the process group that torchrun describes in the environment (if any).
 
     Under torchrun the group starts even for one process, so `torchrun --nproc_per_node=1`
-    runs the real DDP code path. NCCL on CUDA, gloo otherwise; `timeout` (default
+    runs the real DDP code path. NCCL on CUDA, gloo otherwise (`backend_for`); `timeout` (default
     ``SCAFFOLD_DIST_TIMEOUT``) bounds how long a rank waits for the others in a collective.
     Calling it again in the same process returns the same environment.
     """
@@ -189,9 +198,8 @@ def setup(accelerator: str, timeout: timedelta | None = None) -> DistEnv:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if (world_size > 1 or under_launcher()) and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(
-            backend=backend,
+            backend=backend_for(device, cpu_collectives),
             timeout=timeout or timeout_from_env(),
             device_id=device if device.type == "cuda" else None,
         )

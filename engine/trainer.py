@@ -1048,7 +1048,7 @@ class Trainer:
             torch.set_num_threads(self.num_threads)
         if self.benchmark is not None or self.deterministic:
             torch.backends.cudnn.benchmark = bool(self.benchmark) and not self.deterministic
-        self.env = D.setup(self.accelerator)
+        self.env = D.setup(self.accelerator, cpu_collectives=self.strategy == "fsdp" and self.fsdp_options.cpu_offload)
         ids = self._device_ids
         if isinstance(ids, list) and self.env.device.type == "cuda":  # devices=[2, 3]: these GPUs
             self.env = replace(self.env, device=torch.device("cuda", ids[self.env.local_rank % len(ids)]))

@@ -103,3 +103,11 @@ def test_fsdp_compiles_the_sharded_blocks_and_honours_sync_batchnorm(tmp_path: P
         compiled = {name for name, yes in rank["compiled"].items() if yes}
         assert compiled == {"encoder", "head"}  # the blocks, not the root (whose forward runs the step)
         assert rank["sync_batchnorm_error"].startswith("trainer.sync_batchnorm=true needs GPUs")
+
+
+def test_fsdp_cpu_offload_on_gpus_adds_a_cpu_backend_for_clipping() -> None:
+    from engine import distributed as D
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert D.backend_for(cuda) == "nccl" and D.backend_for(cpu, cpu_collectives=True) == "gloo"
+    assert D.backend_for(cuda, cpu_collectives=True) == "cpu:gloo,cuda:nccl"  # offloaded gradients reduce on gloo

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from test_ddp import _check, _run
 
@@ -111,3 +112,12 @@ def test_fsdp_cpu_offload_on_gpus_adds_a_cpu_backend_for_clipping() -> None:
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert D.backend_for(cuda) == "nccl" and D.backend_for(cpu, cpu_collectives=True) == "gloo"
     assert D.backend_for(cuda, cpu_collectives=True) == "cpu:gloo,cuda:nccl"  # offloaded gradients reduce on gloo
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, ci/gpu-check runs its checks")
+def test_gpu_check_without_a_gpu_says_it_skipped_and_exits_0() -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["bash", str(root / "ci" / "gpu-check")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "gpu-check: skipped, no CUDA device visible" in proc.stdout, proc.stderr

@@ -532,19 +532,24 @@ def epoch_iterator(
         return iter(loader), None
     if not done or start_rng is None:
         start_rng = _snapshot(loader) if not done else None
-        data = iter(loader)
-        for _ in range(done):  # an older checkpoint: no saved streams, skip with the current ones
-            next(data)
-        return data, start_rng
+        return _skip(iter(loader), done), start_rng  # (done without start_rng: an older checkpoint)
     now = _snapshot(loader)
     _restore(loader, start_rng)
     try:
-        data = iter(loader)
-        for _ in range(done):
-            next(data)
+        data = _skip(iter(loader), done)
     finally:
         _restore(loader, now)
     return data, start_rng
+
+
+def _skip(data: Iterator[Any], batches: int) -> Iterator[Any]:
+    """`data` past its first `batches` items; an empty iterator (the epoch ends) if it has fewer."""
+    for _ in range(batches):
+        try:
+            next(data)
+        except StopIteration:
+            return iter(())
+    return data
 
 
 def _generators(loader: Any) -> list[torch.Generator]:

@@ -492,6 +492,185 @@ def check_ddp_sync_dist(device: str, root: Path) -> str:
     return f"{torch.distributed.get_backend()}: rank_plus_half {m['rank_plus_half_step']}, cpu_tensor {m['cpu_tensor']}"
 
 
+# -- issue 22: results that were wrong without a message ------------------------------------------
+class Targets(engine.Module):
+    """A regression on float targets far from bf16's grid (1000.33 -> 1000.0 in bf16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 1))
+        self.target_dtypes: set[str] = set()
+        self.target_values: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self.target_dtypes.add(str(y.dtype))
+        self.target_values.append(y[:1].detach())
+        return F.mse_loss(self.net(x).float().squeeze(-1), y - 1000.0)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-2)
+
+
+def _targets_fit(device: str, root: Path, strategy: str) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    module = Targets()
+    x = torch.randn(256, 32, generator=torch.Generator().manual_seed(0))
+    y = 1000.33 + x[:, 0]
+    trainer = trainer_for(device, "bf16-mixed", root / strategy, max_steps=20, strategy=strategy)
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=32))
+    assert module.target_dtypes == {"torch.float32"}, f"{strategy}: targets arrived as {module.target_dtypes}"
+    assert torch.equal(module.target_values[0].cpu(), y[:1]), f"{strategy}: target {module.target_values[0]} != {y[:1]}"
+    return {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().float().cpu()
+        for k, v in module.state_dict().items()
+    }
+
+
+def check_fsdp_targets(device: str, root: Path) -> str:
+    """Under torchrun: FSDP bf16-mixed keeps float32 targets (the root's policy casts no inputs) and
+    trains the weights DDP trains, within bf16 rounding."""
+    assert engine.distributed.under_launcher(), "run the fsdp-targets check under torchrun"
+    ddp, fsdp = _targets_fit(device, root, "ddp"), _targets_fit(device, root, "fsdp")
+    worst = max((ddp[k] - fsdp[k]).abs().max().item() for k in ddp)
+    assert worst < 0.05, f"FSDP and DDP weights differ by {worst:.3g}"
+    return f"targets float32 under ddp and fsdp; weights within {worst:.2g} of DDP's"
+
+
+def check_fsdp_offload_clip(device: str, root: Path) -> str:
+    """Under torchrun: FSDP cpu_offload with norm clipping (offloaded gradients reduce on a gloo backend)."""
+    import torch.distributed as dist
+
+    if device != "cuda":
+        raise Skip("cpu_offload is a GPU option (on a CPU the shards are in CPU memory already)")
+    torch.manual_seed(0)
+    module = Net()
+    trainer = trainer_for(
+        device,
+        "bf16-mixed",
+        root,
+        max_steps=10,
+        strategy="fsdp",
+        fsdp={"cpu_offload": True},
+        gradient_clip_val=0.5,
+    )
+    trainer.fit(module, train_dataloaders=loader())
+    assert all(p.device.type == "cpu" for p in module.parameters()), "the shards are not offloaded"
+    losses = torch.stack([v.float().cpu() for v in module.losses])
+    assert torch.isfinite(losses).all(), "non-finite loss"
+    return f"{dist.get_backend()}: 10 clipped steps with offloaded shards, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+class TwoOptimizers(Net):
+    """Manual optimization: one backward, two optimizers (one per half of the network)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        opt1, opt2 = self.optimizers()
+        loss = F.cross_entropy(self.net(x), y)
+        opt1.zero_grad()
+        opt2.zero_grad()
+        self.manual_backward(loss)
+        opt1.step()
+        opt2.step()
+        self.losses.append(loss.detach())
+        return loss
+
+    def configure_optimizers(self):
+        first, rest = list(self.net[0].parameters()), list(self.net[1:].parameters())
+        return torch.optim.AdamW(first, lr=3e-3), torch.optim.AdamW(rest, lr=3e-3)
+
+
+class GrowingScaler:
+    """A GradScaler that doubles at every update without overflow: counts the updates."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def setup(self, trainer, module, stage):
+        self.scaler = torch.amp.GradScaler(self.device, init_scale=2.0**4, growth_interval=1)
+        trainer.precision.use_scaler(self.scaler)
+
+
+def check_manual_16_mixed(device: str, root: Path) -> str:
+    """16-mixed, manual optimization, one backward and two optimizers: one scale update per training step."""
+    precision = "16-mixed" if device == "cuda" else "32"
+    scaler = GrowingScaler(device)
+    torch.manual_seed(0)
+    module = TwoOptimizers()
+    trainer = trainer_for(device, precision, root, max_steps=20, callbacks=[scaler])
+    trainer.fit(module, train_dataloaders=loader())
+    steps = len(module.losses)  # training steps; global_step counts both optimizers' steps
+    assert trainer.global_step == 2 * steps, f"global_step {trainer.global_step} for {steps} training steps"
+    scale = scaler.scaler.get_scale()
+    assert scale == 2.0 ** (4 + steps), (
+        f"scale {scale:g} after {steps} training steps (one update each: {2.0 ** (4 + steps):g})"
+    )
+    assert torch.isfinite(torch.stack(module.losses).float()).all(), "non-finite loss"
+    return f"{precision}: {steps} training steps, 2 optimizers, scale 2^4 -> 2^{4 + steps} (one update per step)"
+
+
+def check_resume_32_in_16(device: str, root: Path) -> str:
+    """A 32-bit checkpoint resumed under 16-mixed: a fresh gradient scale (said once), then finite training."""
+    precision, callbacks = scaled(device)
+    torch.manual_seed(0)
+    first = trainer_for(device, "32", root / "fp32", max_steps=10)
+    first.fit(Net(), train_dataloaders=loader())
+    first.save_checkpoint(root / "fp32.ckpt")
+    torch.manual_seed(0)
+    module = Net()
+    second = trainer_for(device, precision, root / "mixed", max_steps=20, callbacks=callbacks)
+    second.fit(module, train_dataloaders=loader(), ckpt_path=root / "fp32.ckpt")
+    assert second.global_step == 20 and second.precision.scaler.is_enabled(), "did not resume with a scaler"
+    losses = torch.stack(module.losses).float().cpu()
+    assert len(losses) == 10 and torch.isfinite(losses).all(), f"{len(losses)} steps, losses {losses.tolist()}"
+    return f"{precision}: resumed at step 10 of a 32-bit run, 10 finite steps, scale {second.precision.scaler.get_scale():g}"
+
+
+def _gpus_for_replicas(device: str) -> None:
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if device != "cuda" or world < 2:
+        raise Skip(f"needs 2+ GPUs under torchrun (this run: {world} process(es) on {device})")
+
+
+def check_replicas(device: str, root: Path) -> str:
+    """2+ GPUs (NCCL): every rank holds the same weights after N DDP steps, bit for bit."""
+    _gpus_for_replicas(device)
+    trainer, module = fit(device, "bf16-mixed", 30, root, strategy="ddp")
+    flat = torch.cat([p.detach().float().reshape(-1) for p in module.parameters()])
+    everyone = trainer.env.all_gather(flat)
+    worst = (everyone - everyone[0]).abs().max().item()
+    assert worst == 0.0, f"replicas differ by {worst:g} after {trainer.global_step} steps"
+    return f"{trainer.world_size} replicas identical after {trainer.global_step} steps"
+
+
+class SignalOneRank(engine.Callback):
+    """At step 5, rank 0 sends SIGUSR1 to the last rank only."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == 5 and not getattr(self, "sent", False):
+            self.sent = True
+            pids = trainer.env.gather_object(os.getpid())
+            if trainer.is_global_zero:
+                os.kill(pids[-1], __import__("signal").SIGUSR1)
+
+
+def check_usr1_nccl(device: str, root: Path) -> str:
+    """2+ GPUs (NCCL): SIGUSR1 to one rank stops every rank after the same step, as preempted."""
+    _gpus_for_replicas(device)
+    torch.manual_seed(0)
+    trainer = trainer_for(device, "bf16-mixed", root, max_steps=10**6, strategy="ddp", callbacks=[SignalOneRank()])
+    start = time.monotonic()
+    trainer.fit(Net(), train_dataloaders=loader(n=1 << 20))
+    steps = trainer.env.gather_object((trainer.global_step, trainer.stop_reason))
+    assert len(set(steps)) == 1 and steps[0][1] == "preempted", f"ranks stopped at {steps}"
+    return f"all {len(steps)} ranks stopped as preempted at step {steps[0][0]} ({time.monotonic() - start:.1f} s)"
+
+
 CHECKS: dict[str, Callable[[str, Path], str]] = {
     "precision": check_precision,
     "checkpoint": check_checkpoint,
@@ -506,10 +685,21 @@ CHECKS: dict[str, Callable[[str, Path], str]] = {
     "ddp-sync-dist": check_ddp_sync_dist,
     "ddp-sync-audit": check_sync_audit,
     "fsdp": check_fsdp,
+    "fsdp-targets": check_fsdp_targets,
     "ddp": check_ddp,
+    # single process
+    "manual-16-mixed": check_manual_16_mixed,
+    "resume-32-in-16": check_resume_32_in_16,
+    # in a torchrun child of their own: the process group needs a gloo backend beside NCCL
+    "fsdp-offload-clip": check_fsdp_offload_clip,
+    # under torchrun on every visible GPU (2+): skipped with the reason on one GPU
+    "replicas": check_replicas,
+    "usr1-nccl": check_usr1_nccl,
 }
-DDP_CHECKS = ["ddp-sync-dist", "ddp-sync-audit", "fsdp", "ddp"]
-DEFAULT_CHECKS = [name for name in CHECKS if name not in DDP_CHECKS]
+DDP_CHECKS = ["ddp-sync-dist", "ddp-sync-audit", "fsdp", "fsdp-targets", "ddp"]
+OFFLOAD_CHECKS = ["fsdp-offload-clip"]
+MULTI_GPU_CHECKS = ["replicas", "usr1-nccl"]
+DEFAULT_CHECKS = [name for name in CHECKS if name not in DDP_CHECKS + OFFLOAD_CHECKS + MULTI_GPU_CHECKS]
 
 
 def environment(device: str) -> str:
@@ -544,11 +734,11 @@ def run_checks(names: list[str], device: str) -> list[list[str]]:
     return rows
 
 
-def run_ddp_child(device: str, names: list[str]) -> list[list[str]]:
-    """The DDP checks in a `torchrun --nproc_per_node=1` child (the engine's real DDP path); its rows."""
+def run_ddp_child(device: str, names: list[str], nproc: int = 1) -> list[list[str]]:
+    """The DDP checks in a `torchrun --nproc_per_node=nproc` child (the engine's real DDP path); its rows."""
     with tempfile.TemporaryDirectory() as tmp:
         rows_file = Path(tmp) / "rows.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", __file__]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__]
         try:
             code = subprocess.run([*cmd, "--device", device, "--rows", str(rows_file), *names], timeout=600).returncode
         except subprocess.TimeoutExpired:
@@ -567,7 +757,7 @@ def print_table(rows: list[list[str]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda, or skip without one")
     parser.add_argument("--ddp", action="store_true", help="also run the DDP checks under torchrun (one process)")
     parser.add_argument("--rows", type=Path, help=argparse.SUPPRESS)  # a torchrun child writes its rows here
     parser.add_argument("checks", nargs="*")
@@ -575,16 +765,28 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in args.checks if c not in CHECKS]
     if unknown:
         parser.error(f"unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
+    if args.device is None and not torch.cuda.is_available():
+        print("gpu-check: skipped, no CUDA device visible (--device cpu runs a dry run on the CPU)")
+        return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("FAIL no CUDA device visible (use --device cpu for a dry run)", file=sys.stderr)
         return 1
+    args.device = args.device or "cuda"
     names = args.checks or DEFAULT_CHECKS
     rows = run_checks(names, args.device)
-    if args.rows is not None:  # a torchrun child: the parent prints the table
-        args.rows.write_text(json.dumps(rows))
+    if args.rows is not None:  # a torchrun child: rank 0 writes the rows, the parent prints the table
+        if int(os.environ.get("RANK", "0")) == 0:
+            args.rows.write_text(json.dumps(rows))
         return 0
     if args.ddp:
         rows += run_ddp_child(args.device, DDP_CHECKS)
+        rows += run_ddp_child(args.device, OFFLOAD_CHECKS)
+        gpus = torch.cuda.device_count() if args.device == "cuda" else 0
+        if gpus >= 2:
+            rows += run_ddp_child(args.device, MULTI_GPU_CHECKS, nproc=gpus)
+        else:
+            reason = f"needs 2+ GPUs ({gpus} visible)"
+            rows += [[name, "skip", reason] for name in MULTI_GPU_CHECKS]
     print(f"environment: {environment(args.device)}")
     print_table(rows)
     failed = [r[0] for r in rows if r[1] == "FAIL"]

@@ -29,7 +29,7 @@ import random
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -37,12 +37,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.utils.data import (
+    BatchSampler,
     DataLoader,
     DistributedSampler,
     IterableDataset,
     RandomSampler,
     Sampler,
     SequentialSampler,
+    get_worker_info,
 )
 
 from .config import ConfigError
@@ -171,11 +173,20 @@ def stop_check_seconds() -> float:
     return seconds
 
 
-def setup(accelerator: str, timeout: timedelta | None = None) -> DistEnv:
+def backend_for(device: torch.device, cpu_collectives: bool = False) -> str:
+    """The process group's backend: NCCL on CUDA, gloo otherwise. `cpu_collectives` adds gloo for
+    CPU tensors on CUDA runs: FSDP's cpu_offload keeps gradients on the CPU, and clipping them by
+    norm all-reduces there (NCCL alone fails: pytorch#148532)."""
+    if device.type != "cuda":
+        return "gloo"
+    return "cpu:gloo,cuda:nccl" if cpu_collectives else "nccl"
+
+
+def setup(accelerator: str, timeout: timedelta | None = None, cpu_collectives: bool = False) -> DistEnv:
     """Join the process group that torchrun describes in the environment (if any).
 
     Under torchrun the group starts even for one process, so `torchrun --nproc_per_node=1`
-    runs the real DDP code path. NCCL on CUDA, gloo otherwise; `timeout` (default
+    runs the real DDP code path. NCCL on CUDA, gloo otherwise (`backend_for`); `timeout` (default
     ``SCAFFOLD_DIST_TIMEOUT``) bounds how long a rank waits for the others in a collective.
     Calling it again in the same process returns the same environment.
     """
@@ -187,9 +198,8 @@ def setup(accelerator: str, timeout: timedelta | None = None) -> DistEnv:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if (world_size > 1 or under_launcher()) and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(
-            backend=backend,
+            backend=backend_for(device, cpu_collectives),
             timeout=timeout or timeout_from_env(),
             device_id=device if device.type == "cuda" else None,
         )
@@ -381,6 +391,64 @@ class ResumableSampler(Sampler[int]):
         return len(self._indices())
 
 
+class SeededBatch(list):
+    """One batch of sample indices that seeds the data-loading worker which fetches it."""
+
+    seed = 0
+
+    def __iter__(self):
+        if get_worker_info() is not None:  # in a worker: its random streams, for this batch alone
+            _seed_streams(self.seed)
+        return super().__iter__()
+
+
+class SeededBatches(BatchSampler):
+    """Training batches for a loader with workers: each batch carries a seed of its own.
+
+    A worker seeds torch, random and numpy from it just before it reads the batch's samples,
+    so the random augmentations drawn in ``Dataset.__getitem__`` depend only on (seed, rank,
+    epoch, batch): not on how many workers there are, which worker reads the batch, or what
+    the worker read before. A run resumed mid-epoch (or with persistent workers) draws the
+    same augmentations, bit for bit, as an uninterrupted one.
+    """
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int, drop_last: bool, seed: int) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.seed = seed
+
+    def __iter__(self):
+        s = self.sampler
+        first = s.start // (self.batch_size * s.world_size)  # the batches a resumed epoch skipped
+        base = _mix(self.seed, s.rank, s.epoch)
+        for i, indices in enumerate(super().__iter__(), first):
+            batch = SeededBatch(indices)
+            batch.seed = _mix(base, i)
+            yield batch
+
+
+def _mix(*values: int) -> int:
+    """A 64-bit seed from several integers (splitmix64 steps): nearby inputs give unrelated seeds."""
+    state = 0
+    for v in values:
+        state = (state + (v & (2**64 - 1)) + 0x9E3779B97F4A7C15) & (2**64 - 1)
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+        state = z ^ (z >> 31)
+    return state
+
+
+def _seed_streams(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed & 0xFFFFFFFF)
+    except ImportError:
+        pass
+
+
 class EvalBatchSampler(Sampler[list[int]]):
     """Evaluation batches sharded over processes: each sample counted once, and the same number
     of batches on every process.
@@ -440,6 +508,98 @@ class EvalBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches()[0])
+
+
+def epoch_iterator(
+    loader: Any, epoch: int, done: int, world_size: int, start_rng: dict[str, Any] | None
+) -> tuple[Iterator[Any], dict[str, Any] | None]:
+    """The training loader's iterator for `epoch`, past the `done` batches a mid-epoch checkpoint trained.
+
+    The engine's sampler starts at the global position, reading nothing twice. Any other loader
+    (``use_distributed_sampler=False``, a custom sampler in one process, an IterableDataset) is
+    read from the epoch's start and its first `done` batches are dropped, with the random
+    streams put back as they were when the epoch began (`start_rng`, saved in the checkpoint):
+    a sampler shuffling from torch's global RNG or the loader's generator, and the workers'
+    seeds, draw what they drew then. Returns the iterator and the epoch's starting random
+    state (None for the engine's sampler, which needs none).
+    """
+    sampler = getattr(loader, "sampler", None)
+    for s in {id(x): x for x in (sampler, getattr(loader, "batch_sampler", None)) if x is not None}.values():
+        if callable(getattr(s, "set_epoch", None)):
+            s.set_epoch(epoch)  # a fresh shuffle each epoch (Lightning sets both)
+    if isinstance(sampler, ResumableSampler):
+        sampler.start = done * loader.batch_size * world_size
+        return iter(loader), None
+    if not done or start_rng is None:
+        start_rng = _snapshot(loader) if not done else None
+        return _skip(iter(loader), done), start_rng  # (done without start_rng: an older checkpoint)
+    now = _snapshot(loader)
+    _restore(loader, start_rng)
+    try:
+        data = _skip(iter(loader), done)
+    finally:
+        _restore(loader, now)
+    return data, start_rng
+
+
+def _skip(data: Iterator[Any], batches: int) -> Iterator[Any]:
+    """`data` past its first `batches` items; an empty iterator (the epoch ends) if it has fewer."""
+    for _ in range(batches):
+        try:
+            next(data)
+        except StopIteration:
+            return iter(())
+    return data
+
+
+def _generators(loader: Any) -> list[torch.Generator]:
+    """The loader's own generators: its own (workers' seeds) and its sampler's (the shuffle)."""
+    found = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    found.append(getattr(getattr(batch_sampler, "sampler", None), "generator", None))
+    return list({id(g): g for g in found if isinstance(g, torch.Generator)}.values())
+
+
+def _snapshot(loader: Any) -> dict[str, Any]:
+    from .checkpoint import capture_rng_state
+
+    return {
+        "global": capture_rng_state(torch.device("cpu")),
+        "generators": [g.get_state() for g in _generators(loader)],
+    }
+
+
+def _restore(loader: Any, state: dict[str, Any]) -> None:
+    from .checkpoint import restore_rng_state
+
+    restore_rng_state(state["global"], torch.device("cpu"))
+    generators = _generators(loader)
+    if len(generators) == len(state["generators"]):
+        for g, s in zip(generators, state["generators"], strict=True):
+            g.set_state(s)
+
+
+def resume_check(loader: Any, loop: dict[str, Any], world_size: int) -> str:
+    """Whether the rest of a mid-epoch checkpoint's epoch can be known from `loader`: raises
+    ValueError where it cannot, returns a line to print where it can only be assumed, else ""."""
+    if isinstance(getattr(loader, "sampler", None), ResumableSampler):
+        return ""
+    saved_world, saved_batch = loop.get("world_size") or 1, loop.get("batch_size")
+    batch_size = getattr(loader, "batch_size", None)
+    if saved_world != world_size or saved_batch != batch_size:
+        raise ValueError(
+            f"the checkpoint was saved mid-epoch on {saved_world} process(es) with batch_size={saved_batch}, "
+            f"reading the training data through your own sampler or an iterable data set; this run has "
+            f"{world_size} with batch_size={batch_size}, so which samples the epoch has left cannot be known. "
+            "Resume with the same processes and batch size, or from a checkpoint saved at an epoch end"
+        )
+    if isinstance(getattr(loader, "dataset", None), IterableDataset):
+        return (
+            f"resuming mid-epoch from an IterableDataset: its first {loop['batches_done']} batches this epoch "
+            "are read again and dropped; exact only if it yields the same batches in the same order "
+            "(seeded by the epoch, or by the random state, which is restored for it)"
+        )
+    return ""
 
 
 def real_batches(loader: Any) -> int:
@@ -574,7 +734,12 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     )
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor
-    return DataLoader(loader.dataset, **kwargs)
+    prepared = DataLoader(loader.dataset, **kwargs)
+    if train and loader.num_workers > 0:
+        # Set past DataLoader's guard, so batch_size, sampler and drop_last keep their usual values.
+        seeded = SeededBatches(prepared.sampler, loader.batch_size, loader.drop_last, seed)
+        object.__setattr__(prepared, "batch_sampler", seeded)
+    return prepared
 
 
 def shutdown_workers(loader: Any) -> None:

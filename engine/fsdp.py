@@ -111,6 +111,13 @@ def shard(module: nn.Module, options: FSDPOptions, precision: str) -> None:
     for block in blocks:
         fully_shard(block, **kwargs)
     if not isinstance(module, FSDPModule):
+        if "mp_policy" in kwargs:
+            # The root's forward receives the whole batch (the step is routed through it): its policy
+            # must not cast inputs, or float targets reach training_step in bf16 (1000.33 -> 1000.0).
+            # Autocast covers the root's own compute; the blocks still cast what they receive.
+            kwargs["mp_policy"] = MixedPrecisionPolicy(
+                param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False
+            )
         fully_shard(module, **kwargs)
 
 

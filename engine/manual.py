@@ -9,7 +9,7 @@ first argument (this file never imports trainer.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -61,7 +61,7 @@ def check_settings(trainer: Trainer) -> None:
         )
 
 
-def run_batches(trainer: Trainer, batch_idx: int, n: int) -> tuple[int, int]:
+def run_batches(trainer: Trainer, data: Iterator[Any], batch_idx: int, n: int) -> tuple[int, int]:
     """The batch loop under manual optimization; returns (batches done, batches in the epoch).
 
     training_step runs its own backward passes and optimizer steps (each ``opt.step()``
@@ -70,9 +70,9 @@ def run_batches(trainer: Trainer, batch_idx: int, n: int) -> tuple[int, int]:
     check of the loss training_step returns (read at the next sync point, before anything
     is logged, validated or saved: the module has already stepped on it).
     """
-    data, val_every = iter(trainer.train_loader), trainer._val_every(n)
+    val_every = trainer._val_every(n)
     distributed, device, dtype = trainer.env.active, trainer.device, trainer.precision.input_dtype
-    autocast, step_fn = trainer.precision.autocast(), trainer._step_fn
+    autocast, step_fn, scaling = trainer.precision.autocast(), trainer._step_fn, trainer.precision.scaling
     results, t = trainer._train_results, trainer.timer
     if trainer.profiler.enabled:  # the module's own backward and steps are timed inside it
         step_fn = trainer.profiler.wrap("[phase] training_step (manual: with its backward and steps)", step_fn)
@@ -95,6 +95,8 @@ def run_batches(trainer: Trainer, batch_idx: int, n: int) -> tuple[int, int]:
         steps_before = trainer.global_step
         with autocast:
             outputs = step_fn(batch, batch_idx)
+        if scaling:  # one scale update per training step, after all its optimizer steps
+            trainer.precision.update()
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
             ok = torch.isfinite(loss.detach()).all()
@@ -145,7 +147,7 @@ def step(trainer: Trainer, optimizer: torch.optim.Optimizer, closure: Callable[[
             precision.unscale(optimizer)
         for fn in hooks:
             fn(optimizer)
-        precision.step(optimizer, **kwargs)
+        precision.step(optimizer, update=False, **kwargs)  # the update follows training_step (run_batches)
     else:
 
         def closure_then_hooks() -> Any:  # the optimizer runs it (with grad enabled) before stepping

@@ -52,6 +52,7 @@ class Precision:
         )
         self._stepped = False  # set by an optimizer step hook: did the scaler let the optimizer step?
         self._hooked: set[int] = set()  # optimizers carrying that hook
+        self._pending: set[int] = set()  # optimizers stepped since the scale's last update (manual)
         self.use_scaler(torch.amp.GradScaler(device.type, enabled=precision == "16-mixed"))
 
     def use_scaler(self, scaler: torch.amp.GradScaler) -> None:
@@ -78,7 +79,7 @@ class Precision:
         if self.scaling:
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer, **kwargs: Any) -> bool:
+    def step(self, optimizer: torch.optim.Optimizer, *, update: bool = True, **kwargs: Any) -> bool:
         """Step the optimizer (`kwargs` go to its step); False when the scaler skipped it (inf/nan gradients).
 
         Whether it stepped comes from a step hook on the optimizer, not from comparing scales:
@@ -90,10 +91,24 @@ class Precision:
         if id(optimizer) not in self._hooked:
             optimizer.register_step_post_hook(self._mark_stepped)
             self._hooked.add(id(optimizer))
+        if id(optimizer) in self._pending:  # stepped twice before an update: GradScaler needs one between
+            self.update()
         self._stepped = False
         self.scaler.step(optimizer, **kwargs)
-        self.scaler.update()
+        if update:
+            self.scaler.update()
+        else:  # manual optimization: one update per training step (`update`), after all its optimizers
+            self._pending.add(id(optimizer))
         return self._stepped  # a skipped step lowers the scale; schedulers must not advance then
+
+    def update(self) -> None:
+        """The scale's update after a manual training step's optimizer steps: once, whatever their number.
+
+        Updating after each would let the next optimizer unscale gradients made with the old
+        scale by the new one, and grow (or shrink) the scale once per optimizer."""
+        if self._pending:
+            self._pending.clear()
+            self.scaler.update()
 
     def _mark_stepped(self, *args: Any) -> None:
         self._stepped = True

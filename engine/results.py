@@ -177,6 +177,39 @@ class Results:
             name: _Epoch(s["total"].to(device), s["weight"], s["reduce_fx"], s["sync"]) for name, s in state.items()
         }
 
+    @staticmethod
+    def fold(saved: list[dict[str, Any]], rank: int, world_size: int) -> dict[str, Any]:
+        """This rank's share of the partial epoch sums that `len(saved)` ranks saved mid-epoch.
+
+        The same world size: each rank its own. Another one (an elastic resume): values logged
+        with sync_dist are reduced over the ranks at epoch end, so the saved ranks' sums are
+        folded into rank 0 and the other ranks start from the reduction's neutral value (for
+        max/min every rank takes the folded value); the epoch means come out as if no process
+        had changed. A value each rank keeps for itself goes to the rank with the same number.
+        """
+        if len(saved) == world_size:
+            return saved[rank]
+        out: dict[str, Any] = {}
+        for state in saved:
+            for name, s in state.items():
+                if not s["sync"]:
+                    continue
+                entry = out.get(name)
+                if entry is None:
+                    out[name] = dict(s, total=s["total"].clone())
+                elif s["reduce_fx"] in ("mean", "sum"):
+                    entry["total"], entry["weight"] = entry["total"] + s["total"], entry["weight"] + s["weight"]
+                else:
+                    pick = torch.maximum if s["reduce_fx"] == "max" else torch.minimum
+                    entry["total"] = pick(entry["total"], s["total"])
+        if rank > 0:
+            for entry in out.values():
+                if entry["reduce_fx"] in ("mean", "sum"):
+                    entry["total"], entry["weight"] = torch.zeros_like(entry["total"]), 0.0
+        if rank < len(saved):
+            out.update({name: s for name, s in saved[rank].items() if not s["sync"]})
+        return out
+
     def reset(self, stage: str) -> None:
         self.stage = stage
         self.copy = False

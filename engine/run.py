@@ -74,7 +74,8 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
         return D.launch(cfg.trainer.devices, spec.name, sys.argv[1:])
 
     started = time.monotonic()
-    env = D.setup(cfg.trainer.accelerator)
+    offload = cfg.trainer.strategy == "fsdp" and cfg.trainer.fsdp.cpu_offload  # clipping then reduces on the CPU
+    env = D.setup(cfg.trainer.accelerator, cpu_collectives=offload)
     console.setup(env.rank)
     run_dir: Path | None = None
     created = False

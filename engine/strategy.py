@@ -67,6 +67,8 @@ def shard(trainer: Trainer, module: Module) -> None:
         from torch.distributed.fsdp import FSDPModule
 
         if not isinstance(module, FSDPModule):
+            if trainer.sync_batchnorm:  # before sharding: the converted layers are sharded with the rest
+                _sync_batchnorm(trainer, module)
             FSDP.shard(module, trainer.fsdp_options, trainer.precision_name)
         trainer._fsdp = FSDP.Sharded(module, training_step_fn(module), trainer.fsdp_options.reshard_after_forward)
     trainer._step_fn = trainer._fsdp
@@ -75,7 +77,7 @@ def shard(trainer: Trainer, module: Module) -> None:
 def wrap(trainer: Trainer, module: Module) -> None:
     """Compile, then wrap in DDP (after any checkpoint was loaded)."""
     if trainer.compile:
-        module.compile()
+        _compile(trainer, module)
     if trainer._fsdp is not None:
         # Sharded by `shard`; FSDP syncs gradients itself. Manual optimization too runs its
         # training_step (backward and steps included) through the root's forward.
@@ -84,12 +86,7 @@ def wrap(trainer: Trainer, module: Module) -> None:
     if not trainer.env.active:
         return
     if trainer.sync_batchnorm:
-        if trainer.device.type == "cpu":
-            raise ValueError(
-                "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU "
-                "processes (gloo); set trainer.sync_batchnorm=false for CPU runs"
-            )
-        nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        _sync_batchnorm(trainer, module)
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [trainer.device.index] if trainer.device.type == "cuda" else None
@@ -106,6 +103,52 @@ def wrap(trainer: Trainer, module: Module) -> None:
         # (Set after construction: the constructor's spelling of it differs across torch versions.)
         trainer._ddp.broadcast_buffers = False
         trainer._ddp_buffers = list(module.buffers())
+
+
+def sync_without_loss(trainer: Trainer) -> None:
+    """DDP: training_step returned None on the micro-batch where gradients are all-reduced (the
+    last of a window). Without a backward the reducer never runs: the window's gradients stay
+    local and the replicas drift apart, silently. A zero loss over every trainable parameter
+    runs it, so every rank steps with the same averaged gradients (this batch adds nothing)."""
+    if trainer.find_unused_parameters:  # DDP saw no output to search: a hook would mark a parameter twice
+        raise RuntimeError(
+            f"training_step returned None on batch {trainer._batches_done}, where DDP all-reduces the gradients "
+            "(the last micro-batch of an accumulation window); with find_unused_parameters=True the engine "
+            "cannot sync without a loss: return a zero loss there instead (e.g. `return loss * 0`)"
+        )
+    params = [p for p in trainer.module.parameters() if p.requires_grad]
+    if params:
+        trainer.precision.backward(sum(p.sum() for p in params) * 0.0)
+
+
+def _sync_batchnorm(trainer: Trainer, module: Module) -> None:
+    """trainer.sync_batchnorm: BatchNorm layers normalise over the whole global batch (in place)."""
+    if trainer.device.type == "cpu":
+        raise ValueError(
+            "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU "
+            "processes (gloo); set trainer.sync_batchnorm=false for CPU runs"
+        )
+    nn.SyncBatchNorm.convert_sync_batchnorm(module)  # replaces the layers inside `module` in place
+
+
+def _compile(trainer: Trainer, module: Module) -> None:
+    """trainer.compile: torch.compile the module in place; under FSDP each sharded block instead.
+
+    Under FSDP the training step runs through the root's forward (`FSDP.redirect`), so
+    compiling the root would trace the whole step (its logging, its Python) with graph breaks
+    and recompiles; the blocks are what TorchTitan compiles, with FSDP's hooks left to run eagerly.
+    """
+    if trainer._fsdp is None:
+        module.compile()
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    blocks: dict[str, nn.Module] = {}  # the outermost sharded modules below the root
+    for name, m in module.named_modules():
+        if m is not module and isinstance(m, FSDPModule) and not any(name.startswith(f"{b}.") for b in blocks):
+            blocks[name] = m
+    for block in blocks.values() or [module]:
+        block.compile()
 
 
 def release(trainer: Trainer) -> None:

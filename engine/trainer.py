@@ -290,6 +290,7 @@ class Trainer:
         self.resumed_from: str | None = None
         self._loaders_epoch = 0  # the epoch the current loaders were made for (reload_dataloaders_every_n_epochs)
         self._batches_done = 0  # position inside the current epoch (for mid-epoch resume)
+        self._epoch_rng: dict[str, Any] | None = None  # random state at the epoch's start (D.epoch_iterator)
         self._epoch_done = False
         self._signal: int | None = None
         self._stop_announced = False
@@ -691,11 +692,20 @@ class Trainer:
             self.checkpoint_io.wait()
             FSDP.save(state, Path(path), self.module, self.optimizers)
             return
+        error: Exception | None = None
         if self.is_global_zero:
-            if Path(path).is_dir():  # a sharded checkpoint of that name (resumed without fsdp): set aside
-                FSDP.step_aside(Path(path))
-            self.checkpoint_io.save(state, Path(path))
-        self.env.barrier()
+            try:
+                if Path(path).is_dir():  # a sharded checkpoint of that name (resumed without fsdp): set aside
+                    FSDP.step_aside(Path(path))
+                self.checkpoint_io.save(state, Path(path))
+            except Exception as e:  # the other ranks learn of it below and stop with it, instead of waiting
+                error = e
+        if self.env.active:  # the barrier: every rank waits for rank 0's outcome
+            failed = self.env.broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+            if failed is not None and error is None:
+                raise CheckpointError(f"rank 0 could not save {path}: {failed}")
+        if error is not None:
+            raise error
 
     # -- the loop ------------------------------------------------------------------------
     def _fit_loop(self) -> None:
@@ -728,11 +738,10 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         module, n, k = self.module, self.num_training_batches, self.accumulate_grad_batches
-        sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.current_epoch)  # a fresh shuffle each epoch
-        if isinstance(sampler, D.ResumableSampler):  # mid-epoch resume: skip what all processes consumed
-            sampler.start = self._batches_done * self.train_loader.batch_size * self.world_size
+        # The epoch's shuffle; after a mid-epoch resume, past what the checkpoint had trained.
+        data, self._epoch_rng = D.epoch_iterator(
+            self.train_loader, self.current_epoch, self._batches_done, self.world_size, self._epoch_rng
+        )
         if self._batches_done == 0:
             self._train_results.reset("train")
         self.results = self._train_results
@@ -740,10 +749,10 @@ class Trainer:
         stopping.agree_stop(self)
         module.train()
         if not self._automatic:  # the module steps its own optimizers: a loop body of its own
-            self._end_train_epoch(*manual.run_batches(self, self._batches_done, n))
+            self._end_train_epoch(*manual.run_batches(self, data, self._batches_done, n))
             return
         self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
-        batch_idx, data = self._batches_done, iter(self.train_loader)
+        batch_idx = self._batches_done
         val_every = self._val_every(n)
         distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
         # A stop can wait for the next sync point; a skip must know before the optimizer step
@@ -802,6 +811,9 @@ class Trainer:
                     else:
                         finite = ok if finite is True else finite & ok
                 backward(loss / window if window > 1 else loss)  # x / 1 is x: skip the op
+                idle = False
+            elif step_now and self._ddp is not None:  # None where DDP syncs: sync anyway
+                strategy.sync_without_loss(self)
                 idle = False
             batch_idx = self._batches_done = batch_idx + 1
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
@@ -1036,7 +1048,7 @@ class Trainer:
             torch.set_num_threads(self.num_threads)
         if self.benchmark is not None or self.deterministic:
             torch.backends.cudnn.benchmark = bool(self.benchmark) and not self.deterministic
-        self.env = D.setup(self.accelerator)
+        self.env = D.setup(self.accelerator, cpu_collectives=self.strategy == "fsdp" and self.fsdp_options.cpu_offload)
         ids = self._device_ids
         if isinstance(ids, list) and self.env.device.type == "cuda":  # devices=[2, 3]: these GPUs
             self.env = replace(self.env, device=torch.device("cuda", ids[self.env.local_rank % len(ids)]))
@@ -1142,7 +1154,13 @@ class Trainer:
     def _checkpoint_state(self) -> dict[str, Any]:
         module = self.module
         # Per rank, in one gather: the random streams and the partial epoch sums (each rank's own).
-        per_rank = self._gather({"rng": capture_rng_state(self.device), "results": self._train_results.state_dict()})
+        per_rank = self._gather(
+            {
+                "rng": capture_rng_state(self.device),
+                "results": self._train_results.state_dict(),
+                "epoch_rng": self._epoch_rng if not self._epoch_done else None,
+            }
+        )
         state = {
             "engine_version": __version__,
             "model": module.state_dict(),
@@ -1150,6 +1168,7 @@ class Trainer:
             "lr_schedulers": [s.scheduler.state_dict() for s in self.lr_schedulers],
             "scaler": self.precision.scaler.state_dict(),
             "rng": [r["rng"] for r in per_rank],
+            "epoch_rng": [r["epoch_rng"] for r in per_rank],  # mid-epoch, for a loader the engine did not shard
             "loop": {
                 "epoch": self.current_epoch,
                 "global_step": self.global_step,
@@ -1238,7 +1257,15 @@ class Trainer:
         # Mid-epoch, the sampler resumes at a global position, so the process count may change as long
         # as the global batch (batch_size x processes) does not: the same batches, split differently.
         saved_global = (loop.get("batch_size") or 0) * (loop.get("world_size") or 1)
-        if mid_epoch and (batch_size is None or saved_global != batch_size * self.world_size):
+        own_data = mid_epoch and not isinstance(getattr(self.train_loader, "sampler", None), D.ResumableSampler)
+        if own_data:  # your own sampler or an iterable: the same processes and batch size, or an error
+            try:
+                note = D.resume_check(self.train_loader, loop, self.world_size)
+            except ValueError as e:
+                raise CheckpointError(f"{path}: {e}") from None
+            if note:
+                self.print(note)
+        elif mid_epoch and (batch_size is None or saved_global != batch_size * self.world_size):
             raise CheckpointError(
                 f"{path} was saved mid-epoch with a global batch of {saved_global} (batch_size="
                 f"{loop.get('batch_size')} on {loop.get('world_size')} process(es)); this run has batch_size="
@@ -1268,8 +1295,8 @@ class Trainer:
             self.current_epoch, self._batches_done, self._epoch_done = self.current_epoch + 1, 0, False
         else:  # each rank's own partial epoch sums (an older checkpoint holds rank 0's dict only)
             results = ckpt.get("results", {})
-            if isinstance(results, list):
-                results = results[self.env.rank] if len(results) == self.world_size else {}
+            if isinstance(results, list):  # folded where the process count changed
+                results = Results.fold(results, self.env.rank, self.world_size)
             self._train_results.load_state_dict(results, self.device)
         saved = ckpt.get("callbacks", {})
         for c in self.callbacks:
@@ -1281,6 +1308,8 @@ class Trainer:
         if self.datamodule is not None:
             self.datamodule.load_state_dict(ckpt.get("datamodule", {}))
         rng = ckpt.get("rng", [])
+        epoch_rng = ckpt.get("epoch_rng") or []
+        self._epoch_rng = epoch_rng[self.env.rank] if self._batches_done and self.env.rank < len(epoch_rng) else None
         if rng and self.env.rank < len(rng):  # a rank the saving run did not have keeps its own seeded streams
             # this rank's streams, its CUDA one restored on the device this rank uses
             restore_rng_state(rng[self.env.rank], self.device)

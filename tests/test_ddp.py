@@ -533,7 +533,10 @@ def test_gpu_check_script_runs_its_checks_on_cpu(tmp_path: Path, monkeypatch: py
     assert "bit for bit" in gpu_check.check_resume("cpu", tmp_path / "resume")
     with pytest.raises(gpu_check.Skip):
         gpu_check.check_sync_audit("cpu", tmp_path)
-    assert gpu_check.DEFAULT_CHECKS + gpu_check.DDP_CHECKS == list(gpu_check.CHECKS)
+    assert "one update per step" in gpu_check.check_manual_16_mixed("cpu", tmp_path / "manual")
+    assert "resumed at step 10 of a 32-bit run" in gpu_check.check_resume_32_in_16("cpu", tmp_path / "r32")
+    groups = gpu_check.DEFAULT_CHECKS + gpu_check.DDP_CHECKS + gpu_check.OFFLOAD_CHECKS + gpu_check.MULTI_GPU_CHECKS
+    assert sorted(groups) == sorted(gpu_check.CHECKS) and len(groups) == len(gpu_check.CHECKS)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -345,6 +345,10 @@ def test_gpu_check_fsdp_step_runs_on_cpu(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv(key, value)
     try:
         assert "gloo, world size 1, FSDP2 bf16-mixed" in gpu_check.check_fsdp("cpu", tmp_path)
+        assert gpu_check.check_fsdp_targets("cpu", tmp_path / "targets").startswith("targets float32")
+        for name in ("fsdp-offload-clip", "replicas", "usr1-nccl"):  # GPU-only: skipped with the reason
+            with pytest.raises(gpu_check.Skip):
+                gpu_check.CHECKS[name]("cpu", tmp_path / name)
     finally:
         D.teardown()
 

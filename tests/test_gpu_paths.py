@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
+from engine import Module
 from engine import distributed as D
 from engine.batch import move_to_device
 from engine.checkpoint import (
@@ -355,3 +356,39 @@ def test_more_processes_than_gpus_is_a_clear_error() -> None:
         r"trainer\.devices=2",
     ):
         gpu_index(2, 2)
+
+
+class TwoOptimizersOneBackward(Module):
+    """Manual optimization: one loss, one backward, two optimizers (one per layer) stepped after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        torch.manual_seed(0)
+        self.first, self.second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        opt1, opt2 = self.optimizers()
+        loss = torch.nn.functional.mse_loss(self.second(self.first(x)), y)
+        opt1.zero_grad()
+        opt2.zero_grad()
+        self.manual_backward(loss)
+        opt1.step()
+        opt2.step()
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.first.parameters(), lr=0.1), torch.optim.SGD(self.second.parameters(), lr=0.1)
+
+
+def test_16_mixed_manual_several_optimizers_update_the_scale_once_per_training_step(tmp_path: Path) -> None:
+    scaler = UseScaler(torch.amp.GradScaler("cpu", init_scale=2.0**8, growth_interval=1))  # doubles per update
+    scaled, plain = TwoOptimizersOneBackward(), TwoOptimizersOneBackward()
+    trainer = make_trainer(tmp_path / "scaled", max_epochs=1, callbacks=[scaler])
+    trainer.fit(scaled, loader(regression_data(16)))  # 4 training steps, 8 optimizer steps
+    assert trainer.global_step == 8
+    assert scaler.scaler.get_scale() == 2.0 ** (8 + 4)  # one update per training step
+    make_trainer(tmp_path / "plain", max_epochs=1).fit(plain, loader(regression_data(16)))
+    for name, value in plain.state_dict().items():  # both optimizers unscaled with the scale their gradients had
+        torch.testing.assert_close(scaled.state_dict()[name], value, rtol=1e-6, atol=1e-7)

@@ -11,6 +11,7 @@ choices (W&B, last.ckpt, the metric in checkpoint names, log every 10 steps): th
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,20 @@ def test_generated_projects_keep_their_own_choices(tmp_path: Path) -> None:
     assert names[-1] == "last.ckpt" and len(names) == 2
     assert names[0].startswith("epoch=") and "-val_loss=" in names[0]
     assert not (tmp_path / "run/lightning_logs").exists()
+
+
+def test_under_ddp_every_rank_checkpoints_into_rank_0s_version_folder(tmp_path: Path) -> None:
+    from test_ddp import _check, _run, _torchrun
+
+    _check(_run(_torchrun("ddpjob.defaults", str(tmp_path)), tmp_path))
+    folder = tmp_path / "lightning_logs/version_0"
+    records = [json.loads((tmp_path / f"defaults-rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["dirpath"] for r in records] == [str(folder / "checkpoints")] * 2
+    assert [r["should_stop"] for r in records] == [False, False]
+    assert records[0]["log_dir"] == str(folder)
+    # 16 samples, 2 processes, batches of 2: 4 steps an epoch; one log folder, written by rank 0.
+    assert files(tmp_path / "lightning_logs") == [
+        "version_0/checkpoints/epoch=1-step=8.ckpt",
+        "version_0/hparams.yaml",
+        "version_0/metrics.csv",
+    ]

@@ -322,7 +322,7 @@ class ModelCheckpoint(Callback):
                 self._warned_missing = True
                 warnings.warn(
                     f"checkpoint.monitor={self.monitor!r} was not logged at step {trainer.global_step}; "
-                    "only last.ckpt is saved until it is (log it with self.log in validation_step)",
+                    "no checkpoint is ranked until it is (log it with self.log in validation_step)",
                     stacklevel=2,
                 )
         if self.save_last:

@@ -139,22 +139,22 @@ class Trainer:
         *,
         max_epochs: int | None = None,
         max_steps: int = -1,
-        precision: str | int = "32",
+        precision: str | int | None = None,
         accelerator: str = "auto",
         devices: int = 1,
         num_nodes: int = 1,
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str = "norm",
+        gradient_clip_algorithm: str | None = None,
         limit_train_batches: int | float | None = None,
         limit_val_batches: int | float | None = None,
         val_check_interval: int | float | None = None,
         check_val_every_n_epoch: int = 1,
-        num_sanity_val_steps: int = 2,
-        log_every_n_steps: int = 50,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
         fast_dev_run: bool | int = False,
         seed: int | None = None,
-        deterministic: bool | str = False,
+        deterministic: bool | str | None = None,
         num_threads: int | None = None,
         compile: bool = False,
         sync_batchnorm: bool = False,
@@ -197,6 +197,12 @@ class Trainer:
         ):
             if value != default:
                 _accepted_without_effect(name, value)
+        # Lightning's None defaults and what they mean there.
+        precision = "32" if precision is None else precision
+        gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+        num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
+        log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
+        deterministic = False if deterministic is None else deterministic
         if barebones:  # Lightning's minimal-overhead mode: no display, files or sanity check
             enable_checkpointing = enable_progress_bar = enable_model_summary = False
             logger, num_sanity_val_steps = False, 0
@@ -206,7 +212,7 @@ class Trainer:
         if accelerator not in set(_ACCELERATORS.values()):
             raise ValueError(f"accelerator={accelerator!r} is not supported; use 'auto', 'cpu', 'gpu'/'cuda' or 'mps'")
         self._device_ids = _parse_devices(devices)
-        if max_epochs is None and max_steps < 0 and not fast_dev_run:
+        if max_epochs is None and max_steps < 0 and max_time is None and not fast_dev_run:
             max_epochs = 1000  # Lightning's default bound
         self.fast_dev_run = int(fast_dev_run)
         if self.fast_dev_run:  # n batches of train and val, one epoch, nothing saved or logged

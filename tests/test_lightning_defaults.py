@@ -11,6 +11,7 @@ choices (W&B, last.ckpt, the metric in checkpoint names, log every 10 steps): th
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import os
 from pathlib import Path
@@ -66,6 +67,24 @@ LIGHTNING_DEFAULT_CADENCE = [("0", "49"), ("0", "99")]
 LIGHTNING_WEIGHTS_ONLY_RESUME = "save_weights_only"  # KeyError: "... contains only the model. ... save_weights_only"
 
 
+# inspect.signature(lightning.pytorch.Trainer.__init__) under Lightning 2.6.6: every argument's default.
+LIGHTNING_TRAINER_DEFAULTS = {
+    "accelerator": "auto", "strategy": "auto", "devices": "auto", "num_nodes": 1, "precision": None,
+    "logger": None, "callbacks": None, "fast_dev_run": False, "max_epochs": None, "min_epochs": None,
+    "max_steps": -1, "min_steps": None, "max_time": None, "limit_train_batches": None,
+    "limit_val_batches": None, "limit_test_batches": None, "limit_predict_batches": None,
+    "overfit_batches": 0.0, "val_check_interval": None, "check_val_every_n_epoch": 1,
+    "num_sanity_val_steps": None, "log_every_n_steps": None, "enable_checkpointing": None,
+    "enable_progress_bar": None, "enable_model_summary": None, "accumulate_grad_batches": 1,
+    "gradient_clip_val": None, "gradient_clip_algorithm": None, "deterministic": None, "benchmark": None,
+    "inference_mode": True, "use_distributed_sampler": True, "profiler": None, "detect_anomaly": False,
+    "barebones": False, "plugins": None, "sync_batchnorm": False, "reload_dataloaders_every_n_epochs": 0,
+    "default_root_dir": None, "enable_autolog_hparams": True, "model_registry": None,
+}  # fmt: skip
+# Defaults kept on purpose, each listed in the README's "Coming from Lightning".
+ENGINE_OWN_DEFAULTS = {"devices": 1}  # a Trainer starts no processes: torchrun or trainer.devices=N does
+
+
 class Linear(Module):
     def __init__(self, lr: float = 0.1, width: int = 4) -> None:
         super().__init__()
@@ -115,7 +134,17 @@ def files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "summary.json")
 
 
+def test_trainer_signature_defaults_are_lightnings() -> None:
+    engine = {n: p.default for n, p in inspect.signature(Trainer.__init__).parameters.items() if n != "self"}
+    missing = sorted(set(LIGHTNING_TRAINER_DEFAULTS) - set(engine))
+    assert not missing, f"Lightning's Trainer arguments missing here: {missing}"
+    differ = {n: engine[n] for n, v in LIGHTNING_TRAINER_DEFAULTS.items() if engine[n] != v}
+    assert differ == ENGINE_OWN_DEFAULTS
+
+
 def test_trainer_defaults_are_lightnings() -> None:
+    assert Trainer(max_time="00:00:00:01").max_epochs is None  # no epoch bound under max_time, as Lightning
+    assert Trainer(deterministic=None, precision=None, gradient_clip_algorithm=None).gradient_clip_algorithm == "norm"
     trainer = Trainer()
     assert trainer.log_every_n_steps == 50  # Lightning: log_every_n_steps=None means 50
     assert trainer.num_sanity_val_steps == 2 and trainer.max_epochs == 1000
@@ -145,6 +174,12 @@ def test_without_logger_the_trainer_logs_csv_under_lightning_logs(tmp_path: Path
     # A second run takes the next version, as Lightning's.
     Trainer(default_root_dir=tmp_path, **QUIET).fit(Linear(), Data())
     assert (tmp_path / "lightning_logs/version_1/checkpoints/epoch=1-step=8.ckpt").is_file()
+
+
+def test_enable_autolog_hparams_false_writes_no_hparams(tmp_path: Path) -> None:
+    trainer = Trainer(default_root_dir=tmp_path, enable_autolog_hparams=False, enable_checkpointing=False, **QUIET)
+    trainer.fit(Linear(), Data())
+    assert files(tmp_path) == ["lightning_logs/version_0/metrics.csv"]  # Lightning 2.6.6: the same
 
 
 def test_logger_false_logs_nothing_and_checkpoints_under_the_root(tmp_path: Path) -> None:

@@ -226,7 +226,9 @@ def _csv_rows(tmp_path: Path, **kwargs: Any) -> tuple[list[str], dict[str, list[
 
     module, data = Logs(), Data()
     logger = CSVLogger(tmp_path, name="run")
-    trainer = Trainer(logger=logger, log_every_n_steps=1, enable_checkpointing=False, **QUIET, **kwargs)
+    trainer = Trainer(
+        default_root_dir=tmp_path, logger=logger, log_every_n_steps=1, enable_checkpointing=False, **QUIET, **kwargs
+    )
     trainer.fit(module, data)
     trainer.test(module, data.val_dataloader(), verbose=False)
     with (tmp_path / "run/version_0/metrics.csv").open() as f:

@@ -206,6 +206,11 @@ def test_save_weights_only_saves_weights_and_refuses_to_resume(tmp_path: Path) -
     assert not state.get("optimizers") and not state.get("optimizer_states") and state["state_dict"]
     model = Linear.load_from_checkpoint(tmp_path / "checkpoints/last.ckpt")  # the weights load
     assert torch.equal(model.layer.weight, trainer.module.layer.weight)
+    fresh = Linear()
+    (metrics,) = Trainer(default_root_dir=tmp_path, logger=False, **QUIET).validate(
+        fresh, Data().val_dataloader(), ckpt_path=tmp_path / "checkpoints/last.ckpt", verbose=False
+    )  # and evaluate
+    assert torch.equal(fresh.layer.weight, trainer.module.layer.weight) and metrics["val_loss"] > 0
     again = Trainer(default_root_dir=tmp_path, logger=False, **{**QUIET, "max_epochs": 3})
     with pytest.raises(CheckpointError, match=LIGHTNING_WEIGHTS_ONLY_RESUME):
         again.fit(Linear(), Data(), ckpt_path=tmp_path / "checkpoints/last.ckpt")
@@ -302,3 +307,22 @@ def test_under_ddp_every_rank_checkpoints_into_rank_0s_version_folder(tmp_path: 
         "version_0/hparams.yaml",
         "version_0/metrics.csv",
     ]
+
+
+def test_with_several_loggers_each_gets_its_own_step(tmp_path: Path) -> None:
+    """A CSVLogger gets Lightning's step; the engine's own loggers (W&B's axis) the global step."""
+    from engine_fixtures import RecordingLogger
+
+    csv_logger, recording = CSVLogger(tmp_path, name="csv"), RecordingLogger()
+    trainer = Trainer(
+        default_root_dir=tmp_path,
+        logger=[csv_logger, recording],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        **QUIET,
+    )
+    trainer.fit(Linear(), Data())
+    rows = list(csv.DictReader((tmp_path / "csv/version_0/metrics.csv").open()))
+    train_steps = [int(r["step"]) for r in rows if r["train_loss"]]
+    assert train_steps == list(range(8))  # LIGHTNING_CSV_ROWS["a"]'s steps
+    assert [step for step, m in recording.metrics if "train_loss" in m] == list(range(1, 9))

@@ -175,11 +175,16 @@ _FIELD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 
 
 class ModelCheckpoint(Callback):
-    """Save `last.ckpt` and the `save_top_k` best checkpoints by `monitor`.
+    """Save the `save_top_k` best checkpoints by `monitor`, and `last.ckpt` when `save_last`.
 
     Saves after every `every_n_train_steps` optimizer steps, or else at the end of every
     `every_n_epochs`-th epoch (and after each mid-epoch validation). With no `monitor`
-    the newest checkpoints are kept.
+    the newest checkpoints are kept. Lightning's defaults: files named ``epoch=E-step=S.ckpt``
+    (a `filename` such as ``"{epoch}-{val_loss:.3f}"`` adds values), no `last.ckpt`, and
+    `dirpath` ``<logger save_dir>/<name>/<version>/checkpoints`` (``<default_root_dir>/checkpoints``
+    without a logger). `save_weights_only`: the weights and the loop position, no optimizer
+    state: such a file loads (`load_from_checkpoint`, `ckpt_path` of validate/test) but cannot
+    resume a fit.
     """
 
     def __init__(
@@ -189,9 +194,9 @@ class ModelCheckpoint(Callback):
         monitor: str | None = None,
         mode: str = "min",
         save_top_k: int = 1,
-        save_last: bool = True,
+        save_last: bool | str | None = None,
         every_n_train_steps: int | None = None,
-        every_n_epochs: int | None = 1,
+        every_n_epochs: int | None = None,
         verbose: bool = False,
         save_weights_only: bool = False,
         auto_insert_metric_name: bool = True,
@@ -201,17 +206,17 @@ class ModelCheckpoint(Callback):
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"checkpoint.mode must be 'min' or 'max', got {mode!r}")
-        if save_weights_only or train_time_interval is not None:
-            given = "save_weights_only=True" if save_weights_only else "train_time_interval"
+        if train_time_interval is not None:
             warnings.warn(
-                f"ModelCheckpoint({given}) is accepted but has no effect here: checkpoints always hold the full "
-                "training state (exact resume), and saves follow every_n_train_steps / every_n_epochs",
+                "ModelCheckpoint(train_time_interval) is accepted but has no effect here: "
+                "saves follow every_n_train_steps / every_n_epochs",
                 stacklevel=2,
             )
         self.verbose, self.auto_insert_metric_name = verbose, auto_insert_metric_name
-        save_last = bool(save_last)  # Lightning's "link" and None: a last.ckpt file / none
+        self.save_weights_only = save_weights_only
         self.dirpath = Path(dirpath) if dirpath is not None else None
-        self.filename = filename or ("{epoch}-{step}" + (f"-{{{monitor}:.4f}}" if monitor else ""))
+        self.filename = filename or "{epoch}-{step}"  # Lightning's default name: epoch=E-step=S.ckpt
+        # save_last: None and False write no last.ckpt; True and Lightning's "link" write the file.
         self.monitor, self.mode, self.save_top_k, self.save_last = monitor, mode, save_top_k, save_last
         if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
             every_n_epochs = 1  # Lightning: with no trigger given, save every epoch
@@ -263,8 +268,8 @@ class ModelCheckpoint(Callback):
         return Path(path).resolve().parent == self.dirpath.resolve()
 
     def setup(self, trainer: Trainer, module: Module, stage: str) -> None:
-        if self.dirpath is None:
-            self.dirpath = Path(trainer.default_root_dir) / "checkpoints"
+        if self.dirpath is None:  # rank 0's folder (only its logger knows the version) on every rank
+            self.dirpath = Path(trainer.env.broadcast_object(str(_default_dirpath(trainer))))
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = self.every_n_train_steps
@@ -317,7 +322,7 @@ class ModelCheckpoint(Callback):
                 self._warned_missing = True
                 warnings.warn(
                     f"checkpoint.monitor={self.monitor!r} was not logged at step {trainer.global_step}; "
-                    "only last.ckpt is saved until it is (log it with self.log in validation_step)",
+                    "no checkpoint is ranked until it is (log it with self.log in validation_step)",
                     stacklevel=2,
                 )
         if self.save_last:
@@ -336,7 +341,7 @@ class ModelCheckpoint(Callback):
         if worst is not None:
             del self.best_k_models[worst]
         self._update_best()
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
         if worst is not None and worst != path and trainer.is_global_zero:
             trainer.checkpoint_io.wait()  # the new file is safe before the old one goes
             remove_checkpoint(worst)  # a file, or a sharded checkpoint's folder
@@ -353,9 +358,21 @@ class ModelCheckpoint(Callback):
             return  # last.ckpt keeps the last good weights
         path = self.dirpath / "last.ckpt"
         self.last_model_path = str(path)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
         self._last_saved_step = trainer.global_step
         trainer.logger_after_save(self)
+
+
+def _default_dirpath(trainer: Trainer) -> Path:
+    """Lightning's checkpoint folder: ``<save_dir>/<name>/<version>/checkpoints`` of the first
+    logger, else ``<default_root_dir>/checkpoints`` (also for a logger without name or version)."""
+    logger = trainer.loggers[0] if trainer.loggers else None
+    name = getattr(logger, "name", None) if logger is not None else None
+    version = getattr(logger, "version", None) if logger is not None else None
+    if name is None or version is None:
+        return Path(trainer.default_root_dir) / "checkpoints"
+    save_dir = getattr(logger, "save_dir", None) or trainer.default_root_dir
+    return Path(save_dir) / str(name) / (version if isinstance(version, str) else f"version_{version}") / "checkpoints"
 
 
 class LearningRateMonitor(Callback):

@@ -164,8 +164,8 @@ class CSVLogger(NullLogger):
     number when the first file is written; an int gives ``version_<int>``, a string names the
     folder itself; ``name=""`` or None drops that level. A resumed run keeps its version (the
     checkpoint records it) and appends to its own file. `prefix` is joined to every metric
-    name with "-". Columns grow as new metric names appear: the file is then rewritten with
-    the wider header (through a temporary file and an atomic rename, so a crash never leaves
+    name with "-". Columns are sorted by name, as Lightning's, and grow as new metric names
+    appear: the file is then rewritten with the wider header (through a temporary file and an atomic rename, so a crash never leaves
     half a file). Rows are written at each call (`flush_logs_every_n_steps` is accepted).
     Checkpoints, watch, the summary and finalize are NullLogger's no-ops.
     """
@@ -261,7 +261,7 @@ class CSVLogger(NullLogger):
         assert self._columns is not None
         new = [k for k in row if k not in self._columns]
         if new:
-            self._columns += new
+            self._columns = sorted(self._columns + new)
             self._rewrite([row])
         else:
             with self.metrics_path.open("a", newline="") as f:
@@ -939,12 +939,13 @@ class LoggerGroup:
 def make_logger(logger: Any, save_dir: str | Path) -> tuple[Any, list[Any]]:
     """`trainer.logger` and `trainer.loggers` from Lightning's ``logger=`` forms.
 
-    None or False or []: nothing is logged; True: a CSVLogger under `save_dir` (Lightning's
-    default when TensorBoard is absent); a logger; a list of loggers (all receive everything).
+    None or True: a CSVLogger under `save_dir` (``lightning_logs/version_N``: Lightning's default
+    when TensorBoard is absent, and the engine has no TensorBoard); False or []: nothing is
+    logged; a logger; a list of loggers (all receive everything).
     """
-    if logger is None or logger is False:
+    if logger is False:
         return NullLogger(), []
-    if logger is True:
+    if logger is None or logger is True:
         logger = CSVLogger(save_dir)
     loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]
     loggers = [CSVLogger(save_dir) if lg is True else lg for lg in loggers if lg is not None and lg is not False]
@@ -953,6 +954,41 @@ def make_logger(logger: Any, save_dir: str | Path) -> tuple[Any, list[Any]]:
     if len(loggers) == 1 and isinstance(loggers[0], Logger):
         return loggers[0], loggers
     return LoggerGroup(loggers), loggers
+
+
+def _gets_lightning_step(logger: Any) -> bool:
+    """CSVLogger and loggers written for Lightning (not the engine's `Logger` protocol: W&B,
+    whose x-axis is the trainer's global_step) get Lightning's step and an int epoch on each row."""
+    return isinstance(logger, CSVLogger) or not isinstance(logger, Logger)
+
+
+def send_metrics(logger: Any, metrics: Mapping[str, Any], global_step: int, lightning_step: int, epoch: int) -> None:
+    """One row to each logger: at `global_step` for the engine's loggers; at Lightning's step (the
+    optimizer steps before the current batch while fitting), with ``epoch`` added, for the others."""
+    for each in logger.loggers if isinstance(logger, LoggerGroup) else [logger]:
+        if not _gets_lightning_step(each):
+            each.log_metrics(metrics, step=global_step)
+            continue
+        row = {**metrics, "epoch": int(metrics.get("epoch", epoch))}
+        each.log_metrics(row, step=lightning_step)
+        if callable(getattr(each, "save", None)):  # Lightning saves after each row
+            each.save()
+
+
+def lightning_hparams(module: Any, datamodule: Any) -> dict[str, Any]:
+    """What Lightning logs as hyperparameters: the module's, then the datamodule's, in one flat dict.
+
+    A name both define with different values is an error, as in Lightning (which one is meant?).
+    """
+    ours = _plain(dict(getattr(module, "hparams", None) or {}))
+    theirs = _plain(dict(getattr(datamodule, "hparams", None) or {}))
+    clash = sorted(k for k in ours.keys() & theirs.keys() if ours[k] != theirs[k])
+    if clash:
+        raise RuntimeError(
+            f"hparams {', '.join(clash)} differ between the module and the datamodule; "
+            "rename one of them or give both the same value"
+        )
+    return {**ours, **theirs}
 
 
 __all__ = ["STEP_KEY", "CSVLogger", "Logger", "LoggerGroup", "NullLogger", "WandbLogger", "make_logger"]

@@ -43,8 +43,18 @@ def build_logger(cfg: Config, run_name: str) -> Any:
 
 
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None, logger: Any = None) -> Trainer:
-    """The Trainer for `cfg`: the config sections map one to one onto the callbacks' arguments."""
+    """The Trainer for `cfg`: the config sections map one to one onto the callbacks' arguments.
+
+    The project's own choices, where they differ from Lightning's defaults, are made here and in
+    the config: W&B (`logger`) rather than a CSV log (no logger: none), `last.ckpt` (save_last),
+    the monitored value in checkpoint names, checkpoints in ``<run>/checkpoints``, and the config's
+    log_every_n_steps.
+    """
     checkpoint = asdict(cfg.checkpoint) | {"monitor": cfg.checkpoint.monitor or None}
+    if not checkpoint["filename"]:  # e.g. epoch=3-step=120-val_acc=0.9612.ckpt
+        checkpoint["filename"] = "{epoch}-{step}" + (
+            f"-{{{checkpoint['monitor']}:.4f}}" if checkpoint["monitor"] else ""
+        )
     all_callbacks: list[Any] = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", **checkpoint),
         LearningRateMonitor(),
@@ -53,7 +63,13 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None
     if cfg.early_stopping.monitor:
         all_callbacks.append(EarlyStopping(**asdict(cfg.early_stopping)))
     all_callbacks += callbacks or []
-    return Trainer(**asdict(cfg.trainer), callbacks=all_callbacks, logger=logger, default_root_dir=run_dir, config=cfg)
+    return Trainer(
+        **asdict(cfg.trainer),
+        callbacks=all_callbacks,
+        logger=logger if logger is not None else False,
+        default_root_dir=run_dir,
+        config=cfg,
+    )
 
 
 def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any] | None = None) -> int:

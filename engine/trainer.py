@@ -40,7 +40,7 @@ from .checkpoint import (
     restore_rng_state,
 )
 from .config import ConfigError
-from .loggers import NullLogger, make_logger
+from .loggers import NullLogger, lightning_hparams, make_logger, send_metrics
 from .module import DataModule, Module
 from .module import is_datamodule as _is_datamodule
 from .optim import LightningOptimizer, _Scheduler, parse_optimizers
@@ -139,22 +139,22 @@ class Trainer:
         *,
         max_epochs: int | None = None,
         max_steps: int = -1,
-        precision: str | int = "32",
+        precision: str | int | None = None,
         accelerator: str = "auto",
         devices: int = 1,
         num_nodes: int = 1,
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str = "norm",
+        gradient_clip_algorithm: str | None = None,
         limit_train_batches: int | float | None = None,
         limit_val_batches: int | float | None = None,
         val_check_interval: int | float | None = None,
         check_val_every_n_epoch: int = 1,
-        num_sanity_val_steps: int = 2,
-        log_every_n_steps: int = 10,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
         fast_dev_run: bool | int = False,
         seed: int | None = None,
-        deterministic: bool | str = False,
+        deterministic: bool | str | None = None,
         num_threads: int | None = None,
         compile: bool = False,
         sync_batchnorm: bool = False,
@@ -188,6 +188,7 @@ class Trainer:
         inference_mode: bool = True,
         plugins: Any = None,
         model_registry: str | None = None,
+        enable_autolog_hparams: bool = True,
     ) -> None:
         for name, value, default in (
             ("overfit_batches", overfit_batches, 0.0),
@@ -196,6 +197,12 @@ class Trainer:
         ):
             if value != default:
                 _accepted_without_effect(name, value)
+        # Lightning's None defaults and what they mean there.
+        precision = "32" if precision is None else precision
+        gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+        num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
+        log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
+        deterministic = False if deterministic is None else deterministic
         if barebones:  # Lightning's minimal-overhead mode: no display, files or sanity check
             enable_checkpointing = enable_progress_bar = enable_model_summary = False
             logger, num_sanity_val_steps = False, 0
@@ -205,13 +212,13 @@ class Trainer:
         if accelerator not in set(_ACCELERATORS.values()):
             raise ValueError(f"accelerator={accelerator!r} is not supported; use 'auto', 'cpu', 'gpu'/'cuda' or 'mps'")
         self._device_ids = _parse_devices(devices)
-        if max_epochs is None and max_steps < 0 and not fast_dev_run:
+        if max_epochs is None and max_steps < 0 and max_time is None and not fast_dev_run:
             max_epochs = 1000  # Lightning's default bound
         self.fast_dev_run = int(fast_dev_run)
         if self.fast_dev_run:  # n batches of train and val, one epoch, nothing saved or logged
             max_epochs, max_steps = 1, self.fast_dev_run
             limit_train_batches = limit_val_batches = self.fast_dev_run
-            num_sanity_val_steps, logger = 0, None
+            num_sanity_val_steps, logger = 0, False
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.precision_name = str(precision)
         self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
@@ -236,13 +243,14 @@ class Trainer:
         if progress_bar and enable_progress_bar is not False and not self._has(ProgressBar):
             self.callbacks.append(ProgressBar())
         if enable_checkpointing is not False and not self.fast_dev_run and not self._has(ModelCheckpoint):
-            # Lightning's default: keep the newest epoch's checkpoint in <default_root_dir>/checkpoints.
-            self.callbacks.append(ModelCheckpoint(save_last=False))
+            # Lightning's default: the newest epoch's checkpoint in <logger's version folder>/checkpoints.
+            self.callbacks.append(ModelCheckpoint())
         if enable_model_summary is not False and not self._has(ModelSummary):
             self.callbacks.append(ModelSummary())
         if max_time is not None:
             self.callbacks.append(TimerCallback(duration=max_time))
         self.logger, self.loggers = make_logger(logger, self.default_root_dir)
+        self.enable_autolog_hparams = enable_autolog_hparams
         self.min_epochs, self.min_steps = min_epochs, min_steps
         self.limit_test_batches, self.limit_predict_batches = limit_test_batches, limit_predict_batches
         self.benchmark, self.detect_anomaly = benchmark, detect_anomaly
@@ -572,9 +580,14 @@ class Trainer:
             if ckpt_path is not None:
                 self._restore(ckpt_path, weights_only)
             strategy.wrap(self, module)
-            if self.is_global_zero:
+            # Lightning's: the module's hparams merged with the datamodule's (a clash is an error on
+            # every rank); a generated project's run logs its config with the module's hparams.
+            hparams = lightning_hparams(module, self.datamodule)
+            if self.config is not None:
                 hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
-                self.logger.log_hyperparams(hparams)
+            if self.is_global_zero:
+                if self.enable_autolog_hparams:
+                    self.logger.log_hyperparams(hparams)
                 start = getattr(self.logger, "start", None)  # W&B: the run starts now, after the restore
                 if callable(start):
                     start()
@@ -680,17 +693,24 @@ class Trainer:
         """
         return evaluation.predict(self, model, dataloaders, datamodule, return_predictions, ckpt_path)
 
-    def save_checkpoint(self, path: str | Path) -> None:
-        """Write everything needed to resume; global rank 0 writes, all ranks wait."""
+    def save_checkpoint(self, path: str | Path, weights_only: bool = False) -> None:
+        """Write everything needed to resume; global rank 0 writes, all ranks wait.
+
+        `weights_only` (Lightning's): no optimizer, scheduler, scaler or callback state; such a
+        file loads weights and evaluates, but cannot resume a fit.
+        """
         if self.fast_dev_run:
             return  # a smoke test of the code path: nothing is written (as Lightning)
         if not self.check_finite():
             self.print(f"not saving {path}: a non-finite loss has changed the weights since the last checkpoint")
             return
         state = self._checkpoint_state()
+        if weights_only:
+            for key in ("optimizers", "optimizer_states", "lr_schedulers", "scaler", "callbacks"):
+                state.pop(key, None)
         if self._fsdp is not None:  # every process writes its shards into one folder
             self.checkpoint_io.wait()
-            FSDP.save(state, Path(path), self.module, self.optimizers)
+            FSDP.save(state, Path(path), self.module, [] if weights_only else self.optimizers)
             return
         error: Exception | None = None
         if self.is_global_zero:
@@ -729,6 +749,8 @@ class Trainer:
             if self._epoch_done:
                 self.current_epoch += 1
                 self._batches_done, self._epoch_done = 0, False
+        if self.stop_reason in ("max_epochs", "max_steps"):
+            self.should_stop = False  # as Lightning's: reaching a limit is not a stop request
         self.check_finite()  # the last steps' losses, before the end hooks save anything
         self._announce_stop()
         if self.fast_dev_run:
@@ -951,7 +973,9 @@ class Trainer:
         self._pending_log = {}
         self.logged_metrics.update(metrics)
         if self.is_global_zero and metrics:
-            self.logger.log_metrics(metrics, step=self.global_step)
+            # Lightning's loggers get Lightning's step: during fit, the optimizer steps before this batch's.
+            fitting = self.state.fn == TrainerFn.FITTING and self.global_step > 0
+            send_metrics(self.logger, metrics, self.global_step, self.global_step - fitting, self.current_epoch)
 
     def _val_every(self, n: int) -> int:
         v = self.val_check_interval
@@ -1246,7 +1270,8 @@ class Trainer:
         for key in ("model", "optimizers", "loop"):
             if key not in ckpt:
                 raise CheckpointError(
-                    f"{path} holds no '{key}' entry, so training cannot resume from it (weights only?); "
+                    f"{path} holds no '{key}' entry, so training cannot resume from it (weights only: "
+                    "ModelCheckpoint(save_weights_only=True) or save_checkpoint(weights_only=True)?); "
                     "load its weights with YourModule.load_from_checkpoint(path) and fit without ckpt_path"
                 )
         if not sharded:

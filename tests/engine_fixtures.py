@@ -85,6 +85,7 @@ def make_trainer(root: Path, **kwargs: Any) -> Trainer:
     """A quiet trainer writing under `root` (no progress bar, no sanity check unless asked)."""
     kwargs.setdefault("progress_bar", False)
     kwargs.setdefault("enable_checkpointing", False)  # only the checkpoints a test asks for
+    kwargs.setdefault("logger", False)  # no lightning_logs/ CSV unless a test asks (checkpoints in root/checkpoints)
     kwargs.setdefault("enable_model_summary", False)
     kwargs.setdefault("num_sanity_val_steps", 0)
     kwargs.setdefault("accelerator", "cpu")

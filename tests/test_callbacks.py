@@ -144,7 +144,7 @@ def test_on_save_checkpoint_sees_the_checkpoint(tmp_path: Path) -> None:
         def on_save_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
             seen.append(checkpoint)
 
-    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[Saver(), ModelCheckpoint()])
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[Saver(), ModelCheckpoint(save_last=True)])
     trainer.fit(Regressor(), loader(regression_data(8)))
     assert len(seen) == 2  # the top-k file and last.ckpt
     assert all(c["loop"]["global_step"] == 2 and "layer.weight" in c["model"] for c in seen)
@@ -286,7 +286,13 @@ def test_model_checkpoint_keeps_top_k_by_the_monitored_metric(
     tmp_path: Path, mode: str, kept: set[str], best: tuple[str, float]
 ) -> None:
     trainer, ckpt, logger = _fit_scripted(
-        tmp_path, [0.5, 0.3, 0.4, 0.2], monitor="val_loss", mode=mode, save_top_k=2, filename="{epoch}-{val_loss:.2f}"
+        tmp_path,
+        [0.5, 0.3, 0.4, 0.2],
+        monitor="val_loss",
+        mode=mode,
+        save_top_k=2,
+        filename="{epoch}-{val_loss:.2f}",
+        save_last=True,
     )
     assert _files(tmp_path) == kept | {"last.ckpt"}
     assert (Path(ckpt.best_model_path).name, ckpt.best_model_score) == (best[0], pytest.approx(best[1]))
@@ -303,10 +309,12 @@ def test_model_checkpoint_keeps_top_k_by_the_monitored_metric(
 
 def test_model_checkpoint_default_name_and_no_monitor_keeps_the_newest(tmp_path: Path) -> None:
     _, ckpt, _ = _fit_scripted(tmp_path, [0.5, 0.3, 0.4])
-    assert _files(tmp_path) == {"epoch=2-step=3.ckpt", "last.ckpt"}
+    assert _files(tmp_path) == {"epoch=2-step=3.ckpt"}  # Lightning's: no last.ckpt unless save_last
     assert ckpt.best_model_score is None
     _, ckpt, _ = _fit_scripted(tmp_path / "m", [0.5, 0.25], monitor="val_loss")
-    assert _files(tmp_path / "m") == {"epoch=1-step=2-val_loss=0.2500.ckpt", "last.ckpt"}
+    assert _files(tmp_path / "m") == {"epoch=1-step=2.ckpt"}  # the value only when `filename` names it
+    _, ckpt, _ = _fit_scripted(tmp_path / "f", [0.5, 0.25], monitor="val_loss", filename="{epoch}-{val_loss:.4f}")
+    assert _files(tmp_path / "f") == {"epoch=1-val_loss=0.2500.ckpt"}
 
 
 def test_model_checkpoint_save_last_false_and_every_n_train_steps(tmp_path: Path) -> None:
@@ -315,7 +323,7 @@ def test_model_checkpoint_save_last_false_and_every_n_train_steps(tmp_path: Path
     ckpt, logger = ModelCheckpoint(every_n_train_steps=2, save_top_k=-1), RecordingLogger()
     trainer = make_trainer(tmp_path / "s", max_epochs=2, callbacks=[ckpt], logger=logger)
     trainer.fit(Regressor(), loader(regression_data(12)))  # 3 steps per epoch
-    assert _files(tmp_path / "s") == {"epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "epoch=1-step=6.ckpt", "last.ckpt"}
+    assert _files(tmp_path / "s") == {"epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "epoch=1-step=6.ckpt"}
 
 
 # -- ThroughputMonitor ---------------------------------------------------------------------------

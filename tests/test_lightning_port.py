@@ -178,7 +178,7 @@ def test_lit_classifier_with_hparams_and_early_stopping() -> None:
     assert trainer.global_step == 12
     # on_step and on_epoch in training: train_loss_step and train_loss_epoch (Lightning's names).
     assert {"train_loss_step", "train_loss_epoch", "valid_loss_epoch"} <= set(trainer.callback_metrics)
-    assert logger.hparams[0]["hparams"] == {"learning_rate": 0.001}
+    assert logger.hparams[0] == {"learning_rate": 0.001}  # flat, as Lightning logs them
     assert trainer.test(model, DataLoader(fake_mnist(8, 2)))[0]["test_loss"] > 0
 
 

@@ -245,11 +245,12 @@ def test_csv_logger_writes_lightnings_layout_and_versions(tmp_path: Path) -> Non
         folder = tmp_path / "logs" / "exp" / expected
         assert trainer.log_dir == logger.log_dir == str(folder)
         rows = (folder / "metrics.csv").read_text().splitlines()
-        assert rows[0].split(",")[:2] == ["step", "train_loss"] and len(rows) == 1 + 4 + 2  # 4 steps, 2 epoch rows
-        assert yaml.safe_load((folder / "hparams.yaml").read_text())["hparams"] == {}
+        header = rows[0].split(",")
+        assert header == sorted(header) and "train_loss" in header and len(rows) == 1 + 4 + 2  # 4 steps, 2 epoch rows
+        assert yaml.safe_load((folder / "hparams.yaml").read_text()) == {}  # Lightning's: the module's hparams, flat
     named = pl.loggers.CSVLogger(tmp_path / "flat", name="", version="run-a", prefix="fold1")
     named.log_metrics({"loss": 1.0})
-    assert (tmp_path / "flat" / "run-a" / "metrics.csv").read_text().splitlines() == ["step,fold1-loss", "0,1.0"]
+    assert (tmp_path / "flat" / "run-a" / "metrics.csv").read_text().splitlines() == ["fold1-loss,step", "1.0,0"]
 
 
 # -- 2. Trainer arguments ----------------------------------------------------------------------
@@ -263,14 +264,15 @@ def test_logger_forms(tmp_path: Path) -> None:
     default.fit(Regressor(), loader(regression_data(8)))
     assert isinstance(default.logger, pl.CSVLogger)
     assert (tmp_path / "d" / "lightning_logs" / "version_0" / "metrics.csv").is_file()
-    for off in ([], False, None):
+    assert isinstance(quiet(tmp_path / "n").logger, pl.CSVLogger)  # no logger=: Lightning's default, CSV
+    for off in ([], False):
         trainer = quiet(tmp_path, logger=off)
         assert trainer.loggers == [] and isinstance(trainer.logger, pl.NullLogger)
         assert trainer.log_dir == str(tmp_path)  # no logger: default_root_dir
 
 
 def test_enable_checkpointing_keeps_the_newest_epoch_in_default_root_dir(tmp_path: Path) -> None:
-    trainer = quiet(tmp_path / "run", max_epochs=2)
+    trainer = quiet(tmp_path / "run", max_epochs=2, logger=False)  # with a logger: in its version folder
     trainer.fit(Regressor(), loader(regression_data(8)))
     files = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert files == ["epoch=1-step=4.ckpt"]  # Lightning's default: newest epoch only, no last.ckpt

@@ -39,7 +39,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def _fit_with_best_at_epoch_0(tmp_path: Path, **kwargs: Any) -> tuple[Trainer, ScriptedVal, ModelCheckpoint]:
     """Three epochs; val_loss is lowest after epoch 0, so best != last."""
-    ckpt = ModelCheckpoint(monitor="val_loss", mode="min", save_top_k=1)
+    ckpt = ModelCheckpoint(monitor="val_loss", mode="min", save_top_k=1, save_last=True)
     trainer = make_trainer(tmp_path, max_epochs=3, callbacks=[ckpt], **kwargs)
     module = ScriptedVal([0.1, 0.5, 0.9, 0.9])  # (the last entry: validate after fit)
     trainer.fit(module, loader(regression_data(16)), loader(regression_data(8)))
@@ -527,7 +527,7 @@ def test_datamodule_hparams_trainer_teardown_predict_and_state(tmp_path: Path) -
     data = Data(n=8, batch_size=2)
     assert data.hparams == {"n": 8, "batch_size": 2} and data.hparams.n == 8
     assert RegressionData().hparams == {}  # a subclass that never calls super().__init__() works too
-    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[ModelCheckpoint()])
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[ModelCheckpoint(save_last=True)])
     module = Regressor()
     data.consumed = 5
     trainer.fit(module, datamodule=data)

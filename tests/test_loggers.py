@@ -46,7 +46,7 @@ def test_csv_columns_grow_and_values_round_trip(tmp_path: Path) -> None:
     logger.log_metrics({"train_loss": 0.125, "epoch": 1.0}, step=3)
     assert Path(logger.log_dir) == tmp_path / "run" / "lightning_logs" / "version_0"  # Lightning's layout
     header, rows = read_csv(Path(logger.log_dir) / "metrics.csv")
-    assert header == ["step", "train_loss", "epoch", "val_loss", "val_acc"]
+    assert header == ["epoch", "step", "train_loss", "val_acc", "val_loss"]  # sorted, as Lightning's
     assert [(r["step"], r["train_loss"], r["val_loss"]) for r in rows] == [
         ("1", "0.5", ""),
         ("2", "0.25", ""),
@@ -85,7 +85,7 @@ def test_csv_resume_drops_rows_past_the_checkpoint(tmp_path: Path) -> None:
     second.log_metrics({"loss": 0.3, "lr": 0.1}, step=3)
     assert second.log_dir == first.log_dir
     header, rows = read_csv(Path(first.log_dir) / "metrics.csv")
-    assert header == ["step", "loss", "lr"]
+    assert header == ["loss", "lr", "step"]
     assert [(r["step"], r["loss"], r["lr"]) for r in rows] == [("1", "1.0", ""), ("2", "0.5", ""), ("3", "0.3", "0.1")]
 
 

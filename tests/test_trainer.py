@@ -674,7 +674,9 @@ def test_on_an_accelerator_the_nonfinite_check_waits_for_a_sync_point_and_saves_
 
     module = LateNaN()
     every_step = sync_point == "save"
-    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1 if every_step else None)
+    checkpoints = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=1 if every_step else None, save_last=True
+    )
     trainer = make_trainer(tmp_path, max_epochs=4, log_every_n_steps=50 if every_step else 4, callbacks=[checkpoints])
     trainer.fit(module, loader(regression_data(20)))  # 5 steps an epoch; the 3rd step's loss is NaN
     # No read per step: the NaN is found at the next save (after step 3) or logging step (4).

@@ -421,7 +421,7 @@ def test_trainer_fit_records_history_config_summary_and_best_checkpoint(tmp_path
     assert set(run.column("train_loss")) == {2, 4, 6, 8, 10, 12, 14}  # every log_every_n_steps
     assert set(run.column("val_loss")) == {5, 10, 15}  # 5 batches per epoch
     assert run.column("val_loss")[15] == pytest.approx(trainer.callback_metrics["val_loss"])
-    assert run.config["hparams"] == {"lr": 0.05, "d": 4}
+    assert {k: run.config[k] for k in ("lr", "d")} == {"lr": 0.05, "d": 4}  # flat, as Lightning's
     assert run.summary["stop_reason"] == "max_epochs" and run.summary["global_step"] == 15
     assert run.summary["best_model_score"] == pytest.approx(ckpt.best_model_score)
     (art,) = run.artifacts
@@ -451,7 +451,7 @@ def test_the_run_starts_with_the_fit_and_records_a_failure_in_the_first_step(tmp
     assert module.run_at_start == "offline"
     run = only_run(tmp_path)
     assert run.run_id == logger.run_id and run.exit_code != 0  # recorded as failed, with its config
-    assert run.config["hparams"] == {"lr": 0.1}
+    assert run.config["lr"] == 0.1  # a plain Trainer logs Lightning's flat hparams
 
 
 class LogsConfigAtSetup(Callback):

@@ -126,7 +126,9 @@ def _bayes(spec: Spec, data: dict[str, Any], trial_id: int) -> tuple[dict[str, A
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant_liar is "experimental"
         # constant_liar: trials still running count as bad, so concurrent workers spread out.
-        sampler = optuna.samplers.TPESampler(seed=(int(data["id"], 16) * 100_003 + trial_id) % 2**32, constant_liar=True)
+        sampler = optuna.samplers.TPESampler(
+            seed=(int(data["id"], 16) * 100_003 + trial_id) % 2**32, constant_liar=True
+        )
         study = optuna.create_study(direction=spec.goal, sampler=sampler)
         for t in data["trials"]:
             raw = t.get("raw")

@@ -37,7 +37,9 @@ TRIAL = [
 def project(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, str]]:
     package = f"sweep_{uuid.uuid4().hex[:8]}"
     dest = new_project(template_repo, tmp_path_factory.mktemp("sweep") / "proj", f"package_name={package}")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCAFFOLD_DEBUG") and not k.startswith("SLURM")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCAFFOLD_DEBUG") and not k.startswith("SLURM")
+    }
     env.update(PYTHONPATH=str(dest / "src"), WANDB_MODE="disabled", WANDB_SILENT="true", PYTHONDONTWRITEBYTECODE="1")
     return dest, package, env
 
@@ -56,7 +58,12 @@ def sweep_cmd(package: str, *args: str) -> list[str]:
 def run_sweep(project, *args: str, code: int = 0, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     dest, package, base_env = project
     proc = subprocess.run(
-        sweep_cmd(package, *args), cwd=dest, env={**base_env, **(env or {})}, capture_output=True, text=True, timeout=400
+        sweep_cmd(package, *args),
+        cwd=dest,
+        env={**base_env, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
@@ -94,7 +101,9 @@ def test_random_sweep_then_a_rerun_adds_trials_recorded_offline_in_w_and_b(proje
         assert (s["epoch"], s["stop_reason"]) == (1, "max_epochs")
         assert t["metric"] == pytest.approx(s["metrics"]["val_acc"])
         assert 1e-3 <= t["params"]["model.lr"] <= 1e-2 and t["params"]["model.hidden"] in (16, 32)
-        assert yaml.safe_load((Path(t["run_dir"]) / "config.yaml").read_text())["model"]["lr"] == t["params"]["model.lr"]
+        assert (
+            yaml.safe_load((Path(t["run_dir"]) / "config.yaml").read_text())["model"]["lr"] == t["params"]["model.lr"]
+        )
     assert "trial 1 finished" in first.stdout and "trial 2 starts" in second.stdout
 
     rows = list(csv.DictReader((dest / "sweeps" / "rand" / "results.csv").open()))

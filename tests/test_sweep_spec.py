@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+
 from engine.config import ConfigError
 from engine.sweep import SweepState, _yaml_value, hyperband_verdict, propose
 from engine.sweep_spec import parse_spec

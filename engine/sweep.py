@@ -65,7 +65,13 @@ class SweepState:
     def locked(self) -> Iterator[dict[str, Any]]:
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except OSError as exc:  # e.g. Lustre mounted without -o flock
+                raise ConfigError(
+                    f"{self.folder}: this filesystem refuses file locks ({exc.strerror}); workers could not share "
+                    "the sweep: put the project on a filesystem with locks (ask your admins which)"
+                ) from None
             data = self.read()
             yield data
             tmp = self.path.with_name(f".state.{os.getpid()}.tmp")
@@ -255,7 +261,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def parse_args(argv: list[str]) -> tuple[str | None, int | None, list[str]]:
+def parse_args(argv: list[str], prog: str = "<package>.sweep") -> tuple[str | None, int | None, list[str]]:
     spec: str | None = None
     count: int | None = None
     overrides: list[str] = []
@@ -263,8 +269,8 @@ def parse_args(argv: list[str]) -> tuple[str | None, int | None, list[str]]:
     while args:
         arg = args.pop(0)
         if arg in ("-h", "--help"):
-            print(USAGE)
-            print(__doc__)
+            print(USAGE.replace("<package>.sweep", prog))
+            print(__doc__.split("\n", 2)[2].replace("<package>", prog.rpartition(".")[0]))
             raise SystemExit(0)
         if arg == "--count" or arg.startswith("--count="):
             text = arg.partition("=")[2] if "=" in arg else (args.pop(0) if args else "")
@@ -599,7 +605,8 @@ def _spec_path(arg: str | None, root: Path) -> tuple[Path, str]:
 
 def sweep(train_module: str, argv: list[str] | None = None) -> int:
     """Run trials of a sweep spec until ``--count`` of them ended (or the sweep has no more)."""
-    spec_arg, count, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    prog = train_module.rpartition(".")[0] + ".sweep"
+    spec_arg, count, overrides = parse_args(sys.argv[1:] if argv is None else argv, prog)
     root = project_root()
     path, shown = _spec_path(spec_arg, root)
     spec = load_spec(path, shown)

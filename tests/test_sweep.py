@@ -226,6 +226,15 @@ def test_a_killed_trial_is_resumed_by_the_next_worker(project) -> None:
     assert s["resumed_from"].endswith("last.ckpt")
 
 
+def test_the_generated_spec_is_valid_for_both_routes(project) -> None:
+    from engine.sweep_spec import load_spec
+
+    spec = load_spec(project[0] / "configs" / "sweep.yaml")
+    assert (spec.method, spec.metric, spec.goal) == ("bayes", "val_acc", "maximize")
+    assert spec.hyperband is not None and spec.hyperband.bands[:2] == [3, 9]
+    assert [p.key for p in spec.swept] == ["model.lr", "model.hidden", "model.dropout", "model.channels"]
+
+
 def test_bad_spec_and_overrides_are_one_line_errors(project) -> None:
     dest = project[0]
     bad = write_spec(dest, "bad", method="random", controller={"type": "local"}, parameters={"a": {"value": 1}})
@@ -237,6 +246,7 @@ def test_bad_spec_and_overrides_are_one_line_errors(project) -> None:
     good = write_spec(dest, "ok", method="random", parameters={"model.hidden": {"values": [16]}})
     proc = run_sweep(project, good, "model.hidden=8", code=2)
     assert proc.stderr.startswith("error: model.hidden=8: model.hidden is in the spec's parameters")
+    assert "usage: python -m " + project[1] + ".sweep [SPEC]" in run_sweep(project, "--help").stdout
     proc = run_sweep(project, "configs/nope.yaml", code=2)
     assert "configs/nope.yaml: no such sweep spec" in proc.stderr
     assert not (dest / "sweeps" / "bad").exists()

@@ -28,7 +28,9 @@ def project(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     reason = _slurm_up()
     if reason:
         pytest.skip(reason)
-    dest = new_project(template_repo, tmp_path_factory.mktemp("sweep_slurm") / "proj", f"package_name={PACKAGE}", "slurm=true")
+    dest = new_project(
+        template_repo, tmp_path_factory.mktemp("sweep_slurm") / "proj", f"package_name={PACKAGE}", "slurm=true"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(
         PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
@@ -62,7 +64,9 @@ def test_an_array_of_two_workers_shares_one_sweep_and_a_requeued_task_resumes_it
     cmd += ["--gpus-per-node=0", "--cpus-per-task=1", "--time=10:00", "scripts/sweep.sbatch", "configs/arr.yaml"]
     cmd += ["--count", "1", "trainer.limit_train_batches=8", "trainer.limit_val_batches=1"]
     cmd += ["trainer.progress_bar=false", "checkpoint.every_n_train_steps=1", "trainer.num_sanity_val_steps=0"]
-    job = subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    job = (
+        subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    )
 
     # Preempt task 0 once its trial has a checkpoint: USR1 to the batch script, as the time limit does.
     path = dest / "sweeps" / "arr" / "state.json"

@@ -554,6 +554,7 @@ def plot(spec: Spec, data: dict[str, Any], folder: Path, root: Path) -> str:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "plot skipped: matplotlib is not installed (pip install -e '.[plots]')"
     scored = [t for t in data["trials"] if t.get("metric") is not None and math.isfinite(t["metric"])]
@@ -578,12 +579,17 @@ def plot(spec: Spec, data: dict[str, Any], folder: Path, root: Path) -> str:
             ax.legend(fontsize=7)
         else:
             x = [t["params"].get(param.key) for t in scored]
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
-            if not numeric:
-                x = [str(v) for v in x]
-            ax.scatter(x, y, c=c)
-            if numeric and param.log_scale and all(v > 0 for v in x):
-                ax.set_xscale("log")
+            if param.distribution == "categorical":  # the spec's values, in its order, evenly spaced
+                labels = [json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in param.get("values")]
+                shown = [json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in x]
+                ax.scatter([labels.index(v) if v in labels else -1 for v in shown], y, c=c)
+                ax.set_xticks(range(len(labels)), labels)
+                ax.set_xlim(-0.5, len(labels) - 0.5)
+            else:
+                ax.scatter(x, y, c=c)
+                if param.log_scale and all(isinstance(v, (int, float)) and v > 0 for v in x):
+                    ax.set_xscale("log")
+                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(param.key)
         ax.set_ylabel(spec.metric)
         ax.grid(alpha=0.3)

@@ -162,32 +162,27 @@ def _bayes(spec: Spec, data: dict[str, Any], trial_id: int) -> tuple[dict[str, A
 
 
 # -- early termination, inside a trial ------------------------------------------------------------
-def _quantile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    pos = q * (len(values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
-
-
 def hyperband_verdict(data: dict[str, Any], trial_id: int) -> str | None:
-    """W&B's rule: at a band (the trial's n-th validation, n in the bands), a trial whose metric is
-    not in the best 1/eta of every trial's metric at that band stops. None: carry on."""
+    """W&B's hyperband rule (its ``hyperband_stopping.py``), checked after each validation: take
+    the highest band (a count of validations) the trial has reached; the threshold is the value
+    at rank ``int(len / eta)`` of every trial's metric at that band (best first); the trial stops
+    when its best value so far (``strict``: its value at the band) is worse. None: carry on."""
     hb, metric = data.get("hyperband"), data.get("metric")
-    mine = [v for _, v in data["trials"][trial_id].get("history", [])]
-    n = len(mine)
-    if not hb or n not in hb["bands"]:
-        return None
     sign = -1.0 if data.get("goal") == "maximize" else 1.0  # compare as "lower is better"
-    at_band = [sign * t["history"][n - 1][1] for t in data["trials"] if len(t.get("history", [])) >= n]
-    if len(at_band) < 2:
+    mine = [sign * v for _, v in data["trials"][trial_id].get("history", [])]
+    reached = [b for b in (hb or {}).get("bands", []) if b <= len(mine)]
+    if not reached:
         return None
-    threshold = _quantile(at_band, 1.0 / hb["eta"])
-    if sign * mine[-1] <= threshold:
+    band = reached[-1]
+    at_band = sorted(sign * t["history"][band - 1][1] for t in data["trials"] if len(t.get("history", [])) >= band)
+    threshold = at_band[int(len(at_band) / hb["eta"])]
+    value = mine[band - 1] if hb.get("strict") else min(mine)
+    if value <= threshold:
         return None
+    what = f"at validation {band}" if hb.get("strict") else f"best so far after {len(mine)} validations"
     return (
-        f"hyperband: {metric}={mine[-1]:.4g} at validation {n} is not in the best 1/{hb['eta']:g} "
-        f"of the {len(at_band)} trials that got there (threshold {sign * threshold:.4g})"
+        f"hyperband: {metric}={sign * value:.4g} ({what}) is not in the top 1/{hb['eta']:g} "
+        f"of the {len(at_band)} trials at validation {band} (threshold {sign * threshold:.4g})"
     )
 
 

@@ -198,11 +198,13 @@ class Param:
 
 @dataclass
 class Hyperband:
-    """W&B's hyperband early termination: at each band (a count of validations), a trial whose
-    metric is not in the best 1/eta of the trials that reached that band stops."""
+    """W&B's hyperband early termination (its ``hyperband_stopping.py``): once a trial has reached
+    a band (a count of validations), it stops when its best metric so far (``strict``: its metric
+    at the band) is worse than the top 1/eta of every trial's metric at that band."""
 
     bands: list[int]
     eta: float
+    strict: bool = False
 
 
 @dataclass
@@ -315,7 +317,7 @@ def _params(where: str, tree: Any, prefix: str = "") -> list[Param]:
 def _hyperband(where: str, body: Any) -> Hyperband:
     if not isinstance(body, dict):
         raise _fail(where, f"early_terminate must be a mapping (type: hyperband, ...), got {body!r}")
-    allowed = ("type", "min_iter", "max_iter", "s", "eta")
+    allowed = ("type", "min_iter", "max_iter", "s", "eta", "strict")
     for name in body:
         if name not in allowed:
             raise _unknown(where, "early_terminate.", name, allowed)
@@ -327,13 +329,22 @@ def _hyperband(where: str, body: Any) -> Hyperband:
     for name in ("min_iter", "max_iter", "s"):
         if name in body and (not isinstance(body[name], int) or body[name] < 1):
             raise _fail(where, f"early_terminate.{name} must be an integer >= 1, got {body[name]!r}")
-    if "min_iter" in body:  # bands at min_iter * eta^k
-        bands = [body["min_iter"] * eta**k for k in range(40) if body["min_iter"] * eta**k < 1e7]
-    elif "max_iter" in body and "s" in body:  # bands at max_iter / eta^k, k = s .. 1
-        bands = [body["max_iter"] / eta**k for k in range(body["s"], 0, -1)]
+    if "max_iter" in body and "s" in body:  # bands at max_iter / eta^k, k = 1 .. s (as W&B computes them)
+        band, bands = float(body["max_iter"]), []
+        for _ in range(body["s"]):
+            band /= eta
+            if band < 1:
+                break
+            bands.append(int(band))
+    elif "min_iter" in body:  # bands at min_iter * eta^k
+        bands = [int(body["min_iter"] * eta**k) for k in range(100) if body["min_iter"] * eta**k < 1e9]
     else:
         raise _fail(where, "early_terminate: hyperband needs min_iter, or max_iter and s")
-    return Hyperband(sorted({max(1, int(round(b))) for b in bands}), float(eta))
+    if not bands:
+        raise _fail(where, "early_terminate: no band at 1 validation or more: raise max_iter or lower s or eta")
+    if not isinstance(body.get("strict", False), bool):
+        raise _fail(where, f"early_terminate.strict must be true or false, got {body['strict']!r}")
+    return Hyperband(sorted(set(bands)), float(eta), body.get("strict", False))
 
 
 def parse_spec(raw: Any, source: str, default_name: str) -> Spec:

@@ -136,7 +136,7 @@ def test_grid_of_two_with_count_five_runs_two_and_hyperband_stops_the_poor_one_e
         project[0],
         "hb",
         method="grid",
-        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2},
+        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3},
         parameters={"model.lr": {"values": [0.01, 1e-7]}, "trainer.max_epochs": {"value": 3}},
     )
     proc = run_sweep(project, spec, "--count", "5", "trainer.limit_train_batches=6")
@@ -148,7 +148,7 @@ def test_grid_of_two_with_count_five_runs_two_and_hyperband_stops_the_poor_one_e
     s = summary(poor)
     assert (s["epoch"], s["global_step"], s["stop_reason"]) == (1, 6, "sweep_early_terminate")
     log = (Path(poor["run_dir"]) / "train.log").read_text()
-    assert "hyperband: val_acc=" in log and "at validation 1 is not in the best 1/2" in log
+    assert "hyperband: val_acc=" in log and "is not in the top 1/3 of the 2 trials at validation 1" in log
     rows = list(csv.DictReader((project[0] / "sweeps" / "hb" / "results.csv").open()))
     assert [(r["state"], r["stop_reason"]) for r in rows] == [
         ("finished", "max_epochs"),

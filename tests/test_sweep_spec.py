@@ -26,7 +26,7 @@ def spec(**raw):
         ({"parameters": {"model.lr": {"distribution": "uniform", "min": 0, "max": 1, "step": 2}}}, "model.lr.step"),
         ({"parameters": {"model.lr": {"distribution": "zipf", "min": 0, "max": 1}}}, "unsupported distribution 'zipf'"),
         ({"early_terminate": {"type": "envelope"}}, "unsupported type 'envelope'"),
-        ({"early_terminate": {"type": "hyperband", "min_iter": 1, "strict": True}}, "early_terminate.strict"),
+        ({"early_terminate": {"type": "hyperband", "min_iter": 1, "smax": 3}}, "early_terminate.smax"),
         ({"metric": {"name": "x", "summary": "max"}}, "metric.summary"),
         ({"parameters": {"model": {"parameters": {"lr": {"value": 1}}, "extra": 1}}}, "model.extra"),
         ({"parameters": {"model.lr": {"min": 1.0, "max": 0.1}}}, "min 1.0 is above max 0.1"),
@@ -130,24 +130,41 @@ def test_bayes_proposes_inside_the_bounds_after_its_random_start() -> None:
     assert sum(late) / len(late) < sum(early) / len(early)  # the model, not chance, picks the later ones
 
 
-def test_hyperband_bands_and_verdict() -> None:
+def test_hyperband_bands_and_verdict_follow_w_and_b() -> None:
     hb = spec(parameters={"a": {"value": 1}}, early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2})
-    assert hb.hyperband is not None and hb.hyperband.bands[:4] == [1, 2, 4, 8]
+    assert hb.hyperband is not None and hb.hyperband.bands[:4] == [1, 2, 4, 8] and not hb.hyperband.strict
     s2 = spec(parameters={"a": {"value": 1}}, early_terminate={"type": "hyperband", "max_iter": 27, "s": 2})
-    assert s2.hyperband is not None and s2.hyperband.bands == [3, 9]
-    data = {
+    assert s2.hyperband is not None and s2.hyperband.bands == [3, 9]  # W&B's example: 27 / 3, 27 / 9
+    s3 = spec(parameters={"a": {"value": 1}}, early_terminate={"type": "hyperband", "max_iter": 5, "s": 2, "eta": 2})
+    assert s3.hyperband is not None and s3.hyperband.bands == [1, 2]  # int(2.5), int(1.25)
+    with pytest.raises(ConfigError, match="no band"):
+        spec(parameters={"a": {"value": 1}}, early_terminate={"type": "hyperband", "max_iter": 2, "s": 1, "eta": 3})
+
+
+def _hb(strict: bool, *histories: list[float]) -> dict:
+    return {
         "metric": "val_acc",
         "goal": "maximize",
-        "hyperband": {"bands": [1, 2, 4], "eta": 2.0},
-        "trials": [{"history": [[10, 0.9], [20, 0.95], [30, 0.96]]}, {"history": [[10, 0.1]]}],
+        "hyperband": {"bands": [1, 2, 4], "eta": 2.0, "strict": strict},
+        "trials": [{"history": [[10 * (i + 1), v] for i, v in enumerate(h)]} for h in histories],
     }
-    verdict = hyperband_verdict(data, 1)
-    assert verdict is not None and "val_acc=0.1 at validation 1" in verdict
-    assert hyperband_verdict(data, 0) is None  # the best one goes on
-    data["trials"][1]["history"].append([20, 0.99])  # at validation 2 it leads: no verdict
-    assert hyperband_verdict(data, 1) is None
-    data["trials"][1]["history"].append([30, 0.5])  # validation 3 is not a band
-    assert hyperband_verdict(data, 1) is None
+
+
+def test_hyperband_verdict_is_w_and_b_s_rule() -> None:
+    # band 1 holds 0.9, 0.8, 0.1: the threshold is the value at rank int(3 / 2) = 1 (best first): 0.8
+    data = _hb(False, [0.9, 0.95, 0.96], [0.8], [0.1])
+    verdict = hyperband_verdict(data, 2)
+    assert verdict is not None and "val_acc=0.1" in verdict and "threshold 0.8" in verdict
+    assert hyperband_verdict(data, 1) is None and hyperband_verdict(data, 0) is None
+    # with two trials at a band and eta = 2, the threshold is the worse one: nobody stops
+    assert hyperband_verdict(_hb(False, [0.9], [0.1]), 1) is None
+    # conservative (default): the best value so far counts; strict: the value at the band
+    data = _hb(False, [0.9, 0.95], [0.8, 0.96], [0.97, 0.2])
+    assert hyperband_verdict(data, 2) is None  # its best, 0.97, beats band 2's threshold
+    verdict = hyperband_verdict(_hb(True, [0.9, 0.95], [0.8, 0.96], [0.97, 0.2]), 2)
+    assert verdict is not None and "val_acc=0.2 (at validation 2)" in verdict
+    # no band reached yet: nothing to judge
+    assert hyperband_verdict({**_hb(False, [0.1]), "hyperband": {"bands": [3], "eta": 2.0}}, 0) is None
 
 
 def test_values_pass_through_the_command_line_unchanged() -> None:

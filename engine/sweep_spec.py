@@ -147,10 +147,11 @@ class Param:
             return list(f["values"])
         if d == "int_uniform":
             return list(range(f["min"], f["max"] + 1))
-        if d == "q_uniform":
+        if d == "q_uniform":  # as W&B's grid: numpy.arange(min, max, q), max excluded
             q = f.get("q", 1)
-            n = int(math.floor((f["max"] - f["min"]) / q + 1e-9))
-            return [self.quantize(f["min"] + i * q) for i in range(n + 1)]
+            n = math.ceil((f["max"] - f["min"]) / q - 1e-9)
+            whole = all(isinstance(v, int) for v in (f["min"], q))
+            return [f["min"] + i * q if whole else float(f["min"] + i * q) for i in range(n)]
         raise ConfigError(
             f"{where}: parameters.{self.key}: method grid needs values (or int_uniform / q_uniform), "
             f"not distribution {d}: list the values to try, or use method random or bayes"

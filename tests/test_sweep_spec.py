@@ -99,6 +99,8 @@ def test_random_draws_stay_in_their_distribution() -> None:
 def test_grid_order_and_a_continuous_parameter_is_refused() -> None:
     s = spec(method="grid", parameters={"a": {"values": [1, 2]}, "b": {"min": 0, "max": 2}, "c": {"value": "k"}})
     assert s.grid() == [{"a": a, "b": b, "c": "k"} for a in (1, 2) for b in (0, 1, 2)]
+    q = spec(method="grid", parameters={"w": {"distribution": "q_uniform", "min": 16, "max": 64, "q": 16}})
+    assert [g["w"] for g in q.grid()] == [16, 32, 48]  # W&B's grid: numpy.arange(min, max, q)
     with pytest.raises(ConfigError, match="parameters.lr: method grid needs values"):
         spec(method="grid", parameters={"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1}})
 

@@ -438,11 +438,12 @@ class Worker:
             self.say(f"warning: trial {trial['id']} never logged {self.spec.metric} (metric.name in the spec)")
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        first = self.signal is None
+        """Pass it on once per signal: the trial saves its checkpoint and exits with code 75 / 130
+        (a second Ctrl-C makes it exit at once, as in a plain run); no new trial starts."""
         self.signal = signum
         proc = self.proc
-        if proc is not None and proc.poll() is None and (first or signum != signal.SIGINT):
-            proc.send_signal(signum)  # the trial saves its checkpoint and exits with code 75 / 130
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signum)
 
     def loop(self, count: int | None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):

@@ -188,7 +188,29 @@ def test_two_concurrent_workers_run_distinct_trials(project) -> None:
     assert len(list((dest / "runs").glob(f"conc-{state(project, 'conc')['id']}-*"))) == 2
 
 
-def test_a_killed_trial_is_resumed_by_the_next_worker(project) -> None:
+def _wait_for_checkpoint(path: Path, newer_than: float, attempts: int, proc: subprocess.Popen) -> dict:
+    """Trial 0 once its `attempts`-th process has written a checkpoint after `newer_than`."""
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        trials = json.loads(path.read_text())["trials"] if path.exists() else []
+        trial = trials[0] if trials else {}
+        last = Path(trial.get("run_dir", "/nonexistent")) / "checkpoints" / "last.ckpt"
+        if (
+            trial.get("attempts") == attempts
+            and trial.get("pid")
+            and last.exists()
+            and last.stat().st_mtime > newer_than
+        ):
+            return trial
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"attempt {attempts} of the trial never wrote a checkpoint")
+
+
+def test_a_preempted_or_killed_trial_is_resumed_by_the_next_worker(project) -> None:
+    """SIGTERM to a worker: its trial saves and the worker exits 75 (requeue me). SIGKILL to a
+    worker and its trial (a lost node): nobody records anything. Either way the next worker
+    resumes the trial from its last checkpoint instead of starting a new one."""
     dest, package, env = project
     spec = write_spec(
         dest,
@@ -197,32 +219,33 @@ def test_a_killed_trial_is_resumed_by_the_next_worker(project) -> None:
         run_cap=1,
         parameters={"model.hidden": {"values": [16]}, "trainer.max_epochs": {"value": 3}},
     )
-    args = ["--count", "1", "checkpoint.every_n_train_steps=1", "trainer.limit_train_batches=8"]
-    worker = subprocess.Popen(sweep_cmd(package, spec, *args), cwd=dest, env=env, stdout=subprocess.DEVNULL)
+    args = ["--count", "1", "checkpoint.every_n_train_steps=1", "trainer.limit_train_batches=12"]
     path = dest / "sweeps" / "kill" / "state.json"
-    deadline = time.monotonic() + 200
-    trial: dict = {}
-    while time.monotonic() < deadline:
-        trials = json.loads(path.read_text())["trials"] if path.exists() else []
-        trial = trials[0] if trials else {}
-        if trial.get("pid") and (Path(trial["run_dir"]) / "checkpoints" / "last.ckpt").exists():
-            break
-        time.sleep(0.02)
-    else:
-        worker.kill()
-        pytest.fail("the trial never wrote a checkpoint")
-    os.kill(worker.pid, signal.SIGKILL)  # the node is lost: worker and trial die at once
+
+    first = subprocess.Popen(sweep_cmd(package, spec, *args), cwd=dest, env=env, stdout=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(path, 0, 1, first)
+    first.send_signal(signal.SIGTERM)
+    out = first.communicate(timeout=120)[0]
+    assert first.returncode == 75, out
+    assert "trial 0 preempted (exit code 75" in out and "the next worker resumes it" in out
+    assert state(project, "kill")["trials"][0]["state"] == "preempted"
+
+    started = time.time()
+    second = subprocess.Popen(sweep_cmd(package, spec, *args), cwd=dest, env=env, stdout=subprocess.DEVNULL)
+    trial = _wait_for_checkpoint(path, started, 2, second)
+    os.kill(second.pid, signal.SIGKILL)  # the node is lost: worker and trial die at once
     os.kill(trial["pid"], signal.SIGKILL)
-    worker.wait()
-    assert not (Path(trial["run_dir"]) / "summary.json").exists(), "the trial finished before it was killed"
+    second.wait()
+    written = Path(trial["run_dir"]) / "summary.json"  # by the preempted attempt; not again since
+    assert not (written.exists() and written.stat().st_mtime > started), "it finished before the kill"
     assert state(project, "kill")["trials"][0]["state"] == "running"  # nobody could record it
 
     proc = run_sweep(project, spec, *args)
-    assert "trial 0 resumes (attempt 2)" in proc.stdout
+    assert "trial 0 resumes (attempt 3)" in proc.stdout
     (record,) = state(project, "kill")["trials"]  # resumed, not replaced by a new trial
-    assert (record["state"], record["attempts"]) == ("finished", 2)
+    assert (record["state"], record["attempts"]) == ("finished", 3)
     s = summary(record)
-    assert (s["epoch"], s["global_step"], s["stop_reason"]) == (3, 24, "max_epochs")
+    assert (s["epoch"], s["global_step"], s["stop_reason"]) == (3, 36, "max_epochs")
     assert s["resumed_from"].endswith("last.ckpt")
 
 

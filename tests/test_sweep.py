@@ -253,7 +253,7 @@ def test_the_generated_spec_is_valid_for_both_routes(project) -> None:
     from engine.sweep_spec import load_spec
 
     spec = load_spec(project[0] / "configs" / "sweep.yaml")
-    assert (spec.method, spec.metric, spec.goal) == ("bayes", "val_acc", "maximize")
+    assert (spec.method, spec.metric, spec.goal, spec.run_cap) == ("bayes", "val_acc", "maximize", 20)
     assert spec.hyperband is not None and spec.hyperband.bands[:2] == [3, 9]
     assert [p.key for p in spec.swept] == ["model.lr", "model.hidden", "model.dropout", "model.channels"]
 

@@ -21,6 +21,7 @@ from .callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, Thro
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError, dump_yaml, resolve_path
 from .module import DataModule, Module
+from .sweep import trial_callbacks
 from .trainer import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, Trainer
 
 _log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
             D.gpu_index(cfg.trainer.devices - 1, torch.cuda.device_count())  # enough GPUs, before any process starts
         return D.launch(cfg.trainer.devices, spec.name, sys.argv[1:])
 
+    callbacks = [*(callbacks or []), *trial_callbacks()]  # a sweep's trial reports to its sweep
     started = time.monotonic()
     offload = cfg.trainer.strategy == "fsdp" and cfg.trainer.fsdp.cpu_offload  # clipping then reduces on the CPU
     env = D.setup(cfg.trainer.accelerator, cpu_collectives=offload)

@@ -47,6 +47,8 @@ def test_default_tree(project: Path) -> None:
         "configs/sweep.yaml",
         "tests/test_smoke.py",
         "scripts/slurm.sbatch",
+        "scripts/sweep.sbatch",
+        "src/my_research/sweep.py",
         ".github/workflows/ci.yml",
         *(f"src/my_research/{name}" for name in RESEARCH),
     }
@@ -138,6 +140,26 @@ def test_sweep_config(project: Path) -> None:
     assert sweep["metric"] == {"name": "val_acc", "goal": "maximize"}
     assert sweep["command"] == ["${env}", "${interpreter}", "-m", "my_research.train", "${args}"]
     assert all(key.startswith(("model.", "trainer.")) for key in sweep["parameters"])
+
+
+def test_sweep_script(project: Path) -> None:
+    """One sweep worker per array task, named after the array task, requeued when a trial was stopped."""
+    script = project / "scripts" / "sweep.sbatch"
+    text = script.read_text()
+    assert os.access(script, os.X_OK)
+    for needle in (
+        "python -m my_research.sweep \"$@\"",
+        'SCAFFOLD_SWEEP_WORKER="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}"',
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --requeue",
+        "#SBATCH --output=slurm-%A_%a.out",
+        'scontrol requeue "$SLURM_JOB_ID"',
+        "same #SBATCH lines as scripts/slurm.sbatch",
+    ):
+        assert needle in text
+    sweep = yaml.safe_load((project / "configs" / "sweep.yaml").read_text())
+    assert sweep["name"] == "my_research-sweep"
+    assert sweep["early_terminate"] == {"type": "hyperband", "min_iter": 3, "eta": 3}
 
 
 def test_slurm_script(project: Path) -> None:

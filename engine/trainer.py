@@ -291,6 +291,7 @@ class Trainer:
         self._loaders_epoch = 0  # the epoch the current loaders were made for (reload_dataloaders_every_n_epochs)
         self._batches_done = 0  # position inside the current epoch (for mid-epoch resume)
         self._epoch_done = False
+        self._val_pending = False  # a validation that a stop signal cut short: the resumed run repeats it
         self._signal: int | None = None
         self._stop_announced = False
         # How to resume this run, for the line printed after a Ctrl-C (`run` sets the command).
@@ -738,6 +739,8 @@ class Trainer:
         self.results = self._train_results
         self._call("on_train_epoch_start")
         stopping.agree_stop(self)
+        if self._val_pending and self._batches_done < n and not self._stop_agreed:
+            self._validate_now()  # cut short by a stop signal before the save: run it again first
         module.train()
         if not self._automatic:  # the module steps its own optimizers: a loop body of its own
             self._end_train_epoch(*manual.run_batches(self, self._batches_done, n))
@@ -844,6 +847,9 @@ class Trainer:
         epoch_val = (self.current_epoch + 1) % self.check_val_every_n_epoch == 0
         if self.has_validation and epoch_val:
             self._validate_now()
+            if self._val_pending:  # cut short by a stop signal: the resumed run validates, then ends the epoch
+                self._epoch_done = self.at_epoch_end = False
+                return
         self.results = self._train_results
         self._train_results.epoch_end = True  # self.log in on_train_epoch_end means an epoch value
         module.on_train_epoch_end()
@@ -909,16 +915,16 @@ class Trainer:
     def _validate_now(self) -> None:
         if not self.check_finite():
             return
-        self._run_eval("val", self.val_loader, self.limit_val_batches)
+        self._val_pending = self._run_eval("val", self.val_loader, self.limit_val_batches, stoppable=True) is None
         self._flush_log()
         self.results = self._train_results
         stopping.agree_stop(self)
 
     def _run_eval(
-        self, stage: str, loaders: Any, limit: int | float | None, cap: int | None = None
-    ) -> dict[str, float]:
+        self, stage: str, loaders: Any, limit: int | float | None, cap: int | None = None, stoppable: bool = False
+    ) -> dict[str, float] | None:
         """One validation ("val") or test epoch over `loaders` (see engine/evaluation.py)."""
-        return evaluation.run_eval(self, stage, loaders, limit, cap)
+        return evaluation.run_eval(self, stage, loaders, limit, cap, stoppable)
 
     def _log_step(self, metrics: dict[str, float] | None = None) -> None:
         """A logging step: the step values to the loggers, and rank 0's to every rank's callbacks
@@ -1155,6 +1161,7 @@ class Trainer:
                 "global_step": self.global_step,
                 "batches_done": self._batches_done,
                 "epoch_done": self._epoch_done,
+                "val_pending": self._val_pending,
                 "batch_size": getattr(self.train_loader, "batch_size", None),
                 "world_size": self.world_size,
                 "global_batch_size": (getattr(self.train_loader, "batch_size", None) or 0) * self.world_size,
@@ -1264,6 +1271,7 @@ class Trainer:
             self.print(f"{path} holds no GradScaler state (saved without 16-mixed): the gradient scale starts fresh")
         self.current_epoch, self.global_step = loop["epoch"], loop["global_step"]
         self._batches_done, self._epoch_done = loop["batches_done"], loop["epoch_done"]
+        self._val_pending = bool(loop.get("val_pending", False))
         if self._epoch_done:
             self.current_epoch, self._batches_done, self._epoch_done = self.current_epoch + 1, 0, False
         else:  # each rank's own partial epoch sums (an older checkpoint holds rank 0's dict only)

@@ -41,8 +41,9 @@ def build_logger(cfg: Config, run_name: str) -> Any:
     if cfg.wandb.mode == "disabled":
         return NullLogger()  # wandb is not even imported
     keys = asdict(cfg.wandb) | {"name": cfg.wandb.name or run_name}
-    # wandb/ sits in the project, like runs/; the end-of-run block prints the sync command
-    return WandbLogger(**keys, save_dir=cfg.project_root or ".", print_sync_command=False)
+    # wandb/ sits in the project, like runs/, or in $WANDB_DIR; the end-of-run block prints the sync command
+    save_dir = os.path.expanduser(os.environ.get("WANDB_DIR") or "") or cfg.project_root or "."
+    return WandbLogger(**keys, save_dir=save_dir, print_sync_command=False)
 
 
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None, logger: Any = None) -> Trainer:

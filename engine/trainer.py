@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -1336,6 +1337,7 @@ class Trainer:
             "metrics": dict(self.callback_metrics),
             "wandb_run_id": getattr(self.logger, "run_id", None),
             "world_size": self.world_size,
+            "host": socket.gethostname(),  # global rank 0's: where a multi-node run's summary and checkpoints came from
             "resumed_from": self.resumed_from,
             "samples_per_sec": t.samples_per_sec(self.world_size),
             "data_wait_frac": t.wait / t.total if t.total else None,

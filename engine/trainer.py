@@ -1208,7 +1208,10 @@ class Trainer:
         if str(ckpt_path) in ("last", "auto"):
             if (self.default_root_dir / "checkpoints").is_dir():  # what a crash mid-save of a sharded one left
                 FSDP.recover(self.default_root_dir / "checkpoints")
-            found = find_resume_checkpoint(self.default_root_dir / "checkpoints")
+            # resume=auto (a requeued job, maybe on another node count) falls back to an epoch-end checkpoint
+            found = find_resume_checkpoint(
+                self.default_root_dir / "checkpoints", self._other_global_batch if str(ckpt_path) == "auto" else None
+            )
             if found is None and str(ckpt_path) == "last":
                 raise CheckpointError(
                     f"resume=last but {self.default_root_dir / 'checkpoints'} holds no checkpoint; "
@@ -1219,6 +1222,15 @@ class Trainer:
         if not path.is_file() and not FSDP.is_sharded_checkpoint(path):
             raise CheckpointError(f"checkpoint {path} does not exist; pass resume=last or an existing .ckpt path")
         return path
+
+    def _other_global_batch(self, state: dict[str, Any]) -> str | None:
+        """Why this run cannot continue `state`: saved mid-epoch with another global batch."""
+        loop = state.get("loop") or {}
+        if loop.get("epoch_done") or not loop.get("batches_done"):
+            return None
+        saved = (loop.get("batch_size") or 0) * (loop.get("world_size") or 1)
+        mine = (getattr(self.train_loader, "batch_size", None) or 0) * self.world_size
+        return None if saved == mine else f"was saved mid-epoch with a global batch of {saved}, this run's is {mine}"
 
     def _restore(self, ckpt_path: str | Path, weights_only: bool | None = None) -> None:
         # Rank 0 picks the file (resume=last may skip unreadable ones); every rank loads that one.

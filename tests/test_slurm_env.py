@@ -3,6 +3,7 @@ run names, the exit-code file the job script reads, and a stop signal during a l
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -140,3 +141,25 @@ def test_stop_signal_cuts_a_long_validation_and_the_resumed_run_repeats_it(tmp_p
     a, b = torch.load(base / "final.pt", weights_only=True), torch.load(run / "final.pt", weights_only=True)
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+def test_resume_auto_on_another_global_batch_falls_back_to_an_epoch_end_checkpoint(tmp_path: Path) -> None:
+    """A requeued job on fewer nodes: last.ckpt (mid-epoch, 2x the batch) cannot continue, the
+    epoch-end checkpoint can; resume=auto takes it and says so (resume=last still refuses: test_resume)."""
+    step_file = tmp_path / "step"
+    args = ("trainer.max_epochs=3", "checkpoint.every_n_epochs=1", "checkpoint.save_top_k=-1", "data.n_val=30")
+    proc = _start(tmp_path, *args, STEP_FILE=str(step_file), SLOW="0.05")
+    deadline = time.monotonic() + 60  # 11 steps an epoch: stop in the second one
+    while time.monotonic() < deadline and not (step_file.exists() and int(step_file.read_text() or 0) >= 14):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 75, out
+    last = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=True)["loop"]
+    assert last["epoch"] == 1 and last["batches_done"] > 0 and not last["epoch_done"]
+    resumed = _start(tmp_path, *args, "resume=auto", "data.batch_size=4")
+    out, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, out
+    assert "last.ckpt was saved mid-epoch with a global batch of 8, this run's is 4" in out, out
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert Path(s["resumed_from"]).name.startswith("epoch=0-step=11") and s["stop_reason"] == "max_epochs"

@@ -205,10 +205,14 @@ def _first_line(e: Exception) -> str:
     return line.split(". ")[0].removeprefix("WeightsUnpickler error: ")
 
 
-def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
+def find_resume_checkpoint(
+    ckpt_dir: str | Path, unusable: Callable[[dict[str, Any]], str | None] | None = None
+) -> Path | None:
     """The checkpoint to resume from: ``last.ckpt`` if loadable, else the newest loadable one.
 
-    Warns about each unusable file it skips; None when the folder has no checkpoint; raises
+    `unusable(state)` says why this run cannot continue a loadable checkpoint (None: it can), e.g.
+    one saved mid-epoch on another number of processes: the newest usable one is taken instead.
+    Warns about each file it skips; None when the folder has no checkpoint; raises
     CheckpointError when it has checkpoints but none loads.
     """
     ckpt_dir = Path(ckpt_dir)
@@ -226,9 +230,13 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
     for candidate in ([last] if last.is_file() or _is_sharded(last) else []) + others:
         try:
             # mmap: checks the file without reading tensors
-            _load(candidate / SHARDED_STATE_FILE if candidate.is_dir() else candidate, "cpu", mmap=True)
+            state = _load(candidate / SHARDED_STATE_FILE if candidate.is_dir() else candidate, "cpu", mmap=True)
         except CheckpointError as e:
             problems.append(str(e).rstrip("."))
+            continue
+        why = unusable(state) if unusable is not None else None
+        if why:
+            problems.append(f"{candidate} {why}")
             continue
         if problems:
             warnings.warn(

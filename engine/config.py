@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import os
 import re
 import sys
 import types
@@ -153,6 +154,37 @@ def _parse_scalar(text: str) -> Any:
         return _yaml().safe_load(text)
     except Exception:
         return text
+
+
+_ENV_REF = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")
+
+
+def _expand_env(node: Any, prefix: str, problems: list[str], where: Any) -> Any:
+    """Expand ``${VAR}`` and ``$VAR`` in string values (``output_dir: $SCRATCH/runs``); ``$$`` is a ``$``.
+
+    An unset variable is a problem naming it. A value that is one reference alone is read as
+    YAML afterwards, so ``trainer.max_epochs: $EPOCHS`` is a number.
+    """
+    if isinstance(node, dict):
+        return {k: _expand_env(v, f"{prefix}{k}.", problems, where) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, prefix, problems, where) for v in node]
+    if not isinstance(node, str) or "$" not in node:
+        return node
+    key = prefix.rstrip(".")
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        if name is None:
+            return "$"
+        if name not in os.environ:
+            problems.append(f"{where(key)}{key}: ${name} is not set (export {name}=..., or write the value)")
+            return m.group(0)
+        return os.environ[name]
+
+    whole = _ENV_REF.fullmatch(node) is not None and node != "$$"
+    expanded = _ENV_REF.sub(sub, node)
+    return _parse_scalar(expanded) if whole and expanded != node else expanded
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -414,6 +446,7 @@ def load_config(
             return ""
         return f"{shown}: line {keys[key][0]}: "
 
+    tree = _expand_env(tree, "", problems, where)
     schema = _config_schema(model, data)
     cfg = _build(schema, tree, "", problems, where)
     if model is not None and not dataclasses.is_dataclass(cfg.model):

@@ -142,7 +142,11 @@ def gpu_index(local_rank: int, gpus: int) -> int:
     """The GPU of the process with `local_rank` on its node: its own, never one another process uses.
 
     Two processes on one GPU would fail inside NCCL ("Duplicate GPU detected"); say what to change.
+    An srun task started with ``--gpus-per-task`` (or a binding such as ``--gpu-bind``) sees only
+    its own GPUs: local rank 3 of a node with one visible GPU uses ``cuda:0``.
     """
+    if gpus and local_rank >= gpus and own_task_gpus():
+        return local_rank % gpus
     if local_rank >= gpus:
         raise ConfigError(
             f"process {local_rank} on this node has no GPU of its own: {gpus} GPU(s) are visible. Start at most "
@@ -150,6 +154,17 @@ def gpu_index(local_rank: int, gpus: int) -> int:
             f"--ntasks-per-node={gpus} under SLURM), or make more GPUs visible (CUDA_VISIBLE_DEVICES)"
         )
     return local_rank
+
+
+def own_task_gpus() -> bool:
+    """Whether this process is an srun task whose visible GPUs are its own (``--gpus-per-task``).
+
+    Not under torchrun (TORCHELASTIC_RUN_ID): there, one task's processes share the node's GPUs.
+    """
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env or slurm_tasks() == 0:
+        return False
+    return bool(env.get("SLURM_GPUS_PER_TASK")) or "single" in env.get("SLURM_GPU_BIND", "")
 
 
 def timeout_from_env() -> timedelta:
@@ -255,11 +270,34 @@ def slurm_port(job_id: str) -> int:
 
 def first_host(nodelist: str) -> str:
     """The first host of a SLURM node list: "gpu[07-09,12],cpu1" -> "gpu07"."""
+    hosts = expand_nodelist(nodelist)
+    return hosts[0] if hosts else "127.0.0.1"
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """A SLURM node list as host names, in SLURM's order (what `scontrol show hostnames` prints).
+
+    "rack[1-2]-node[01-02],login" -> rack1-node01, rack1-node02, rack2-node01, rack2-node02, login:
+    several bracketed ranges in one name, zero-padded numbers kept at their width.
+    """
     import re
 
-    prefix, ranges, suffix = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?([^,]*)", nodelist).groups()  # type: ignore[union-attr]
-    first = ranges.split(",", 1)[0].split("-", 1)[0] if ranges else ""
-    return prefix + first + suffix or "127.0.0.1"
+    hosts: list[str] = []
+    for name in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", nodelist):
+        expanded = [""]
+        for literal, ranges in re.findall(r"([^\[]*)(?:\[([^\]]*)\])?", name):
+            choices = [literal]
+            if ranges:
+                choices = []
+                for part in ranges.split(","):
+                    lo, _, hi = part.partition("-")
+                    if hi:
+                        choices += [literal + str(i).zfill(len(lo)) for i in range(int(lo), int(hi) + 1)]
+                    else:
+                        choices.append(literal + lo)
+            expanded = [head + choice for head in expanded for choice in choices]
+        hosts += [h for h in expanded if h]
+    return hosts
 
 
 def seed_rank(env: DistEnv, seed: int) -> None:

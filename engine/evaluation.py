@@ -57,9 +57,14 @@ def prepare_loaders(trainer: Trainer, loaders: Any) -> Any:
 
 # -- the evaluation loop ---------------------------------------------------------------------
 def run_eval(
-    trainer: Trainer, stage: str, loaders: Any, limit: int | float | None, cap: int | None
-) -> dict[str, float]:
+    trainer: Trainer, stage: str, loaders: Any, limit: int | float | None, cap: int | None, stoppable: bool = False
+) -> dict[str, float] | None:
     """One validation ("val") or test epoch over one or several loaders; returns the epoch metrics.
+
+    `stoppable` (fit's validations): a stop signal (SLURM's USR1 before the time limit, SIGTERM,
+    Ctrl-C) ends the validation at the next batch, so a long validation cannot make the save
+    miss the time limit. Such a cut validation returns None and runs none of the end hooks (its
+    metrics would cover part of the data); the resumed run runs it again.
 
     Lightning's hook order: on_<stage>_model_eval, on_<stage>_start, on_<stage>_epoch_start, per
     batch (on_<stage>_batch_start, the step, on_<stage>_batch_end), on_<stage>_epoch_end,
@@ -87,6 +92,7 @@ def run_eval(
     modes = _model_eval(module, name)
     trainer._call(f"on_{name}_start")
     trainer._call(f"on_{name}_epoch_start")
+    cut = False
     with torch.no_grad():
         for dataloader_idx, loader in enumerate(loaders):
             n = trainer._limit(loader, limit)
@@ -99,6 +105,13 @@ def run_eval(
                 real = D.real_batches(loader)
                 for batch_idx, batch in enumerate(loader):
                     if batch_idx >= n:
+                        break
+                    if stoppable and _stop_signalled(trainer):
+                        cut = True
+                        trainer.print(
+                            f"{stage} stopped at batch {batch_idx} of {n} by a stop signal; "
+                            "it runs again when the run resumes"
+                        )
                         break
                     results.copy = batch_idx >= real  # a copy run only for the step's collectives: not counted
                     saved = _metric_states(module) if results.copy else None
@@ -114,7 +127,13 @@ def run_eval(
                         _restore_metric_states(saved)
                     if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
                         _log_eval_step(trainer)
+            if cut:
+                break
     results.dataloader_suffix, results.copy = "", False
+    if cut:
+        _model_train(module, name, modes)
+        trainer.state.stage = outer_stage
+        return None
     trainer._call(f"on_{name}_epoch_end")
     metrics = results.compute_epoch()
     if trainer.sanity_checking:
@@ -129,6 +148,12 @@ def run_eval(
     _model_train(module, name, modes)
     trainer.state.stage = outer_stage
     return metrics
+
+
+def _stop_signalled(trainer: Trainer) -> bool:
+    """Whether a stop signal arrived (on any rank: every rank cuts at the same batch)."""
+    flag = trainer._signal is not None
+    return trainer.env.any(flag) if trainer.env.active else flag
 
 
 def _metric_states(module: Module) -> list[tuple[Any, dict[str, Any], int]]:

@@ -346,7 +346,8 @@ def _has_credentials(wandb: Any) -> bool:
 class WandbLogger:
     """Log to Weights & Biases, Lightning's ``WandbLogger`` made robust for long runs.
 
-    - ``mode``: ``auto`` is online when an API key or ``wandb login`` exists, else offline
+    - ``mode``: ``auto`` is online when an API key or ``wandb login`` exists, else offline; under
+      SLURM (``SLURM_JOB_ID``) always offline (``wandb sync`` uploads it later)
       (``WANDB_MODE`` in the environment wins); offline runs end by printing the exact
       ``wandb sync`` command. ``disabled`` records nothing and does not import wandb.
     - The run starts at the first log call, or when the trainer calls `start` at fit start,
@@ -488,7 +489,12 @@ class WandbLogger:
     def _resolve_mode(self, wandb: Any) -> str:
         if self.mode != "auto":
             return self.mode
-        return _env_mode() or ("online" if _has_credentials(wandb) else "offline")
+        env_mode = _env_mode()
+        if env_mode:
+            return env_mode
+        if os.environ.get("SLURM_JOB_ID"):  # compute nodes often have no internet: no start waits on one
+            return "offline"
+        return "online" if _has_credentials(wandb) else "offline"
 
     def _ensure_run(self) -> Any:
         """Start the run on first use (or return the running one); None when there is none."""

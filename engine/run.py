@@ -29,7 +29,10 @@ _log = logging.getLogger(__name__)
 
 def default_run_name() -> str:
     """Stable across SLURM requeues (so resume=auto finds the run), else a timestamp."""
-    job = os.environ.get("SLURM_JOB_ID")
+    env = os.environ
+    job = env.get("SLURM_JOB_ID")
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):  # each array task its own run
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return f"slurm-{job}" if job else time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
@@ -39,8 +42,9 @@ def build_logger(cfg: Config, run_name: str) -> Any:
     if cfg.wandb.mode == "disabled":
         return NullLogger()  # wandb is not even imported
     keys = asdict(cfg.wandb) | {"name": cfg.wandb.name or run_name}
-    # wandb/ sits in the project, like runs/; the end-of-run block prints the sync command
-    return WandbLogger(**keys, save_dir=cfg.project_root or ".", print_sync_command=False)
+    # wandb/ sits in the project, like runs/, or in $WANDB_DIR; the end-of-run block prints the sync command
+    save_dir = os.path.expanduser(os.environ.get("WANDB_DIR") or "") or cfg.project_root or "."
+    return WandbLogger(**keys, save_dir=save_dir, print_sync_command=False)
 
 
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None, logger: Any = None) -> Trainer:
@@ -122,8 +126,10 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
                 report(trainer, run_dir, time.monotonic() - started)
         codes = {"preempted": PREEMPTED_EXIT_CODE, "interrupted": INTERRUPTED_EXIT_CODE, "nonfinite_loss": 1}
         code = codes.get(trainer.stop_reason or "", 0)
-        if env.is_global_zero:
+        if env.local_rank == 0:  # one per node: the job script reads its own node's file
             record_exit_code(code)
+        if code == PREEMPTED_EXIT_CODE and os.environ.get("SCAFFOLD_EXIT_FILE"):
+            return 0  # the file says it; an exit 75 would read as a failure in torchrun's and srun's logs
         return code
     except BaseException:
         # A run that failed before its first step leaves no folder behind (a resumed one keeps its own).
@@ -166,12 +172,17 @@ def record_exit_code(code: int) -> None:
 
     torchrun turns a worker's 75 ("preempted: requeue me") into its own 1, and a signal that
     arrives after the last step does not mean the run is unfinished: the job script decides
-    whether to requeue from this file, not from exit codes or signals.
+    whether to requeue from this file, not from exit codes or signals. Each node's local rank 0
+    writes it (the ranks agree on how the run ended), so the job script finds it on its own
+    node's disk wherever global rank 0 runs; written whole (a temporary file, then renamed).
     """
     path = os.environ.get("SCAFFOLD_EXIT_FILE")
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(f"{code}\n")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(f"{code}\n")
+        os.replace(tmp, target)
 
 
 def resume_command(run_name: str, world_size: int = 1) -> str:

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -300,6 +301,7 @@ class Trainer:
         self._batches_done = 0  # position inside the current epoch (for mid-epoch resume)
         self._epoch_rng: dict[str, Any] | None = None  # random state at the epoch's start (D.epoch_iterator)
         self._epoch_done = False
+        self._val_pending = False  # a validation that a stop signal cut short: the resumed run repeats it
         self._signal: int | None = None
         self._stop_announced = False
         # How to resume this run, for the line printed after a Ctrl-C (`run` sets the command).
@@ -769,6 +771,8 @@ class Trainer:
         self.results = self._train_results
         self._call("on_train_epoch_start")
         stopping.agree_stop(self)
+        if self._val_pending and self._batches_done < n and not self._stop_agreed:
+            self._validate_now()  # cut short by a stop signal before the save: run it again first
         module.train()
         if not self._automatic:  # the module steps its own optimizers: a loop body of its own
             self._end_train_epoch(*manual.run_batches(self, data, self._batches_done, n))
@@ -878,6 +882,9 @@ class Trainer:
         epoch_val = (self.current_epoch + 1) % self.check_val_every_n_epoch == 0
         if self.has_validation and epoch_val:
             self._validate_now()
+            if self._val_pending:  # cut short by a stop signal: the resumed run validates, then ends the epoch
+                self._epoch_done = self.at_epoch_end = False
+                return
         self.results = self._train_results
         self._train_results.epoch_end = True  # self.log in on_train_epoch_end means an epoch value
         module.on_train_epoch_end()
@@ -943,16 +950,16 @@ class Trainer:
     def _validate_now(self) -> None:
         if not self.check_finite():
             return
-        self._run_eval("val", self.val_loader, self.limit_val_batches)
+        self._val_pending = self._run_eval("val", self.val_loader, self.limit_val_batches, stoppable=True) is None
         self._flush_log()
         self.results = self._train_results
         stopping.agree_stop(self)
 
     def _run_eval(
-        self, stage: str, loaders: Any, limit: int | float | None, cap: int | None = None
-    ) -> dict[str, float]:
+        self, stage: str, loaders: Any, limit: int | float | None, cap: int | None = None, stoppable: bool = False
+    ) -> dict[str, float] | None:
         """One validation ("val") or test epoch over `loaders` (see engine/evaluation.py)."""
-        return evaluation.run_eval(self, stage, loaders, limit, cap)
+        return evaluation.run_eval(self, stage, loaders, limit, cap, stoppable)
 
     def _log_step(self, metrics: dict[str, float] | None = None) -> None:
         """A logging step: the step values to the loggers, and rank 0's to every rank's callbacks
@@ -1198,6 +1205,7 @@ class Trainer:
                 "global_step": self.global_step,
                 "batches_done": self._batches_done,
                 "epoch_done": self._epoch_done,
+                "val_pending": self._val_pending,
                 "batch_size": getattr(self.train_loader, "batch_size", None),
                 "world_size": self.world_size,
                 "global_batch_size": (getattr(self.train_loader, "batch_size", None) or 0) * self.world_size,
@@ -1243,7 +1251,10 @@ class Trainer:
         if str(ckpt_path) in ("last", "auto"):
             if (self.default_root_dir / "checkpoints").is_dir():  # what a crash mid-save of a sharded one left
                 FSDP.recover(self.default_root_dir / "checkpoints")
-            found = find_resume_checkpoint(self.default_root_dir / "checkpoints")
+            # resume=auto (a requeued job, maybe on another node count) falls back to an epoch-end checkpoint
+            found = find_resume_checkpoint(
+                self.default_root_dir / "checkpoints", self._other_global_batch if str(ckpt_path) == "auto" else None
+            )
             if found is None and str(ckpt_path) == "last":
                 raise CheckpointError(
                     f"resume=last but {self.default_root_dir / 'checkpoints'} holds no checkpoint; "
@@ -1254,6 +1265,15 @@ class Trainer:
         if not path.is_file() and not FSDP.is_sharded_checkpoint(path):
             raise CheckpointError(f"checkpoint {path} does not exist; pass resume=last or an existing .ckpt path")
         return path
+
+    def _other_global_batch(self, state: dict[str, Any]) -> str | None:
+        """Why this run cannot continue `state`: saved mid-epoch with another global batch."""
+        loop = state.get("loop") or {}
+        if loop.get("epoch_done") or not loop.get("batches_done"):
+            return None
+        saved = (loop.get("batch_size") or 0) * (loop.get("world_size") or 1)
+        mine = (getattr(self.train_loader, "batch_size", None) or 0) * self.world_size
+        return None if saved == mine else f"was saved mid-epoch with a global batch of {saved}, this run's is {mine}"
 
     def _restore(self, ckpt_path: str | Path, weights_only: bool | None = None) -> None:
         # Rank 0 picks the file (resume=last may skip unreadable ones); every rank loads that one.
@@ -1316,6 +1336,7 @@ class Trainer:
             self.print(f"{path} holds no GradScaler state (saved without 16-mixed): the gradient scale starts fresh")
         self.current_epoch, self.global_step = loop["epoch"], loop["global_step"]
         self._batches_done, self._epoch_done = loop["batches_done"], loop["epoch_done"]
+        self._val_pending = bool(loop.get("val_pending", False))
         if self._epoch_done:
             self.current_epoch, self._batches_done, self._epoch_done = self.current_epoch + 1, 0, False
         else:  # each rank's own partial epoch sums (an older checkpoint holds rank 0's dict only)
@@ -1382,6 +1403,7 @@ class Trainer:
             "metrics": dict(self.callback_metrics),
             "wandb_run_id": getattr(self.logger, "run_id", None),
             "world_size": self.world_size,
+            "host": socket.gethostname(),  # global rank 0's: where a multi-node run's summary and checkpoints came from
             "resumed_from": self.resumed_from,
             "samples_per_sec": t.samples_per_sec(self.world_size),
             "data_wait_frac": t.wait / t.total if t.total else None,

@@ -328,3 +328,24 @@ def test_run_main_turns_expected_failures_into_one_error_line(
     monkeypatch.setenv("SCAFFOLD_DEBUG", "1")
     with pytest.raises(ConfigError):
         run_main(lambda: start("trainer.precision=16-mixed", "trainer.accelerator=cpu"))
+
+
+def test_values_expand_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`output_dir: $SCRATCH/runs` on a cluster: in the file and on the command line (quoted, as sbatch passes it)."""
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.setenv("EPOCHS", "7")
+    monkeypatch.setenv("ACT", "gelu")
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    file = tmp_path / "c.yaml"
+    file.write_text("output_dir: $SCRATCH/runs\ntrainer:\n  max_epochs: ${EPOCHS}\nwandb:\n  tags: [a, $ACT]\n")
+    cfg = _load([], path=file)
+    assert cfg.output_dir == f"{tmp_path}/scratch/runs"
+    assert cfg.trainer.max_epochs == 7  # one reference alone: read as YAML, so a number
+    assert cfg.wandb.tags == ["a", "gelu"]
+    cfg = _load(["output_dir=${SCRATCH}/x", "model.act=$ACT-$$5"], path=file)
+    assert cfg.output_dir == f"{tmp_path}/scratch/x" and cfg.model.act == "gelu-$5"
+    text = _problems(["run_name=$NOT_SET_ANYWHERE"], path=file)
+    assert "run_name: $NOT_SET_ANYWHERE is not set (export NOT_SET_ANYWHERE=..., or write the value)" in text
+    assert text.count("\n") == 1  # one problem, one line
+    file.write_text("output_dir: ${NOT_SET_ANYWHERE}/runs\n")
+    assert "c.yaml: line 1: output_dir: $NOT_SET_ANYWHERE is not set" in _problems([], path=file)

@@ -317,3 +317,66 @@ def test_history_from_a_tree_without_git(tmp_path: Path) -> None:
     write_bundle(tmp_path / "repo", bundle)
     dest = new_project(bundle, tmp_path / "my-research")
     assert engine_files(dest / "src" / "my_research" / "engine") == engine_files(ROOT / "engine")
+
+
+def _directives(script: Path) -> dict[str, str]:
+    """The active #SBATCH options of a job script: {"--qos": "qos_gpu-t3", "--hint": "nomultithread", ...}."""
+    out = {}
+    for line in script.read_text().splitlines():
+        if line.startswith("#SBATCH "):
+            key, _, value = line.split()[1].partition("=")
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("gpu", "gpus", "cpus", "qos", "arch"),
+    [
+        ("v100-16g", 4, 10, "qos_gpu-t3", None),
+        ("v100-32g", 4, 10, "qos_gpu-t3", None),
+        ("a100", 8, 8, "qos_gpu_a100-t3", "arch/a100"),
+        ("h100", 4, 24, "qos_gpu_h100-t3", "arch/h100"),
+    ],
+)
+def test_jean_zay_script(template_repo: Path, tmp_path: Path, gpu: str, gpus: int, cpus: int, qos: str, arch) -> None:
+    """IDRIS's settings for each card, active: one srun task per GPU with the card's CPUs per GPU."""
+    account = f"xyz@{gpu.split('-')[0]}"
+    dest = new_project(template_repo, tmp_path / "p", "cluster=jean-zay", f"jz_gpu={gpu}", f"jz_account={account}")
+    script = dest / "scripts" / "slurm.sbatch"
+    sbatch = _directives(script)
+    assert sbatch["--account"] == account and sbatch["--constraint"] == gpu and sbatch["--qos"] == qos
+    assert sbatch["--time"] == "20:00:00"  # the t3 QoS's limit
+    assert sbatch["--hint"] == "nomultithread"
+    assert sbatch["--ntasks-per-node"] == sbatch["--gpus-per-node"] == str(gpus)
+    assert sbatch["--cpus-per-task"] == str(cpus)
+    text = script.read_text()
+    lines = text.splitlines()
+    assert "module purge" in lines
+    assert ("module load " + arch in text) if arch else ("module load arch/" not in text)
+    assert lines.index("module purge") > max(i for i, line in enumerate(lines) if line.startswith("#SBATCH"))
+    assert 'module load "${PYTORCH_MODULE:-pytorch-gpu/py3/' in text and "SCAFFOLD_ENV" in text
+    assert "http://www.idris.fr/" in text and "-dev" in text  # defaults cite IDRIS; the dev QoS is explained
+    subprocess_ok = __import__("subprocess").run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert subprocess_ok.returncode == 0, subprocess_ok.stderr
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
+    assert (answers["cluster"], answers["jz_gpu"], answers["jz_account"]) == ("jean-zay", gpu, account)
+    assert "## Jean Zay" in (dest / "README.md").read_text()
+
+
+def test_jean_zay_account_must_match_the_card(template_repo: Path, tmp_path: Path) -> None:
+    result = invoke(
+        "new", tmp_path / "p", "--defaults", "--template", template_repo,
+        "--data", "cluster=jean-zay", "--data", "jz_gpu=h100", "--data", "jz_account=abc@v100",
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "project@h100 account, not abc@v100" in result.output + (result.stderr or "")
+    assert not (tmp_path / "p" / "scripts").exists()
+
+
+def test_generic_script_has_no_jean_zay_settings(project: Path) -> None:
+    sbatch = _directives(project / "scripts" / "slurm.sbatch")
+    assert "--account" not in sbatch and "--qos" not in sbatch and "--constraint" not in sbatch
+    assert sbatch["--ntasks-per-node"] == "1" and sbatch["--cpus-per-task"] == "32"
+    assert "module purge" not in (project / "scripts" / "slurm.sbatch").read_text().splitlines()
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["cluster"] == "generic" and "jz_gpu" not in answers

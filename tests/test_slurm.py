@@ -162,7 +162,7 @@ def test_two_jobs_side_by_side_and_cpu_only_threads(baseline: Path, tmp_path: Pa
     # The baseline fixture ran two jobs at once (distinct rendezvous ports); here their logs.
     (job,) = [p.name[6:-4] for p in baseline.glob("slurm-*.out")]
     text = log(baseline, job)
-    assert "1 task(s) x 1 process(es) per node, 1 thread(s) each" in text, text
+    assert "1 task(s) x 1 process(es) per node (torchrun), 1 thread(s) each" in text, text
 
 
 def _preempt_and_resume(project, out: Path, send) -> dict[str, str]:
@@ -204,7 +204,7 @@ def test_one_task_per_process_mode(project, tmp_path: Path) -> None:
     assert info["JobState"] == "COMPLETED", log(tmp_path, job)
     summary = json.loads((run_dir(tmp_path) / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 6  # 12 batches of 128, shared by 2
-    assert "2 task(s) x 1 process(es) per node" in log(tmp_path, job)
+    assert "2 task(s) x 1 process(es) per node (tasks)" in log(tmp_path, job)
 
 
 def test_late_usr1_after_the_run_finished_is_not_requeued(project, tmp_path: Path) -> None:

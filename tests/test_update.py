@@ -553,3 +553,20 @@ def test_plain_copier_update_is_accepted_and_recorded(project: Path, versions_re
     manifest = json.loads((project / MANIFEST_NAME).read_text())
     assert manifest["template_commit"] == V2 and manifest["files"] == hash_tree(project / ENGINE)
     assert (project / "src" / PKG / "model.py").read_bytes() == research
+
+
+def test_update_keeps_the_jean_zay_answers_and_changes_them_with_data(versions_repo: Path, tmp_path: Path) -> None:
+    data = ("cluster=jean-zay", "jz_gpu=a100", "jz_account=abc@a100")
+    project = make_project(versions_repo, tmp_path / "my-research", V1, *data)
+    result = update(project, versions_repo, "--to", V2)
+    assert result.exit_code == 0, result.output
+    assert {k: answers(project)[k] for k in ("cluster", "jz_gpu", "jz_account")} == dict(d.split("=") for d in data)
+    text = (project / "scripts" / "slurm.sbatch").read_text()
+    assert "#SBATCH --account=abc@a100" in text and "#SBATCH --constraint=a100" in text
+    # Another card later: the answers change, and the script with them.
+    commit_all(project, "update to 1.1.0")
+    result = update(project, versions_repo, "--to", V3, "--data", "jz_gpu=h100", "--data", "jz_account=abc@h100")
+    assert result.exit_code == 0, result.output
+    assert answers(project)["jz_gpu"] == "h100"
+    text = (project / "scripts" / "slurm.sbatch").read_text()
+    assert "#SBATCH --constraint=h100" in text and "module load arch/h100" in text

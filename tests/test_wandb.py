@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -642,3 +643,27 @@ def test_digits_example_logs_a_table_of_validation_images_with_labels(
     (artifact,) = [a for a in run.artifacts if a["type"] == "run_table"]
     assert artifact["name"] == f"run-{run.run_id}-val_examples"
     assert sum(f.endswith(".png") for f in artifact["files"]) == 16
+
+
+def test_under_slurm_auto_mode_records_offline_at_once_even_with_credentials(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`wandb login` on a login node writes ~/.netrc, which compute nodes read: no online attempt there."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {FAKE_KEY}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://10.255.255.1:9")  # unroutable: an online try waits init_timeout
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    logger = WandbLogger(project="p", save_dir=tmp_path / "project", init_timeout=60)
+    started = time.monotonic()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger.log_metrics({"loss": 1.0}, step=1)
+    took = time.monotonic() - started
+    assert logger.run_mode == "offline" and took < 30, took
+    assert not [w for w in caught if "W&B" in str(w.message)]  # no failed online start to warn about
+    logger.finalize("success")
+    assert len(offline_run_dirs(tmp_path / "project")) == 1
+    assert WandbLogger(project="p", save_dir=tmp_path, mode="online")._resolve_mode(wandb) == "online"  # asked for

@@ -6,7 +6,8 @@ Test-only environment variables make it die at a chosen instant:
 KILL_AT_STEP=N (SIGKILL itself before optimizer step N), KILL_IN_SAVE=N (SIGKILL itself in
 the middle of writing its N-th checkpoint), STEP_FILE=path (write the step after each
 optimizer step, so a test can signal it at a known point), SLOW=seconds (sleep per batch),
-SLOW_SAVE=seconds (sleep while building each checkpoint).
+SLOW_SAVE=seconds (sleep while building each checkpoint), SLOW_VAL=seconds (sleep per validation
+batch), VAL_LOG=path (append "epoch batch_idx" at each validation batch of fit, sanity check aside).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Chaos(engine.Callback):
         self.step_file = os.environ.get("STEP_FILE")
         self.slow = float(os.environ.get("SLOW", "0"))
         self.slow_save = float(os.environ.get("SLOW_SAVE", "0"))
+        self.slow_val = float(os.environ.get("SLOW_VAL", "0"))
+        self.val_log = os.environ.get("VAL_LOG")
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if trainer.global_step == self.kill_at:
@@ -106,6 +109,14 @@ class Chaos(engine.Callback):
             tmp = Path(f"{self.step_file}.{os.getpid()}.tmp")  # (each rank of a DDP job writes it)
             tmp.write_text(str(trainer.global_step))
             os.replace(tmp, self.step_file)
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        if trainer.sanity_checking:
+            return
+        if self.val_log and trainer.is_global_zero:
+            with open(self.val_log, "a") as f:
+                f.write(f"{trainer.current_epoch} {batch_idx}\n")
+        time.sleep(self.slow_val)
 
     def on_save_checkpoint(self, trainer, module, checkpoint):
         time.sleep(self.slow_save)

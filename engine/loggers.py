@@ -434,6 +434,7 @@ class WandbLogger:
         self._run_mode: str | None = None  # online | offline | disabled, once started
         # The id is fixed up front, so the first checkpoint already carries it (resume reattaches).
         self._run_id = run_id or os.environ.get("WANDB_RUN_ID") or _new_run_id()
+        self._id_given = bool(run_id)  # an id passed in wins over a checkpoint's: that run is a parent
         self._sync_dir: str | None = None
         self._watch_queue: list[tuple[Any, str | None, int, bool]] = []
         self._step: int | None = None
@@ -718,10 +719,10 @@ class WandbLogger:
         self.log_table(key, columns, data, dataframe, step)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-        run = self._ensure_run()
-        if run is None:
+        """Update a started run's summary; a run that never started (a failed start) records nothing."""
+        if self._run is None or self._run_mode == "disabled":
             return
-        self._guard("summary", run.summary.update, _plain(dict(summary)))
+        self._guard("summary", self._run.summary.update, _plain(dict(summary)))
 
     def after_save_checkpoint(
         self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
@@ -801,6 +802,7 @@ class WandbLogger:
     def state_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "name": self.name,
             "step": self._step,
             "best_model_path": self._best_path,
             "last_model_path": self._last_path,
@@ -808,6 +810,10 @@ class WandbLogger:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Reattach to the checkpoint's run (same name, no other id given), else record it as the parent.
+
+        ``state["checkpoint"]``: the file it came from (the trainer adds it), recorded with the parent.
+        """
         run_id = state.get("run_id")
         if self._run is not None and self._run_mode != "disabled":
             if run_id and run_id != self._run.id:
@@ -817,6 +823,15 @@ class WandbLogger:
                     RuntimeWarning,
                     stacklevel=2,
                 )
+            return
+        if run_id and run_id != self._run_id and (self._id_given or state.get("name", self.name) != self.name):
+            # Another run's checkpoint (another name, or a run id given): this is a new W&B run
+            # that records where it started; continuing would rename the parent and append to it.
+            parent = self._config.setdefault("parent", {})
+            parent.setdefault("run_name", state.get("name"))
+            parent.setdefault("wandb_run_id", run_id)
+            if state.get("checkpoint"):
+                parent.setdefault("checkpoint", state["checkpoint"])
             return
         if run_id:
             self._run_id = run_id
@@ -928,9 +943,10 @@ class LoggerGroup:
         return {"loggers": [s if isinstance(s, dict) else {} for s in states]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        extra = {"checkpoint": state["checkpoint"]} if "checkpoint" in state else {}  # the file, for each
         for logger, s in zip(self.loggers, state.get("loggers", []), strict=False):
             if callable(getattr(logger, "load_state_dict", None)):
-                logger.load_state_dict(s)
+                logger.load_state_dict({**s, **extra})
 
     def finalize(self, status: str) -> None:
         self._each("finalize", status)

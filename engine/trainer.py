@@ -574,9 +574,6 @@ class Trainer:
             if self.is_global_zero:
                 hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
                 self.logger.log_hyperparams(hparams)
-                start = getattr(self.logger, "start", None)  # W&B: the run starts now, after the restore
-                if callable(start):
-                    start()
                 if getattr(self.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
                     self.logger.watch(module)
             self._fit_loop()
@@ -704,6 +701,9 @@ class Trainer:
             self.sanity_checking, self.state.stage = True, RunningStage.SANITY_CHECKING
             self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
             self.sanity_checking = False
+        start = getattr(self.logger, "start", None)  # W&B: the run starts once the restore and sanity check passed
+        if self.is_global_zero and callable(start):
+            start()
         self.state.stage = RunningStage.TRAINING
         self._loaders_epoch = self.current_epoch  # the loaders fit made serve this epoch (also after a resume)
         self._call("on_train_start")
@@ -1277,7 +1277,7 @@ class Trainer:
             if key in saved and hasattr(c, "load_state_dict"):
                 c.load_state_dict(saved[key])
         self.callback_metrics.update(ckpt.get("callback_metrics", {}))
-        self.logger.load_state_dict(ckpt.get("logger", {}))
+        self.logger.load_state_dict({**ckpt.get("logger", {}), "checkpoint": str(path)})  # W&B: a parent's path
         if self.datamodule is not None:
             self.datamodule.load_state_dict(ckpt.get("datamodule", {}))
         rng = ckpt.get("rng", [])

@@ -25,7 +25,7 @@ from . import distributed as D
 from . import fsdp as FSDP
 from .batch import move_to_device as move_to_device  # re-exported: engine.trainer.move_to_device
 from .batch import prepare_batch
-from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar, ThroughputMonitor
 from .callbacks import Timer as TimerCallback
 from .checkpoint import (
     AsyncSaver,
@@ -240,6 +240,8 @@ class Trainer:
             self.callbacks.append(ModelCheckpoint(save_last=False))
         if enable_model_summary is not False and not self._has(ModelSummary):
             self.callbacks.append(ModelSummary())
+        if not barebones and not self._has(ThroughputMonitor):  # the bottleneck report: the timer runs anyway
+            self.callbacks.append(ThroughputMonitor(bottleneck_warn_fraction, log_throughput=False))
         if max_time is not None:
             self.callbacks.append(TimerCallback(duration=max_time))
         self.logger, self.loggers = make_logger(logger, self.default_root_dir)

@@ -64,6 +64,7 @@ class TrainerConfig:
     async_checkpoint: bool = False  # write checkpoints in a background thread
     progress_bar: bool = True
     bottleneck_warn_fraction: float = 0.2  # warn when waiting for data exceeds this share of a step
+    profiler: Literal["simple", "pytorch"] | None = None  # simple: time per phase and hook; pytorch: a trace
 
 
 @dataclass
@@ -188,6 +189,11 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
                 out = _coerce(value, arg, key, trial)
                 if not trial:
                     return out
+        literals = [c for a in args if typing.get_origin(a) is Literal for c in typing.get_args(a)]
+        if literals:  # Literal["simple", "pytorch"] | None: name the choices
+            choices = ", ".join(repr(c) for c in literals) + (" or null" if type(None) in args else "")
+            problems.append(f"{key}: {value!r} is not one of {choices}")
+            return value
         names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
         problems.append(f"{key}: expected {names}, got {value!r}")
         return value

@@ -379,3 +379,14 @@ def test_unknown_key_suggests_the_same_name_in_another_section() -> None:
     assert "unknown key 'max_epochs'; did you mean 'trainer.max_epochs'?" in _problems(["max_epochs=3"])
     assert "unknown key 'trainer.batch_size'; did you mean 'data.batch_size'?" in _problems(["trainer.batch_size=3"])
     assert "unknown key 'model.hiden'; did you mean 'model.hidden'?" in _problems(["model.hiden=3"])
+
+
+def test_trainer_profiler_is_a_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _load([f"output_dir={tmp_path}", "run_name=p", "trainer.profiler=simple", *QUICK])
+    assert run(cfg, Regressor(), RegressionData()) == 0
+    out = capsys.readouterr().out
+    assert "FIT Profiler Report" in out and "[phase] optimizer" in out
+    assert "trainer.profiler: 'advanced' is not one of 'simple', 'pytorch' or null" in _problems(
+        ["trainer.profiler=advanced"]
+    )
+    assert _load([]).trainer.profiler is None

@@ -91,6 +91,7 @@ class Plan:
     new_engine_version: str = ""
     base_note: str = ""
     stale_manifest: str = ""  # the manifest's version when it lags behind _commit (plain `copier update`)
+    recorded_hashes: dict[str, str] = field(default_factory=dict)  # the manifest's: the engine as scaffold wrote it
 
     @property
     def conflicts(self) -> list[FileChange]:
@@ -253,7 +254,7 @@ def plan_update(
         to_commit = str(target.answers.get("_commit") or target_ref)
         from_version, to_version = commit_version(from_commit), commit_version(to_commit)
         plan = Plan(project, package, source.label, from_commit, to_commit, from_version, to_version)
-        plan.engine_dir = manifest.engine_dir
+        plan.engine_dir, plan.recorded_hashes = manifest.engine_dir, dict(manifest.files)
         plan.engine_edits = engine_edits(project, manifest)
         if manifest.template_commit != from_commit:
             plan.stale_manifest = manifest.template_commit
@@ -349,11 +350,53 @@ def _backup(project: Path, plan: Plan) -> str:
     return name
 
 
+def _recorded_engine(project: Path, engine_dir: str, hashes: dict[str, str]) -> dict[str, bytes] | None:
+    """The engine exactly as scaffold wrote it (every file matching the manifest's SHA-256), read
+    from the project's own commits; None when no commit holds it.
+
+    The template source may lack the recorded version (a project made by an unreleased build,
+    updated by a release), and a render of the nearest release instead would give a patch whose
+    preimages the project's repository has never seen: `git apply --3way` could not use it.
+    """
+    try:
+        commits = git("rev-list", "-n", "50", "HEAD", "--", engine_dir, MANIFEST_NAME, cwd=project).split()
+    except RuntimeError:
+        return None
+    for commit in commits:
+        listing = git("ls-tree", "-r", "-z", commit, "--", engine_dir + "/", cwd=project)
+        blobs: dict[str, str] = {}
+        for entry in filter(None, listing.split("\0")):
+            meta, _, path = entry.partition("\t")
+            rel = path[len(engine_dir) + 1 :]
+            if "__pycache__" not in rel and not rel.endswith((".pyc", ".pyo")):
+                blobs[rel] = meta.split()[2]
+        if set(blobs) != set(hashes):
+            continue
+        batch = subprocess.run(
+            ["git", "cat-file", "--batch"],
+            cwd=project,
+            input="".join(f"{b}\n" for b in blobs.values()).encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+        contents, pos = {}, 0
+        for rel in blobs:  # "<sha> blob <size>\n<bytes>\n" per object, in the order asked
+            header_end = batch.index(b"\n", pos)
+            size = int(batch[pos:header_end].split()[2])
+            contents[rel] = batch[header_end + 1 : header_end + 1 + size]
+            pos = header_end + 1 + size + 1
+        if all(hashlib.sha256(blob).hexdigest() == hashes[rel] for rel, blob in contents.items()):
+            return contents
+    return None
+
+
 def _engine_patch(project: Path, plan: Plan, backup: str) -> str:
-    """The local engine edits as a patch that `git apply` reapplies (paths from the project root)."""
+    """The local engine edits as a patch that `git apply --3way` reapplies (paths from the project
+    root), against the engine the project recorded: its preimages are blobs of the project's own."""
+    recorded = None if plan.stale_manifest else _recorded_engine(project, plan.engine_dir, plan.recorded_hashes)
     with tempfile.TemporaryDirectory(prefix="scaffold-patch-") as tmp:
         old, new = Path(tmp) / "old" / plan.engine_dir, Path(tmp) / "new" / plan.engine_dir
-        for rel, blob in plan.old_engine.items():
+        for rel, blob in (recorded if recorded is not None else plan.old_engine).items():
             (old / rel).parent.mkdir(parents=True, exist_ok=True)
             (old / rel).write_bytes(blob)
         current = project / plan.engine_dir

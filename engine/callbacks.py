@@ -165,7 +165,8 @@ class EarlyStopping(Callback):
         self.wait_count += 1
         if self.wait_count >= self.patience:
             return (
-                f"{name} did not improve by more than {self.min_delta} for {self.wait_count} checks "
+                f"{name} did not improve by more than {self.min_delta} for {self.wait_count} "
+                f"{'check' if self.wait_count == 1 else 'checks'} "
                 f"(best {self.best_score:.6g})"
             )
         return None

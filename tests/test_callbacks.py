@@ -188,7 +188,7 @@ NAN = float("nan")
             "val_loss = 6 diverged past divergence_threshold 5.0",
         ),
         ([1.0, NAN, 0.5], {"patience": 10}, 1, "val_loss = nan is not finite"),
-        ([1.0, 2.0, 2.0], {"patience": 0}, 1, "val_loss did not improve by more than 0.0 for 1 checks (best 1)"),
+        ([1.0, 2.0, 2.0], {"patience": 0}, 1, "val_loss did not improve by more than 0.0 for 1 check (best 1)"),
     ],
 )
 def test_early_stopping_on_a_scripted_metric(

@@ -584,14 +584,25 @@ class ProgressBar(Callback):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
         except ImportError:
             return
+        from rich.table import Column
+
         from . import console
 
+        screen = Console(file=sys.stdout)
+        # The epoch and batch count never shrink; on a narrow terminal (80 columns) the bar does,
+        # and the fields after the step count are cut at the right edge rather than squeezing
+        # the epoch to "epo…" (rich shares the width between columns that may shrink).
+        fixed = Column(no_wrap=True)
         self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=30),
-            MofNCompleteColumn(),
-            TextColumn("step {task.fields[step]} | {task.fields[times]} | {task.fields[rate]} {task.fields[metrics]}"),
-            console=Console(file=sys.stdout),
+            TextColumn("{task.description}", table_column=fixed),
+            BarColumn(bar_width=30 if screen.width >= 120 else 12),
+            MofNCompleteColumn(table_column=fixed),
+            TextColumn(
+                "step {task.fields[step]} | {task.fields[times]} | {task.fields[rate]} {task.fields[metrics]}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+            ),
+            expand=True,  # the ratio column takes what is left of the line, and no more
+            console=screen,
             redirect_stdout=True,  # every print and log line goes above the bar
             redirect_stderr=True,
             refresh_per_second=4,

@@ -92,6 +92,7 @@ class Plan:
     base_note: str = ""
     stale_manifest: str = ""  # the manifest's version when it lags behind _commit (plain `copier update`)
     recorded_hashes: dict[str, str] = field(default_factory=dict)  # the manifest's: the engine as scaffold wrote it
+    dependencies_changed: bool = False  # the template's pyproject.toml requires other packages: reinstall
 
     @property
     def conflicts(self) -> list[FileChange]:
@@ -103,6 +104,9 @@ class UpdateResult:
     plan: Plan
     backup: str = ""
     patch: str = ""
+
+
+REINSTALL = "python -m pip install -e '.[dev]'"  # what the generated README installs with
 
 
 # -- reading the project -------------------------------------------------------------------
@@ -306,6 +310,8 @@ def plan_update(
             if rel.startswith(engine + "/"):
                 continue
             b, t = _read(old_files.get(rel)), _read(new_files.get(rel))
+            if rel == "pyproject.toml" and _requirements(b) != _requirements(t):
+                plan.dependencies_changed = True
             if research.match_file(rel):
                 if b != t:
                     plan.research_changed.append(rel)
@@ -316,6 +322,17 @@ def plan_update(
                     change.mode = new_files[rel].stat().st_mode & 0o777
                 plan.changes.append(change)
     return plan
+
+
+def _requirements(pyproject: bytes | None) -> Any:
+    """What installing the project pulls in: Python version, dependencies and extras."""
+    import tomllib
+
+    try:
+        project = tomllib.loads((pyproject or b"").decode()).get("project", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    return project.get("requires-python"), project.get("dependencies"), project.get("optional-dependencies")
 
 
 def _engine_blobs(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -540,6 +557,9 @@ def _describe(plan: Plan, dry_run: bool = False) -> None:
     )
     _section("research code changed upstream (left as is; compare with a fresh scaffold new)", plan.research_changed)
     _section("new questions (answers recorded)", [f"{k} = {v!r}" for k, v in plan.new_answers.items()])
+    if plan.dependencies_changed:
+        verb = "would change" if dry_run else "changed"
+        _echo(f"pyproject.toml: the dependencies {verb}; after the update reinstall: {REINSTALL}")
     if plan.notes:
         _echo("migration notes:")
         for head, body in plan.notes:
@@ -607,6 +627,8 @@ def print_result(result: UpdateResult) -> int:
         return 1
     _echo(f"updated to {plan.to_commit}. Review (git diff), run your tests, then commit:")
     _echo(f"  git add -A && git commit -m 'Update scaffold to {plan.to_commit}'")
+    if plan.dependencies_changed:
+        _echo(f"the project's dependencies changed: reinstall it before running anything: {REINSTALL}")
     return 0
 
 

@@ -539,6 +539,34 @@ def test_force_reapply_works_for_a_project_of_an_unreleased_build(versions_repo:
     assert git(project, "diff", "HEAD", "--name-only").split() == [f"{ENGINE}/callbacks.py"]  # nothing else
 
 
+def test_an_update_that_changes_dependencies_says_to_reinstall(
+    project: Path, versions_repo: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "deps"
+    git(tmp_path, "clone", "-q", str(versions_repo), str(repo))
+    git(repo, "checkout", "-q", V3)
+    pyproject = repo / "template" / "project" / "pyproject.toml.jinja"
+    pyproject.write_text(pyproject.read_text().replace("dependencies = [\n", 'dependencies = [\n  "einops>=0.7",\n', 1))
+    set_version(repo, "1.3.0")
+    commit_all(repo, "1.3.0: einops")
+    git(repo, "tag", "v1.3.0")
+    plain = update(project, versions_repo, "--to", V2)  # no dependency change: no advice
+    assert plain.exit_code == 0, plain.output
+    assert "reinstall" not in plain.stdout
+    commit_all(project, "update to 1.1.0")
+    dry = update(project, repo, "--to", "v1.3.0", "--dry-run")
+    assert (
+        "pyproject.toml: the dependencies would change; after the update reinstall: python -m pip install -e '.[dev]'"
+        in dry.stdout
+    )
+    result = update(project, repo, "--to", "v1.3.0")
+    assert result.exit_code == 0, result.output
+    assert '"einops>=0.7"' in (project / "pyproject.toml").read_text()
+    assert (
+        "dependencies changed: reinstall it before running anything: python -m pip install -e '.[dev]'" in result.stdout
+    )
+
+
 def test_dry_run_says_would_and_check_sees_unfinished_updates(project: Path, versions_repo: Path) -> None:
     readme = project / "README.md"
     readme.write_text(readme.read_text() + "\nMy own closing words.\n")

@@ -465,7 +465,10 @@ def load_config(
     if wants_help:
         print(config_help(cfg, {k: (v[1], v[2]) for k, v in keys.items()}, ", then ".join(read), base, source))
         raise SystemExit(0)
-    if read and int(os.environ.get("RANK", "0")) == 0 and not problems:
+    # One line per job: global rank 0 (torchrun's RANK, else srun's SLURM_PROCID), and not again in
+    # the workers `trainer.devices=N` starts (their parent printed it).
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    if read and rank == "0" and not os.environ.get("SCAFFOLD_SELF_LAUNCHED") and not problems:
         later = " (later files win; KEY=VALUE wins over all)" if len(read) > 1 else ""
         print(f"config: {', then '.join(read)}{later}", flush=True)
     if not problems:

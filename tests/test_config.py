@@ -390,3 +390,17 @@ def test_trainer_profiler_is_a_config_key(tmp_path: Path, capsys: pytest.Capture
         ["trainer.profiler=advanced"]
     )
     assert _load([]).trainer.profiler is None
+
+
+def test_the_files_line_is_printed_once_per_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "c.yaml").write_text("run_name: x\n")
+    for env in ({"RANK": "1"}, {"SLURM_PROCID": "2"}, {"SCAFFOLD_SELF_LAUNCHED": "1", "RANK": "0"}):
+        with monkeypatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            _load(["--config", str(tmp_path / "c.yaml")])
+    assert capsys.readouterr().out == ""
+    _load(["--config", str(tmp_path / "c.yaml")])
+    assert capsys.readouterr().out == f"config: {tmp_path / 'c.yaml'}\n"

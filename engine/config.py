@@ -607,8 +607,9 @@ def config_help(
     lines = [
         f"usage: {prog} [--config PATH] [KEY=VALUE | --KEY=VALUE]...",
         "",
-        f"Layers, lowest first: the dataclass defaults, {shown or 'no file'}, each --config FILE in order, "
-        "then dotted overrides (trainer.max_epochs=5, --model.lr=1e-3).",
+        "Layers, lowest first: the dataclass defaults < "
+        + "".join(f"{name} < " for name in shown.split(", then ") if name)
+        + "the command line (trainer.max_epochs=5, --model.lr=1e-3); each --config FILE adds a file layer.",
         f"Relative paths (--config, output_dir) resolve against the project root, {root}.",
         "Keys, with the values a run would use now and [where each value comes from]:",
     ]

@@ -351,8 +351,12 @@ class WandbLogger:
       ``wandb sync`` command. ``disabled`` records nothing and does not import wandb.
     - The run starts at the first log call, or when the trainer calls `start` at fit start,
       after a checkpoint's ``load_state_dict`` has reattached it to the same run id
-      (``resume="allow"``): W&B's start-up wait comes before training, and a run that fails in
-      its first steps is still recorded.
+      (``resume="allow"``) and the sanity check passed: W&B's start-up wait comes before
+      training, a run that fails in its first steps is still recorded, and a start that fails
+      (a missing or misfitting checkpoint) records nothing.
+    - A checkpoint of another run (saved under another ``name``, or an ``id`` passed here that
+      differs from its run id) is not reattached: this is a new run whose config records
+      ``parent`` (``run_name``, ``wandb_run_id``, ``checkpoint``).
     - Metrics are plotted against ``trainer/global_step`` (``define_metric``), never wandb's own
       ``step``, so a resumed run never hits "step must only increase".
     - ``log_model``: checkpoints as ``model``-type artifacts named ``model-<run id>``, with

@@ -165,7 +165,8 @@ class EarlyStopping(Callback):
         self.wait_count += 1
         if self.wait_count >= self.patience:
             return (
-                f"{name} did not improve by more than {self.min_delta} for {self.wait_count} checks "
+                f"{name} did not improve by more than {self.min_delta} for {self.wait_count} "
+                f"{'check' if self.wait_count == 1 else 'checks'} "
                 f"(best {self.best_score:.6g})"
             )
         return None
@@ -423,16 +424,21 @@ class LearningRateMonitor(Callback):
 class ThroughputMonitor(Callback):
     """Samples/s and the share of each step spent waiting for the data loader.
 
-    Logs ``throughput/samples_per_sec`` and ``throughput/data_wait_frac``; warns once when
-    waiting exceeds `warn_fraction` of the step time and prints a report at the end. Waits
-    under `min_wait_ms` per batch are never a bottleneck worth a warning: a tiny model on
-    in-memory data spends a large share of a very short step collating the batch.
+    Logs ``throughput/samples_per_sec`` and ``throughput/data_wait_frac`` (unless
+    `log_throughput` is False); warns once when waiting exceeds `warn_fraction` of the step time
+    and prints a report at the end. Waits under `min_wait_ms` per batch are never a bottleneck
+    worth a warning: a tiny model on in-memory data spends a large share of a very short step
+    collating the batch. Every Trainer has one (report only) unless given its own. The advice
+    names config keys when the run has them (``data.num_workers=4``), else ``DataLoader(...)``.
     """
 
-    def __init__(self, warn_fraction: float = 0.2, warmup_steps: int = 5, min_wait_ms: float = 1.0) -> None:
+    def __init__(
+        self, warn_fraction: float = 0.2, warmup_steps: int = 5, min_wait_ms: float = 1.0, log_throughput: bool = True
+    ) -> None:
         self.warn_fraction = warn_fraction
         self.warmup_steps = warmup_steps
         self.min_wait_ms = min_wait_ms
+        self.log_throughput = log_throughput
         self.warned = False
         self._mark = (0.0, 0.0, 0, 0)  # wait, total, samples, batches at the last log
         self._base: tuple[float, float, int] | None = None  # wait, total, batches when warmup ended
@@ -450,8 +456,9 @@ class ThroughputMonitor(Callback):
         self._mark = (t.wait, t.total, t.samples, t.batches)
         if total <= 0 or batches == 0:
             return
-        rate = samples * trainer.world_size / total  # the job's: every process trains as many samples
-        trainer.log_metrics({"throughput/samples_per_sec": rate, "throughput/data_wait_frac": wait / total})
+        if self.log_throughput:
+            rate = samples * trainer.world_size / total  # the job's: every process trains as many samples
+            trainer.log_metrics({"throughput/samples_per_sec": rate, "throughput/data_wait_frac": wait / total})
         if self.warned or t.batches <= self.warmup_steps:
             return
         if self._base is None:
@@ -467,14 +474,25 @@ class ThroughputMonitor(Callback):
         return wait / total > self.warn_fraction and 1000 * wait / batches >= self.min_wait_ms
 
     def advice(self, fraction: float, trainer: Trainer) -> str:
-        workers = trainer.train_num_workers
+        """What to change, in the caller's terms: config keys in a configured run, else DataLoader arguments."""
+        workers, loader = trainer.train_num_workers, trainer.train_loader
         cores = os.cpu_count() or 1
         suggest = max(2, min(cores, 2 * max(1, workers)))
-        tips = [f"data.num_workers={suggest}" if workers < cores else "a faster dataset (cache or preprocess it)"]
-        if trainer.device.type == "cuda":
-            tips.append("pin_memory=True")
-        if workers > 0:
-            tips.append("persistent_workers=True")
+        more = workers < cores
+        args = [f"num_workers={suggest}"] if more else []
+        if trainer.device.type == "cuda" and not getattr(loader, "pin_memory", False):
+            args.append("pin_memory=True")
+        if (workers > 0 or more) and not getattr(loader, "persistent_workers", False):
+            args.append("persistent_workers=True")  # workers kept across epochs, not restarted
+        data_cfg = getattr(trainer.config, "data", None)
+        tips = []
+        if more and hasattr(data_cfg, "num_workers"):  # a generated project: the config key
+            tips.append(f"data.num_workers={suggest}")
+            args = args[1:]
+        if args:
+            tips.append(f"DataLoader({', '.join(args)})" + (" in your data module" if tips else ""))
+        if not more:
+            tips.append("a faster dataset (cache or preprocess it)")
         return (
             f"the data loader is the bottleneck: {fraction:.0%} of each step is spent waiting for data "
             f"(threshold {self.warn_fraction:.0%}). Try {', '.join(tips)}."
@@ -583,14 +601,25 @@ class ProgressBar(Callback):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
         except ImportError:
             return
+        from rich.table import Column
+
         from . import console
 
+        screen = Console(file=sys.stdout)
+        # The epoch and batch count never shrink; on a narrow terminal (80 columns) the bar does,
+        # and the fields after the step count are cut at the right edge rather than squeezing
+        # the epoch to "epo…" (rich shares the width between columns that may shrink).
+        fixed = Column(no_wrap=True)
         self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=30),
-            MofNCompleteColumn(),
-            TextColumn("step {task.fields[step]} | {task.fields[times]} | {task.fields[rate]} {task.fields[metrics]}"),
-            console=Console(file=sys.stdout),
+            TextColumn("{task.description}", table_column=fixed),
+            BarColumn(bar_width=30 if screen.width >= 120 else 12),
+            MofNCompleteColumn(table_column=fixed),
+            TextColumn(
+                "step {task.fields[step]} | {task.fields[times]} | {task.fields[rate]} {task.fields[metrics]}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+            ),
+            expand=True,  # the ratio column takes what is left of the line, and no more
+            console=screen,
             redirect_stdout=True,  # every print and log line goes above the bar
             redirect_stderr=True,
             refresh_per_second=4,

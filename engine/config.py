@@ -65,6 +65,7 @@ class TrainerConfig:
     async_checkpoint: bool = False  # write checkpoints in a background thread
     progress_bar: bool = True
     bottleneck_warn_fraction: float = 0.2  # warn when waiting for data exceeds this share of a step
+    profiler: Literal["simple", "pytorch"] | None = None  # simple: time per phase and hook; pytorch: a trace
 
 
 @dataclass
@@ -220,6 +221,11 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
                 out = _coerce(value, arg, key, trial)
                 if not trial:
                     return out
+        literals = [c for a in args if typing.get_origin(a) is Literal for c in typing.get_args(a)]
+        if literals:  # Literal["simple", "pytorch"] | None: name the choices
+            choices = ", ".join(repr(c) for c in literals) + (" or null" if type(None) in args else "")
+            problems.append(f"{key}: {value!r} is not one of {choices}")
+            return value
         names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
         problems.append(f"{key}: expected {names}, got {value!r}")
         return value
@@ -256,15 +262,32 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
     return value
 
 
-def _closest(name: str, options: list[str]) -> str:
+def _closest(name: str, options: list[str], everywhere: list[str] | None = None) -> str:
+    """ "; did you mean 'x'?": the same name in another section (``lr`` -> ``model.lr``), else a near miss."""
+    leaf = name.rpartition(".")[2]
+    elsewhere = [k for k in everywhere or () if k != name and k.rpartition(".")[2] == leaf]
+    if elsewhere:
+        return f"; did you mean '{elsewhere[0]}'?"
     match = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    if not match and everywhere:
+        by_leaf = {k.rpartition(".")[2]: k for k in reversed(everywhere)}
+        near = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)
+        match = [by_leaf[near[0]]] if near else []
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(options)}"
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str], where: Any = lambda key: "") -> Any:
+def _build(
+    cls: type,
+    values: dict[str, Any],
+    prefix: str,
+    problems: list[str],
+    where: Any = lambda key: "",
+    everywhere: list[str] | None = None,
+) -> Any:
     """Instantiate dataclass `cls` from nested `values`, collecting every problem.
 
-    `where(dotted_key)` prefixes a problem with its origin (``configs/default.yaml: line 7: ``).
+    `where(dotted_key)` prefixes a problem with its origin (``configs/default.yaml: line 7: ``);
+    `everywhere` (every dotted key) lets an unknown key suggest its namesake in another section.
     """
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -273,14 +296,14 @@ def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str], 
         key = f"{prefix}{name}"
         if name not in fields:
             dotted = [f"{prefix}{n}" for n in fields]
-            problems.append(f"{where(key)}unknown key '{key}'{_closest(key, dotted)}")
+            problems.append(f"{where(key)}unknown key '{key}'{_closest(key, dotted, everywhere)}")
             continue
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 problems.append(f"{where(key)}{key}: expected a section (mapping), got {value!r}")
                 continue
-            kwargs[name] = _build(hint, value, f"{key}.", problems, where)
+            kwargs[name] = _build(hint, value, f"{key}.", problems, where, everywhere)
         else:
             found: list[str] = []
             kwargs[name] = _coerce(value, hint, key, found)
@@ -299,9 +322,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, Any]], list[str]]:
-    """Split argv into (config path, [(dotted key, value)], problems)."""
-    path: str | None = None
+def parse_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, Any]], list[str]]:
+    """Split argv into ([--config paths, in order], [(dotted key, value)], problems)."""
+    paths: list[str] = []
     pairs: list[tuple[str, Any]] = []
     problems: list[str] = []
     args = list(argv)
@@ -311,7 +334,7 @@ def parse_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, Any]],
             if not args:
                 problems.append("--config needs a path: --config configs/other.yaml")
                 break
-            path = args.pop(0)
+            paths.append(args.pop(0))
             continue
         key, eq, text = arg.lstrip("-").partition("=")
         if not eq:
@@ -322,10 +345,10 @@ def parse_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, Any]],
                 problems.append(f"'{arg}' is not KEY=VALUE (e.g. trainer.max_epochs=5)")
                 continue
         if key == "config":
-            path = text
+            paths.append(text)
             continue
         pairs.append((key, _parse_scalar(text)))
-    return path, pairs, problems
+    return paths, pairs, problems
 
 
 def validate(cfg: Config) -> list[str]:
@@ -405,58 +428,82 @@ def load_config(
     root: str | Path | None = None,
     exit_on_error: bool = True,
 ) -> Config:
-    """Build the run's Config from defaults, a YAML file and overrides.
+    """Build the run's Config from layers, lowest first: the dataclass defaults, the base file,
+    each ``--config PATH`` in order, then the ``KEY=VALUE`` overrides.
 
     `model`/`data` are the research code's dataclasses for the ``model.``/``data.`` sections.
-    The file is ``--config PATH`` if given (relative to the working directory, else to the
-    project root), else `path`, else ``configs/default.yaml``; `path=False` means no file (the
-    dataclass defaults). A file that does not exist or cannot be read is an error, never a
-    silent fallback to the defaults. `root` defaults to `project_root()`; relative file paths
-    in the config (``output_dir``) resolve against it. ``--help`` prints every key with its
-    value and comment and exits 0. With `exit_on_error` a bad config prints one ``error:``
-    line per problem to stderr and exits with status 2 (a command-line run; with
-    ``SCAFFOLD_DEBUG=1`` it raises instead); otherwise ConfigError is raised.
+    The base file is `path`, else ``configs/default.yaml``; `path=False` means none. A
+    ``--config`` file (relative to the working directory, else to the project root) changes
+    only the keys it holds. A file that does not exist or cannot be read is an error, never a
+    silent fallback (only an absent ``configs/default.yaml`` is skipped when ``--config`` files
+    are given); the files read are printed in one line. `root` defaults to `project_root()`;
+    relative file paths in the config (``output_dir``) resolve against it. ``--help`` prints
+    every key with its value, where that value came from and its comment, and exits 0. With
+    `exit_on_error` a bad config prints one ``error:`` line per problem to stderr and exits
+    with status 2 (a command-line run; with ``SCAFFOLD_DEBUG=1`` it raises instead); otherwise
+    ConfigError is raised.
     """
     import os
 
     argv = sys.argv[1:] if argv is None else list(argv)
     base = Path(root).resolve() if root is not None else project_root()
     wants_help = any(a in ("-h", "--help") for a in argv)
-    file_arg, overrides, problems = parse_overrides([a for a in argv if a not in ("-h", "--help")])
-    if file_arg is not None:
-        given = Path(file_arg).expanduser()
-        file_path: Path | None = given if given.is_absolute() or given.is_file() else base / given
-    elif path is False:
-        file_path = None
-    else:
-        file_path = resolve_path(path or Path("configs") / "default.yaml", base)
-    shown = _shown(file_path, base) if file_path is not None else ""
+    file_args, overrides, problems = parse_overrides([a for a in argv if a not in ("-h", "--help")])
+    files: list[Path] = []
+    if path is not False:
+        default = resolve_path(path or Path("configs") / "default.yaml", base)
+        if path is not None or not file_args or default.exists():
+            files.append(default)
+    for arg in file_args:
+        given = Path(arg).expanduser()
+        file_path = given if given.is_absolute() or given.is_file() else base / given
+        if all(file_path.resolve() != f.resolve() for f in files):
+            files.append(file_path)
     tree: dict[str, Any] = {}
-    keys: dict[str, tuple[int, str]] = {}  # dotted key -> (line, comment) in the file
-    if file_path is not None:
-        tree, keys = _read_file(file_path, shown, base, problems)
+    keys: dict[str, tuple[str, int, str]] = {}  # dotted key -> (file as shown, line, comment) of its last setting
+    for file_path in files:
+        shown = _shown(file_path, base)
+        layer, lines = _read_file(file_path, shown, base, problems)
+        _merge_tree(tree, layer)
+        for key, (line, comment) in lines.items():
+            old_comment = keys.get(key, ("", 0, ""))[2]
+            keys[key] = (shown, line, comment or old_comment)
     for key, value in overrides:
         _set_dotted(tree, key, value)
     overridden = {key for key, _ in overrides}
 
-    def where(key: str) -> str:
+    def source(key: str) -> tuple[str, int]:
+        """Where the value of `key` came from: ("command line" | a file as shown | "default", line)."""
         key = key.split("[", 1)[0]
         parts = key.split(".")
-        if key not in keys or any(".".join(parts[: i + 1]) in overridden for i in range(len(parts))):
-            return ""
-        return f"{shown}: line {keys[key][0]}: "
+        if any(".".join(parts[: i + 1]) in overridden for i in range(len(parts))):
+            return "command line", 0
+        if key in keys:
+            return keys[key][0], keys[key][1]
+        return "default", 0
+
+    def where(key: str) -> str:
+        origin, line = source(key)
+        return f"{origin}: line {line}: " if line else ""
 
     tree = _expand_env(tree, "", problems, where)
     schema = _config_schema(model, data)
-    cfg = _build(schema, tree, "", problems, where)
+    cfg = _build(schema, tree, "", problems, where, _leaf_keys(schema))
     if model is not None and not dataclasses.is_dataclass(cfg.model):
         cfg.model = model()
     if not dataclasses.is_dataclass(cfg.data):
         cfg.data = data()
     cfg.project_root = base
+    read = [_shown(f, base) for f in files]
     if wants_help:
-        print(config_help(cfg, keys, shown, base))
+        print(config_help(cfg, {k: (v[1], v[2]) for k, v in keys.items()}, ", then ".join(read), base, source))
         raise SystemExit(0)
+    # One line per job: global rank 0 (torchrun's RANK, else srun's SLURM_PROCID), and not again in
+    # the workers `trainer.devices=N` starts (their parent printed it).
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    if read and rank == "0" and not os.environ.get("SCAFFOLD_SELF_LAUNCHED") and not problems:
+        later = " (later files win; KEY=VALUE wins over all)" if len(read) > 1 else ""
+        print(f"config: {', then '.join(read)}{later}", flush=True)
     if not problems:
         for problem in validate(cfg):
             first = re.match(r"[\w.]+", problem)
@@ -468,6 +515,30 @@ def load_config(
             raise SystemExit(2)
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
     return cfg
+
+
+def _merge_tree(tree: dict[str, Any], layer: dict[str, Any]) -> None:
+    """Merge a file's mapping into the layers below: sections merge key by key, values replace."""
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge_tree(tree[key], value)
+        else:
+            tree[key] = value
+
+
+def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a config schema (for "did you mean" across sections)."""
+    out: list[str] = []
+    if not dataclasses.is_dataclass(cls):
+        return out
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name)
+        if dataclasses.is_dataclass(hint):
+            out += _leaf_keys(hint, f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
 
 
 def _shown(path: Path, root: Path) -> str:
@@ -555,17 +626,25 @@ def _fmt(value: Any) -> str:
     return text.removesuffix("\n...").removesuffix("...").strip()
 
 
-def config_help(cfg: Any, keys: dict[str, tuple[int, str]], shown: str, root: Path) -> str:
-    """Usage, then every section and key with the value this run would use and what it means."""
+def config_help(
+    cfg: Any, keys: dict[str, tuple[int, str]], shown: str, root: Path, source: Any = lambda key: ("", 0)
+) -> str:
+    """Usage, then every key with the value this run would use, where it came from, and what it means.
+
+    `source(dotted_key)` -> (``default`` | a file | ``command line``, line): an edited dataclass
+    default that a file still sets shows that file, not ``default``.
+    """
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None else Path(sys.argv[0]).name
     lines = [
         f"usage: {prog} [--config PATH] [KEY=VALUE | --KEY=VALUE]...",
         "",
-        f"Trains with {shown or 'the defaults below'} plus dotted overrides (trainer.max_epochs=5, --model.lr=1e-3).",
+        "Layers, lowest first: the dataclass defaults < "
+        + "".join(f"{name} < " for name in shown.split(", then ") if name)
+        + "the command line (trainer.max_epochs=5, --model.lr=1e-3); each --config FILE adds a file layer.",
         f"Relative paths (--config, output_dir) resolve against the project root, {root}.",
-        "Keys, with the values a run would use now:",
+        "Keys, with the values a run would use now and [where each value comes from]:",
     ]
 
     def walk(obj: Any, prefix: str, indent: str) -> None:
@@ -581,7 +660,9 @@ def config_help(cfg: Any, keys: dict[str, tuple[int, str]], shown: str, root: Pa
                 walk(value, key + ".", indent + "  ")
             else:
                 entry = f"{indent}{f.name}: {_fmt(value)}"
-                lines.append(f"{entry:<36}  # {comment}" if comment else entry)
+                origin, line = source(key)
+                tag = f"[{origin}{f':{line}' if line else ''}]" if origin else ""
+                lines.append((f"{entry:<36}  {tag:<26}" + (f"  # {comment}" if comment else "")).rstrip())
 
     walk(cfg, "", "")
     return "\n".join(lines)

@@ -352,8 +352,12 @@ class WandbLogger:
       ``wandb sync`` command. ``disabled`` records nothing and does not import wandb.
     - The run starts at the first log call, or when the trainer calls `start` at fit start,
       after a checkpoint's ``load_state_dict`` has reattached it to the same run id
-      (``resume="allow"``): W&B's start-up wait comes before training, and a run that fails in
-      its first steps is still recorded.
+      (``resume="allow"``) and the sanity check passed: W&B's start-up wait comes before
+      training, a run that fails in its first steps is still recorded, and a start that fails
+      (a missing or misfitting checkpoint) records nothing.
+    - A checkpoint of another run (saved under another ``name``, or an ``id`` passed here that
+      differs from its run id) is not reattached: this is a new run whose config records
+      ``parent`` (``run_name``, ``wandb_run_id``, ``checkpoint``).
     - Metrics are plotted against ``trainer/global_step`` (``define_metric``), never wandb's own
       ``step``, so a resumed run never hits "step must only increase".
     - ``log_model``: checkpoints as ``model``-type artifacts named ``model-<run id>``, with
@@ -435,6 +439,7 @@ class WandbLogger:
         self._run_mode: str | None = None  # online | offline | disabled, once started
         # The id is fixed up front, so the first checkpoint already carries it (resume reattaches).
         self._run_id = run_id or os.environ.get("WANDB_RUN_ID") or _new_run_id()
+        self._id_given = bool(run_id)  # an id passed in wins over a checkpoint's: that run is a parent
         self._sync_dir: str | None = None
         self._watch_queue: list[tuple[Any, str | None, int, bool]] = []
         self._step: int | None = None
@@ -724,10 +729,10 @@ class WandbLogger:
         self.log_table(key, columns, data, dataframe, step)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-        run = self._ensure_run()
-        if run is None:
+        """Update a started run's summary; a run that never started (a failed start) records nothing."""
+        if self._run is None or self._run_mode == "disabled":
             return
-        self._guard("summary", run.summary.update, _plain(dict(summary)))
+        self._guard("summary", self._run.summary.update, _plain(dict(summary)))
 
     def after_save_checkpoint(
         self, checkpoint_callback: Any, *, step: int | None = None, epoch: int | None = None
@@ -807,6 +812,7 @@ class WandbLogger:
     def state_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "name": self.name,
             "step": self._step,
             "best_model_path": self._best_path,
             "last_model_path": self._last_path,
@@ -814,6 +820,10 @@ class WandbLogger:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Reattach to the checkpoint's run (same name, no other id given), else record it as the parent.
+
+        ``state["checkpoint"]``: the file it came from (the trainer adds it), recorded with the parent.
+        """
         run_id = state.get("run_id")
         if self._run is not None and self._run_mode != "disabled":
             if run_id and run_id != self._run.id:
@@ -823,6 +833,15 @@ class WandbLogger:
                     RuntimeWarning,
                     stacklevel=2,
                 )
+            return
+        if run_id and run_id != self._run_id and (self._id_given or state.get("name", self.name) != self.name):
+            # Another run's checkpoint (another name, or a run id given): this is a new W&B run
+            # that records where it started; continuing would rename the parent and append to it.
+            parent = self._config.setdefault("parent", {})
+            parent.setdefault("run_name", state.get("name"))
+            parent.setdefault("wandb_run_id", run_id)
+            if state.get("checkpoint"):
+                parent.setdefault("checkpoint", state["checkpoint"])
             return
         if run_id:
             self._run_id = run_id
@@ -934,9 +953,10 @@ class LoggerGroup:
         return {"loggers": [s if isinstance(s, dict) else {} for s in states]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        extra = {"checkpoint": state["checkpoint"]} if "checkpoint" in state else {}  # the file, for each
         for logger, s in zip(self.loggers, state.get("loggers", []), strict=False):
             if callable(getattr(logger, "load_state_dict", None)):
-                logger.load_state_dict(s)
+                logger.load_state_dict({**s, **extra})
 
     def finalize(self, status: str) -> None:
         self._each("finalize", status)

@@ -36,15 +36,30 @@ def default_run_name() -> str:
     return f"slurm-{job}" if job else time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def build_logger(cfg: Config, run_name: str) -> Any:
-    from .loggers import NullLogger, WandbLogger
+def build_logger(cfg: Config, run_name: str, run_dir: Path | None = None) -> Any:
+    """The W&B logger; a run started from another run's checkpoint gets a W&B run of its own.
+
+    Only a checkpoint inside this run's folder (``resume=last``/``auto``, or a path under
+    ``runs/<run_name>/``) continues the W&B run it recorded. Any other checkpoint is a parent:
+    its run name, W&B run id and path go into the new run's config under ``parent``.
+    """
+    from .loggers import NullLogger, WandbLogger, _new_run_id
 
     if cfg.wandb.mode == "disabled":
         return NullLogger()  # wandb is not even imported
     keys = asdict(cfg.wandb) | {"name": cfg.wandb.name or run_name}
+    resume, extra = _resume_path(cfg), {}
+    if resume not in (None, "last", "auto") and run_dir is not None and not _inside(Path(resume), run_dir):
+        ckpt = Path(resume)
+        parent = {"run_name": ckpt.parent.parent.name} if ckpt.parent.name == "checkpoints" else {}
+        extra = {"run_id": os.environ.get("WANDB_RUN_ID") or _new_run_id(), "config": {"parent": parent}}
     # wandb/ sits in the project, like runs/, or in $WANDB_DIR; the end-of-run block prints the sync command
     save_dir = os.path.expanduser(os.environ.get("WANDB_DIR") or "") or cfg.project_root or "."
-    return WandbLogger(**keys, save_dir=save_dir, print_sync_command=False)
+    return WandbLogger(**keys, **extra, save_dir=save_dir, print_sync_command=False)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.expanduser().resolve().is_relative_to(folder.resolve())
 
 
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Any] | None = None, logger: Any = None) -> Trainer:
@@ -115,7 +130,7 @@ def run(cfg: Config, module: Module, datamodule: DataModule, callbacks: list[Any
         with console.session(None if dry else run_dir / "train.log", env.rank, env.world_size):
             if env.is_global_zero and not dry:
                 (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-            logger = build_logger(cfg, run_name) if not dry else None
+            logger = build_logger(cfg, run_name, run_dir) if not dry else None
             trainer = build_trainer(cfg, run_dir, callbacks, logger)
             trainer.resume_command = resume_command(run_name, env.world_size)
             try:

@@ -26,7 +26,7 @@ from . import distributed as D
 from . import fsdp as FSDP
 from .batch import move_to_device as move_to_device  # re-exported: engine.trainer.move_to_device
 from .batch import prepare_batch
-from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar, ThroughputMonitor
 from .callbacks import Timer as TimerCallback
 from .checkpoint import (
     AsyncSaver,
@@ -248,6 +248,8 @@ class Trainer:
             self.callbacks.append(ModelCheckpoint())
         if enable_model_summary is not False and not self._has(ModelSummary):
             self.callbacks.append(ModelSummary())
+        if not barebones and not self._has(ThroughputMonitor):  # the bottleneck report: the timer runs anyway
+            self.callbacks.append(ThroughputMonitor(bottleneck_warn_fraction, log_throughput=False))
         if max_time is not None:
             self.callbacks.append(TimerCallback(duration=max_time))
         self.logger, self.loggers = make_logger(logger, self.default_root_dir)
@@ -590,9 +592,6 @@ class Trainer:
             if self.is_global_zero:
                 if self.enable_autolog_hparams:
                     self.logger.log_hyperparams(hparams)
-                start = getattr(self.logger, "start", None)  # W&B: the run starts now, after the restore
-                if callable(start):
-                    start()
                 if getattr(self.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
                     self.logger.watch(module)
             self._fit_loop()
@@ -736,6 +735,9 @@ class Trainer:
             self.sanity_checking, self.state.stage = True, RunningStage.SANITY_CHECKING
             self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
             self.sanity_checking = False
+        start = getattr(self.logger, "start", None)  # W&B: the run starts once the restore and sanity check passed
+        if self.is_global_zero and callable(start):
+            start()
         self.state.stage = RunningStage.TRAINING
         self._loaders_epoch = self.current_epoch  # the loaders fit made serve this epoch (also after a resume)
         self._call("on_train_start")
@@ -1350,7 +1352,7 @@ class Trainer:
             if key in saved and hasattr(c, "load_state_dict"):
                 c.load_state_dict(saved[key])
         self.callback_metrics.update(ckpt.get("callback_metrics", {}))
-        self.logger.load_state_dict(ckpt.get("logger", {}))
+        self.logger.load_state_dict({**ckpt.get("logger", {}), "checkpoint": str(path)})  # W&B: a parent's path
         if self.datamodule is not None:
             self.datamodule.load_state_dict(ckpt.get("datamodule", {}))
         rng = ckpt.get("rng", [])

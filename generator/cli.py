@@ -6,6 +6,7 @@ copier, git work and torch stay out of module scope, so `scaffold --help` starts
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -166,7 +167,7 @@ def new(
     example = project.answers.get("example", "digits")
     typer.echo(f"Created {shown}/ with scaffold {project.version} (example: {example}); first commit made.")
     steps = [
-        *([] if here else [(f"cd {shown}", "")]),
+        *([] if here else [(f"cd {shlex.quote(shown)}", "")]),
         ("python -m pip install -e '.[dev]'", "install (bring your own torch build first)"),
         (f"python -m {project.package_name}.train", "train; add KEY=VALUE overrides"),
         ("python -m pytest", "the project's smoke test"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import warnings
@@ -76,8 +77,12 @@ def check_data_values(data: dict[str, Any], questions: dict[str, Any]) -> None:
 
 
 def enclosing_repository(dest: Path) -> Path | None:
-    """The git repository that would contain DEST and track it (not ignored), or None."""
-    parent = dest
+    """The git repository that would contain DEST and track it (not ignored), or None.
+
+    Looked up from DEST's parent: a DEST that is a repository itself (a project made earlier)
+    is not nested in one, and `new` then says what it is.
+    """
+    parent = dest.parent
     while not parent.exists():
         parent = parent.parent
     if parent.is_file():
@@ -108,6 +113,11 @@ def _check_dest(dest: Path) -> bool:
     if dest.exists() and not dest.is_dir():
         raise BadInput(f"{dest} exists and is not a directory")
     if dest.is_dir():
+        if (dest / ANSWERS_FILE).is_file() and (dest / MANIFEST_NAME).is_file():
+            raise BadInput(
+                f"{dest} is already a scaffold project: `cd {shlex.quote(str(dest))}` to work in it, "
+                "or choose a new folder"
+            )
         if any(dest.iterdir()):
             raise BadInput(f"{dest} exists and is not empty; choose a new folder (scaffold never overwrites files)")
         return True

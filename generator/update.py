@@ -91,6 +91,8 @@ class Plan:
     new_engine_version: str = ""
     base_note: str = ""
     stale_manifest: str = ""  # the manifest's version when it lags behind _commit (plain `copier update`)
+    recorded_hashes: dict[str, str] = field(default_factory=dict)  # the manifest's: the engine as scaffold wrote it
+    dependencies_changed: bool = False  # the template's pyproject.toml requires other packages: reinstall
 
     @property
     def conflicts(self) -> list[FileChange]:
@@ -102,6 +104,9 @@ class UpdateResult:
     plan: Plan
     backup: str = ""
     patch: str = ""
+
+
+REINSTALL = "python -m pip install -e '.[dev]'"  # what the generated README installs with
 
 
 # -- reading the project -------------------------------------------------------------------
@@ -253,7 +258,7 @@ def plan_update(
         to_commit = str(target.answers.get("_commit") or target_ref)
         from_version, to_version = commit_version(from_commit), commit_version(to_commit)
         plan = Plan(project, package, source.label, from_commit, to_commit, from_version, to_version)
-        plan.engine_dir = manifest.engine_dir
+        plan.engine_dir, plan.recorded_hashes = manifest.engine_dir, dict(manifest.files)
         plan.engine_edits = engine_edits(project, manifest)
         if manifest.template_commit != from_commit:
             plan.stale_manifest = manifest.template_commit
@@ -305,6 +310,8 @@ def plan_update(
             if rel.startswith(engine + "/"):
                 continue
             b, t = _read(old_files.get(rel)), _read(new_files.get(rel))
+            if rel == "pyproject.toml" and _requirements(b) != _requirements(t):
+                plan.dependencies_changed = True
             if research.match_file(rel):
                 if b != t:
                     plan.research_changed.append(rel)
@@ -315,6 +322,17 @@ def plan_update(
                     change.mode = new_files[rel].stat().st_mode & 0o777
                 plan.changes.append(change)
     return plan
+
+
+def _requirements(pyproject: bytes | None) -> Any:
+    """What installing the project pulls in: Python version, dependencies and extras."""
+    import tomllib
+
+    try:
+        project = tomllib.loads((pyproject or b"").decode()).get("project", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    return project.get("requires-python"), project.get("dependencies"), project.get("optional-dependencies")
 
 
 def _engine_blobs(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -349,11 +367,53 @@ def _backup(project: Path, plan: Plan) -> str:
     return name
 
 
+def _recorded_engine(project: Path, engine_dir: str, hashes: dict[str, str]) -> dict[str, bytes] | None:
+    """The engine exactly as scaffold wrote it (every file matching the manifest's SHA-256), read
+    from the project's own commits; None when no commit holds it.
+
+    The template source may lack the recorded version (a project made by an unreleased build,
+    updated by a release), and a render of the nearest release instead would give a patch whose
+    preimages the project's repository has never seen: `git apply --3way` could not use it.
+    """
+    try:
+        commits = git("rev-list", "-n", "50", "HEAD", "--", engine_dir, MANIFEST_NAME, cwd=project).split()
+    except RuntimeError:
+        return None
+    for commit in commits:
+        listing = git("ls-tree", "-r", "-z", commit, "--", engine_dir + "/", cwd=project)
+        blobs: dict[str, str] = {}
+        for entry in filter(None, listing.split("\0")):
+            meta, _, path = entry.partition("\t")
+            rel = path[len(engine_dir) + 1 :]
+            if "__pycache__" not in rel and not rel.endswith((".pyc", ".pyo")):
+                blobs[rel] = meta.split()[2]
+        if set(blobs) != set(hashes):
+            continue
+        batch = subprocess.run(
+            ["git", "cat-file", "--batch"],
+            cwd=project,
+            input="".join(f"{b}\n" for b in blobs.values()).encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+        contents, pos = {}, 0
+        for rel in blobs:  # "<sha> blob <size>\n<bytes>\n" per object, in the order asked
+            header_end = batch.index(b"\n", pos)
+            size = int(batch[pos:header_end].split()[2])
+            contents[rel] = batch[header_end + 1 : header_end + 1 + size]
+            pos = header_end + 1 + size + 1
+        if all(hashlib.sha256(blob).hexdigest() == hashes[rel] for rel, blob in contents.items()):
+            return contents
+    return None
+
+
 def _engine_patch(project: Path, plan: Plan, backup: str) -> str:
-    """The local engine edits as a patch that `git apply` reapplies (paths from the project root)."""
+    """The local engine edits as a patch that `git apply --3way` reapplies (paths from the project
+    root), against the engine the project recorded: its preimages are blobs of the project's own."""
+    recorded = None if plan.stale_manifest else _recorded_engine(project, plan.engine_dir, plan.recorded_hashes)
     with tempfile.TemporaryDirectory(prefix="scaffold-patch-") as tmp:
         old, new = Path(tmp) / "old" / plan.engine_dir, Path(tmp) / "new" / plan.engine_dir
-        for rel, blob in plan.old_engine.items():
+        for rel, blob in (recorded if recorded is not None else plan.old_engine).items():
             (old / rel).parent.mkdir(parents=True, exist_ok=True)
             (old / rel).write_bytes(blob)
         current = project / plan.engine_dir
@@ -497,6 +557,9 @@ def _describe(plan: Plan, dry_run: bool = False) -> None:
     )
     _section("research code changed upstream (left as is; compare with a fresh scaffold new)", plan.research_changed)
     _section("new questions (answers recorded)", [f"{k} = {v!r}" for k, v in plan.new_answers.items()])
+    if plan.dependencies_changed:
+        verb = "would change" if dry_run else "changed"
+        _echo(f"pyproject.toml: the dependencies {verb}; after the update reinstall: {REINSTALL}")
     if plan.notes:
         _echo("migration notes:")
         for head, body in plan.notes:
@@ -564,6 +627,8 @@ def print_result(result: UpdateResult) -> int:
         return 1
     _echo(f"updated to {plan.to_commit}. Review (git diff), run your tests, then commit:")
     _echo(f"  git add -A && git commit -m 'Update scaffold to {plan.to_commit}'")
+    if plan.dependencies_changed:
+        _echo(f"the project's dependencies changed: reinstall it before running anything: {REINSTALL}")
     return 0
 
 

@@ -188,7 +188,7 @@ NAN = float("nan")
             "val_loss = 6 diverged past divergence_threshold 5.0",
         ),
         ([1.0, NAN, 0.5], {"patience": 10}, 1, "val_loss = nan is not finite"),
-        ([1.0, 2.0, 2.0], {"patience": 0}, 1, "val_loss did not improve by more than 0.0 for 1 checks (best 1)"),
+        ([1.0, 2.0, 2.0], {"patience": 0}, 1, "val_loss did not improve by more than 0.0 for 1 check (best 1)"),
     ],
 )
 def test_early_stopping_on_a_scripted_metric(
@@ -363,10 +363,11 @@ def test_throughput_monitor_warns_for_a_slow_dataset(tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if line.startswith("warning: the data loader is the bottleneck")]
     assert len(warnings) == 1, out  # warned once
-    assert re.search(r"Try data\.num_workers=\d+", warnings[0])
+    # A plain script has no config keys: the advice is in its own terms.
+    assert re.search(r"Try DataLoader\(num_workers=\d+, persistent_workers=True\)\.", warnings[0]), warnings[0]
     report = re.search(
         r"bottleneck report: 8 batches, [\d.]+ samples/s, [\d.]+ ms/batch, waiting for data (\d+)% "
-        r"\(([\d.]+) ms/batch\), compute \d+%\n  the data loader is the bottleneck.*data\.num_workers=\d+",
+        r"\(([\d.]+) ms/batch\), compute \d+%\n  the data loader is the bottleneck.*DataLoader\(num_workers=\d+",
         out,
     )
     assert report and int(report.group(1)) > 50 and float(report.group(2)) >= 8.0, out
@@ -374,6 +375,27 @@ def test_throughput_monitor_warns_for_a_slow_dataset(tmp_path: Path, capsys: pyt
     assert len(fracs) == 4 and min(fracs) > 0.5
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["data_wait_frac"] > 0.5 and summary["samples_per_sec"] > 0
+
+
+def test_every_trainer_reports_the_bottleneck_and_a_configured_run_gets_config_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine import load_config
+
+    plain = RecordingLogger()
+    trainer = make_trainer(tmp_path / "plain", max_epochs=1, log_every_n_steps=2, logger=plain)  # no monitor given
+    trainer.fit(Regressor(), loader(SlowDataset(16, delay=0.004), batch_size=2))
+    out = capsys.readouterr().out
+    assert re.search(r"bottleneck report: 8 batches, .*\n  the data loader is the bottleneck.*Try DataLoader\(", out)
+    assert "data.num_workers" not in out and not plain.series("throughput/data_wait_frac")  # reports, logs nothing
+    cfg = load_config(["wandb.mode=disabled"], path=False, exit_on_error=False)
+    configured = make_trainer(tmp_path / "cfg", max_epochs=1, log_every_n_steps=2, config=cfg)
+    configured.fit(Regressor(), loader(SlowDataset(16, delay=0.004), batch_size=2))
+    out = capsys.readouterr().out
+    assert re.search(r"Try data\.num_workers=\d+, DataLoader\(persistent_workers=True\) in your data module\.", out)
+    barebones = make_trainer(tmp_path / "bare", max_epochs=1, barebones=True)
+    barebones.fit(Regressor(), loader(regression_data(16), batch_size=2))
+    assert "bottleneck report" not in capsys.readouterr().out
 
 
 def test_throughput_monitor_is_quiet_for_fast_data_and_real_compute(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import scaffold.create
 import yaml
-from gen_helpers import VERSION, clone_template, commit_all, git, invoke, template_repo
+from gen_helpers import VERSION, clone_template, commit_all, git, invoke, new_project, template_repo
 
 __all__ = ["template_repo"]
 
@@ -64,6 +64,49 @@ def test_dest_not_empty(template_repo: Path, tmp_path: Path) -> None:
     assert "exists and is not empty" in result.stderr
     assert [p.name for p in dest.iterdir()] == ["notes.txt"]
     assert (dest / "notes.txt").read_text() == "mine"
+
+
+def test_next_steps_quote_the_folder_and_a_second_new_names_the_project(
+    template_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("new", "My CNN Lab", "--defaults", "--template", template_repo)
+    assert result.exit_code == 0, result.output
+    assert "  cd 'My CNN Lab'\n" in result.stdout  # pastes into a shell as printed
+    again = invoke("new", "My CNN Lab", "--defaults", "--template", template_repo)
+    assert again.exit_code == 2
+    assert "My CNN Lab is already a scaffold project: `cd '" in again.stderr  # not "pass --nested"
+    assert "--nested" not in again.stderr and "My CNN Lab'` to work in it" in again.stderr
+
+
+def test_typed_description_replaces_the_default(template_repo: Path, tmp_path: Path) -> None:
+    """At the prompt the default is a placeholder: what you type is the whole description."""
+    import pty
+
+    dest = tmp_path / "p"
+    code = f"import sys; from scaffold.cli import main; sys.argv = ['scaffold', 'new', {str(dest)!r}, '--template', {str(template_repo)!r}]; main()"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    prompts = [b"Project name", b"import package", b"One-line description", b"Author", b"Weights & Biases project"]
+    prompts += [b"Weights & Biases entity", b"Starting point", b"SLURM", b"Continuous integration"]
+    output, answered = b"", 0
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        while answered < len(prompts) and prompts[answered] in output:
+            os.write(fd, b"Digit experiments\r" if prompts[answered] == b"One-line description" else b"\r")
+            answered += 1
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output.decode(errors="replace")
+    assert 'description = "Digit experiments"' in (dest / "pyproject.toml").read_text()
+    defaults = new_project(template_repo, tmp_path / "q")
+    assert 'description = "A PyTorch research project"' in (defaults / "pyproject.toml").read_text()
 
 
 def test_dest_is_a_file(template_repo: Path, tmp_path: Path) -> None:

@@ -291,8 +291,8 @@ def test_help_lists_every_key_with_its_value_and_comment(tmp_path: Path, capsys:
     out = capsys.readouterr().out
     assert out.startswith("usage: ")
     lines = [" ".join(line.split()) for line in out.splitlines()]
-    assert "hidden: 16 # width of the hidden layer" in lines  # the file's value and comment
-    assert "max_steps: -1 # -1: no step limit" in lines  # the dataclass's default and comment
+    assert "hidden: 16 [configs/default.yaml:2] # width of the hidden layer" in lines  # the file's value and comment
+    assert "max_steps: -1 [default] # -1: no step limit" in lines  # the dataclass's default and comment
     for section in ("trainer:", "checkpoint:", "early_stopping:", "wandb:", "data:", "model:"):
         assert any(line.startswith(section) for line in lines), section
 
@@ -349,3 +349,79 @@ def test_values_expand_environment_variables(tmp_path: Path, monkeypatch: pytest
     assert text.count("\n") == 1  # one problem, one line
     file.write_text("output_dir: ${NOT_SET_ANYWHERE}/runs\n")
     assert "c.yaml: line 1: output_dir: $NOT_SET_ANYWHERE is not set" in _problems([], path=file)
+
+
+def test_config_files_layer_on_default_yaml_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text(
+        "trainer:\n  max_epochs: 7\n  precision: bf16-mixed\n"
+        "checkpoint:\n  monitor: val_acc\n  mode: max\n"
+        "wandb:\n  project: lab\n  entity: team\n"
+        "data:\n  batch_size: 128\nmodel:\n  hidden: 16\n"
+    )
+    (tmp_path / "configs" / "small.yaml").write_text("trainer:\n  max_epochs: 2\nmodel:\n  hidden: 8\n  lr: 0.1\n")
+    (tmp_path / "configs" / "tiny.yaml").write_text("model:\n  hidden: 4\n")
+    monkeypatch.chdir(tmp_path / "configs")  # --config relative to the working directory, else the project
+    cfg = _load(["--config", "configs/small.yaml", "--config=tiny.yaml", "model.lr=0.2"], path=None, root=tmp_path)
+    assert cfg.trainer.max_epochs == 2 and cfg.trainer.precision == "bf16-mixed"  # one key changed, one kept
+    assert (cfg.checkpoint.monitor, cfg.checkpoint.mode) == ("val_acc", "max")
+    assert (cfg.wandb.project, cfg.wandb.entity, cfg.data.batch_size) == ("lab", "team", 128)
+    assert cfg.model == ModelConfig(hidden=4, lr=0.2, act="relu")  # later files win, the command line last
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "config: configs/default.yaml, then configs/small.yaml, then configs/tiny.yaml "
+        "(later files win; KEY=VALUE wins over all)"
+    ]
+    # A problem names the file that set the key; --help says where every value came from.
+    (tmp_path / "configs" / "tiny.yaml").write_text("model:\n  hidden: 4\n  width: 3\n")
+    assert "configs/tiny.yaml: line 3: unknown key 'model.width'" in _problems(
+        ["--config", "configs/tiny.yaml"], path=None, root=tmp_path
+    )
+    with pytest.raises(SystemExit):
+        _load(["--config", "configs/small.yaml", "model.lr=0.2", "--help"], path=None, root=tmp_path)
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert "max_epochs: 2 [configs/small.yaml:2]" in lines
+    assert "precision: bf16-mixed [configs/default.yaml:3]" in lines
+    assert "lr: 0.2 [command line]" in lines
+    assert "act: relu [default]" in lines
+
+
+def test_a_config_file_without_default_yaml_and_a_missing_one(tmp_path: Path) -> None:
+    (tmp_path / "only.yaml").write_text("run_name: x\n")
+    cfg = _load(["--config", str(tmp_path / "only.yaml")], path=None, root=tmp_path)  # no configs/default.yaml
+    assert cfg.run_name == "x" and cfg.trainer.max_epochs == 10
+    assert "config file" in _problems(["--config", str(tmp_path / "nope.yaml")], path=None, root=tmp_path)
+
+
+def test_unknown_key_suggests_the_same_name_in_another_section() -> None:
+    assert "unknown key 'lr'; did you mean 'model.lr'?" in _problems(["lr=0.1"])
+    assert "unknown key 'max_epochs'; did you mean 'trainer.max_epochs'?" in _problems(["max_epochs=3"])
+    assert "unknown key 'trainer.batch_size'; did you mean 'data.batch_size'?" in _problems(["trainer.batch_size=3"])
+    assert "unknown key 'model.hiden'; did you mean 'model.hidden'?" in _problems(["model.hiden=3"])
+
+
+def test_trainer_profiler_is_a_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _load([f"output_dir={tmp_path}", "run_name=p", "trainer.profiler=simple", *QUICK])
+    assert run(cfg, Regressor(), RegressionData()) == 0
+    out = capsys.readouterr().out
+    assert "FIT Profiler Report" in out and "[phase] optimizer" in out
+    assert "trainer.profiler: 'advanced' is not one of 'simple', 'pytorch' or null" in _problems(
+        ["trainer.profiler=advanced"]
+    )
+    assert _load([]).trainer.profiler is None
+
+
+def test_the_files_line_is_printed_once_per_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "c.yaml").write_text("run_name: x\n")
+    for env in ({"RANK": "1"}, {"SLURM_PROCID": "2"}, {"SCAFFOLD_SELF_LAUNCHED": "1", "RANK": "0"}):
+        with monkeypatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            _load(["--config", str(tmp_path / "c.yaml")])
+    assert capsys.readouterr().out == ""
+    _load(["--config", str(tmp_path / "c.yaml")])
+    assert capsys.readouterr().out == f"config: {tmp_path / 'c.yaml'}\n"

@@ -260,3 +260,28 @@ def test_wandb_online_without_network_gives_up_in_time_then_runs_offline(tmp_pat
     assert "Logging offline instead" in warnings[0] and "f" * 40 not in out
     s = summary(tmp_path)
     assert s["wandb_run_id"] and f"W&B: run {s['wandb_run_id']} was saved offline" in proc.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_the_bar_keeps_the_epoch_and_fits_the_terminal(columns: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from engine.callbacks import ProgressBar
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    bar = ProgressBar()
+    bar._start_bar()
+    try:
+        fields = {"step": 1234, "times": "0:12 elapsed, ETA 0:34", "rate": "9241 samples/s, data wait 3%"}
+        bar._progress.update(
+            bar._task, description="epoch 12/15", total=12, completed=7, metrics="loss=0.1234", **fields
+        )
+        shown = io.StringIO()
+        Console(file=shown, width=columns).print(bar._progress.get_renderable())
+    finally:
+        bar._stop_bar()
+    (line,) = shown.getvalue().splitlines()
+    assert line.startswith("epoch 12/15 ━") and " 7/12 step 1234 | 0:12 elapsed, ETA 0:34 |" in line, line
+    assert len(line) <= columns

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -232,5 +233,12 @@ def test_expected_failures_are_one_error_line_and_help_exits_0(
     usage = _run([sys.executable, "-m", f"{package}.train", "--help"], cwd=tmp_path, env=env)
     assert usage.stdout.startswith(f"usage: python -m {package}.train")
     lines = [" ".join(line.split()) for line in usage.stdout.splitlines()]
-    assert "hidden: 64 # hidden layer width" in lines
-    assert "batch_size: 64 # per process (the global batch is batch_size * devices * num_nodes)" in lines
+    # Each value says where it came from: the project's file, or the dataclass default.
+    assert any(re.fullmatch(r"hidden: 64 \[configs/default\.yaml:\d+\] # hidden layer width", line) for line in lines)
+    assert any(
+        re.fullmatch(r"batch_size: 64 \[configs/default\.yaml:\d+\] # per process \(the global batch is .*\)", line)
+        for line in lines
+    )
+    assert any(
+        re.fullmatch(r"profiler: null \[configs/default\.yaml:\d+\] # null \| simple .*", line) for line in lines
+    )

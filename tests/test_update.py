@@ -511,6 +511,62 @@ def test_force_reapply_works_as_printed(project: Path, versions_repo: Path) -> N
     assert callbacks.read_text().startswith("# my local engine note\n")
 
 
+def test_force_reapply_works_for_a_project_of_an_unreleased_build(versions_repo: Path, tmp_path: Path) -> None:
+    # A development build: V1 plus an engine change, no tag. The source the update uses later
+    # (the released history) does not have that commit, so the merge base falls back to V1.
+    dev = tmp_path / "dev"
+    git(tmp_path, "clone", "-q", str(versions_repo), str(dev))
+    git(dev, "checkout", "-q", V1)
+    trainer_src = dev / "engine" / "trainer.py"
+    trainer_src.write_text(trainer_src.read_text() + "\n# a development change\n")
+    commit_all(dev, "unreleased engine change")
+    project = make_project(dev, tmp_path / "my-research", "HEAD")
+    assert answers(project)["_commit"].startswith(f"{V1}-1-g")
+    callbacks = project / ENGINE / "callbacks.py"
+    callbacks.write_text("# my local engine note\n" + callbacks.read_text())
+    commit_all(project, "hack the engine")
+
+    result = update(project, versions_repo, "--to", V2, "--force")
+    assert result.exit_code == 0, result.output
+    assert "merging against v1.0.0 instead" in result.stdout
+    (backup,) = tags(project)
+    text = (project / ".scaffold-backups" / f"{backup}.engine.patch").read_text()
+    assert "a development change" not in text  # only the user's edit: built against the recorded engine
+    command = re.search(r"reapply them with: (git apply --3way \S+)", result.stdout).group(1)  # type: ignore[union-attr]
+    commit_all(project, "update")
+    git(project, *command.split()[1:])
+    assert callbacks.read_text().startswith("# my local engine note\n")
+    assert git(project, "diff", "HEAD", "--name-only").split() == [f"{ENGINE}/callbacks.py"]  # nothing else
+
+
+def test_an_update_that_changes_dependencies_says_to_reinstall(
+    project: Path, versions_repo: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "deps"
+    git(tmp_path, "clone", "-q", str(versions_repo), str(repo))
+    git(repo, "checkout", "-q", V3)
+    pyproject = repo / "template" / "project" / "pyproject.toml.jinja"
+    pyproject.write_text(pyproject.read_text().replace("dependencies = [\n", 'dependencies = [\n  "einops>=0.7",\n', 1))
+    set_version(repo, "1.3.0")
+    commit_all(repo, "1.3.0: einops")
+    git(repo, "tag", "v1.3.0")
+    plain = update(project, versions_repo, "--to", V2)  # no dependency change: no advice
+    assert plain.exit_code == 0, plain.output
+    assert "reinstall" not in plain.stdout
+    commit_all(project, "update to 1.1.0")
+    dry = update(project, repo, "--to", "v1.3.0", "--dry-run")
+    assert (
+        "pyproject.toml: the dependencies would change; after the update reinstall: python -m pip install -e '.[dev]'"
+        in dry.stdout
+    )
+    result = update(project, repo, "--to", "v1.3.0")
+    assert result.exit_code == 0, result.output
+    assert '"einops>=0.7"' in (project / "pyproject.toml").read_text()
+    assert (
+        "dependencies changed: reinstall it before running anything: python -m pip install -e '.[dev]'" in result.stdout
+    )
+
+
 def test_dry_run_says_would_and_check_sees_unfinished_updates(project: Path, versions_repo: Path) -> None:
     readme = project / "README.md"
     readme.write_text(readme.read_text() + "\nMy own closing words.\n")

@@ -519,6 +519,62 @@ def test_killed_and_resumed_job_appends_to_the_same_run(tmp_path: Path) -> None:
     assert f"wandb sync wandb/{first.path.parent.name} wandb/{second.path.parent.name}" in resumed.stdout
 
 
+def test_a_new_run_from_another_runs_checkpoint_is_a_new_wandb_run(tmp_path: Path) -> None:
+    # wandb.name is the same for both: the run folder, not the W&B name, says which run this is.
+    job(tmp_path, "trainer.max_epochs=1", "wandb.name=exp")
+    parent_ckpt = tmp_path / "out" / "r" / "checkpoints" / "last.ckpt"
+    job(tmp_path, "trainer.max_epochs=2", "wandb.name=exp", "run_name=b", f"resume={parent_ckpt}")
+    first, second = load_runs(tmp_path)
+    assert second.run_id != first.run_id and not second.resumed
+    assert second.config["parent"] == {"run_name": "r", "wandb_run_id": first.run_id, "checkpoint": str(parent_ckpt)}
+    assert first.exit_code == second.exit_code == 0 and "parent" not in first.config
+    assert min(second.column("train_loss_step")) > 10  # b goes on from r's step, in its own run
+    b = json.loads((tmp_path / "out" / "b" / "summary.json").read_text())
+    assert b["wandb_run_id"] == second.run_id and b["resumed_from"] == str(parent_ckpt)
+    assert (
+        torch.load(tmp_path / "out" / "b" / "checkpoints" / "last.ckpt", weights_only=True)["logger"]["run_id"]
+        == second.run_id
+    )
+    # resume=last of the same run (its own folder) continues its W&B run.
+    job(tmp_path, "trainer.max_epochs=3", "wandb.name=exp", "run_name=b", "resume=last")
+    runs = load_runs(tmp_path)
+    assert [r.run_id for r in runs] == [first.run_id, second.run_id, second.run_id]
+    assert json.loads((tmp_path / "out" / "b" / "summary.json").read_text())["wandb_run_id"] == second.run_id
+
+
+def test_a_trainer_with_another_wandb_name_starts_a_new_run_from_a_checkpoint(tmp_path: Path) -> None:
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "a" / "ckpt", save_last=True)
+    first = WandbLogger(project="p", name="a", mode="offline", save_dir=tmp_path)
+    make_trainer(tmp_path / "a", max_epochs=1, logger=first, callbacks=[ckpt]).fit(
+        Regressor(), train_dataloaders=loader(regression_data())
+    )
+    second = WandbLogger(project="p", name="b", mode="offline", save_dir=tmp_path)
+    trainer = make_trainer(tmp_path / "b", max_epochs=2, logger=second)
+    trainer.fit(Regressor(), train_dataloaders=loader(regression_data()), ckpt_path=ckpt.last_model_path)
+    a, b = load_runs(tmp_path)
+    assert a.run_id == first.run_id != b.run_id == second.run_id
+    assert b.config["parent"] == {"run_name": "a", "wandb_run_id": a.run_id, "checkpoint": ckpt.last_model_path}
+    assert trainer.global_step == 10  # the weights and the loop position came from a's checkpoint
+
+
+def test_a_failed_start_records_no_wandb_run_and_leaves_no_run_folder(tmp_path: Path) -> None:
+    missing = job(tmp_path, "trainer.max_epochs=1", f"resume={tmp_path / 'nope.ckpt'}", check=False)
+    assert missing.returncode != 0 and "nope.ckpt does not exist" in missing.stderr
+    assert not (tmp_path / "wandb").exists() and not (tmp_path / "out" / "r").exists()
+    job(tmp_path, "trainer.max_epochs=1")
+    parent = tmp_path / "out" / "r" / "checkpoints" / "last.ckpt"
+    (recorded,) = offline_run_dirs(tmp_path)
+    shapes = job(tmp_path, "run_name=s", "model.hidden=8", f"resume={parent}", check=False)
+    assert shapes.returncode != 0 and "does not fit the model" in shapes.stderr
+    typo = job(tmp_path, "run_name=t", "checkpoint.monitor=val_los", check=False)  # found at the sanity check
+    assert typo.returncode != 0 and "did you mean checkpoint.monitor=val_loss" in typo.stderr
+    resumed = job(tmp_path, "resume=last", "model.hidden=8", check=False)  # the run's own checkpoint, wrong shapes
+    assert resumed.returncode != 0
+    assert offline_run_dirs(tmp_path) == [recorded]  # nothing `wandb sync` would upload
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r"]
+    assert load_run(recorded).exit_code == 0
+
+
 def test_ddp_job_records_exactly_one_run(tmp_path: Path) -> None:
     job(tmp_path, "trainer.max_epochs=1", "trainer.devices=2", "trainer.accelerator=cpu")
     (run,) = load_runs(tmp_path)

@@ -148,7 +148,7 @@ def test_sweep_script(project: Path) -> None:
     text = script.read_text()
     assert os.access(script, os.X_OK)
     for needle in (
-        "python -m my_research.sweep \"$@\"",
+        'python -m my_research.sweep "$@"',
         'SCAFFOLD_SWEEP_WORKER="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}"',
         "#SBATCH --signal=B:USR1@120",
         "#SBATCH --requeue",

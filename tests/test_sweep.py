@@ -258,7 +258,7 @@ def test_the_generated_spec_is_valid_for_both_routes(project) -> None:
     assert [p.key for p in spec.swept] == ["model.lr", "model.hidden", "model.dropout", "model.channels"]
 
 
-def test_bad_spec_and_overrides_are_one_line_errors(project) -> None:
+def test_a_bad_spec_is_one_error_line_and_exit_code_2(project) -> None:
     dest = project[0]
     bad = write_spec(dest, "bad", method="random", controller={"type": "local"}, parameters={"a": {"value": 1}})
     proc = run_sweep(project, bad, code=2)
@@ -266,10 +266,4 @@ def test_bad_spec_and_overrides_are_one_line_errors(project) -> None:
         "error: configs/bad.yaml: controller: unsupported key 'controller' (supported here: name, description, "
         "method, metric, parameters, early_terminate, run_cap, program, command, project, entity)"
     )
-    good = write_spec(dest, "ok", method="random", parameters={"model.hidden": {"values": [16]}})
-    proc = run_sweep(project, good, "model.hidden=8", code=2)
-    assert proc.stderr.startswith("error: model.hidden=8: model.hidden is in the spec's parameters")
-    assert "usage: python -m " + project[1] + ".sweep [SPEC]" in run_sweep(project, "--help").stdout
-    proc = run_sweep(project, "configs/nope.yaml", code=2)
-    assert "configs/nope.yaml: no such sweep spec" in proc.stderr
     assert not (dest / "sweeps" / "bad").exists()

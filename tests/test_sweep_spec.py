@@ -187,3 +187,25 @@ def test_state_lock_excludes_a_second_holder(tmp_path) -> None:
     again = state.trial_lock(0)
     assert again is not None
     os.close(again)
+
+
+def test_command_line_errors_name_the_fix(tmp_path, monkeypatch, capsys) -> None:
+    from engine.sweep import sweep
+
+    monkeypatch.chdir(tmp_path)  # the engine outside a project: the working directory is the root
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "ok.yaml").write_text("method: random\nparameters:\n  model.hidden: {values: [16]}\n")
+    with pytest.raises(
+        ConfigError, match=r"^model.hidden=8: model.hidden is in the spec's parameters; change it there"
+    ):
+        sweep("pkg.train", ["configs/ok.yaml", "model.hidden=8"])
+    with pytest.raises(ConfigError, match="the sweep names and resumes its trials itself"):
+        sweep("pkg.train", ["configs/ok.yaml", "run_name=x"])
+    with pytest.raises(ConfigError, match=r"^configs/nope.yaml: no such sweep spec"):
+        sweep("pkg.train", ["configs/nope.yaml"])
+    with pytest.raises(ConfigError, match="--count needs a number of trials >= 1, got '0'"):
+        sweep("pkg.train", ["--count", "0"])
+    with pytest.raises(SystemExit) as done:
+        sweep("pkg.train", ["--help"])
+    assert done.value.code == 0 and "usage: python -m pkg.sweep [SPEC]" in capsys.readouterr().out
+    assert not (tmp_path / "sweeps").exists()  # nothing was created

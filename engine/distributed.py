@@ -773,7 +773,7 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor
     prepared = DataLoader(loader.dataset, **kwargs)
-    if train and loader.num_workers > 0:
+    if train and loader.num_workers > 0 and loader.worker_init_fn is None:  # (your own init keeps its seeds)
         # Set past DataLoader's guard, so batch_size, sampler and drop_last keep their usual values.
         seeded = SeededBatches(prepared.sampler, loader.batch_size, loader.drop_last, seed)
         object.__setattr__(prepared, "batch_sampler", seeded)

@@ -81,6 +81,17 @@ LIGHTNING_TRAINER_DEFAULTS = {
     "barebones": False, "plugins": None, "sync_batchnorm": False, "reload_dataloaders_every_n_epochs": 0,
     "default_root_dir": None, "enable_autolog_hparams": True, "model_registry": None,
 }  # fmt: skip
+# inspect.signature(ModelCheckpoint.__init__) and CSVLogger.__init__ under Lightning 2.6.6.
+LIGHTNING_CHECKPOINT_DEFAULTS = {
+    "dirpath": None, "filename": None, "monitor": None, "verbose": False, "save_last": None, "save_top_k": 1,
+    "save_on_exception": False, "save_weights_only": False, "mode": "min", "auto_insert_metric_name": True,
+    "every_n_train_steps": None, "train_time_interval": None, "every_n_epochs": None,
+    "save_on_train_epoch_end": None, "enable_version_counter": True,
+}  # fmt: skip
+LIGHTNING_CSV_DEFAULTS = {"name": "lightning_logs", "version": None, "prefix": "", "flush_logs_every_n_steps": 100}
+# ModelCheckpoint(save_on_exception=True), Trainer(logger=False, max_epochs=3), training_step raising at
+# global_step 5: the epoch-end checkpoint stays, the exception's is added.
+LIGHTNING_EXCEPTION_FILES = ["checkpoints/epoch=0-step=4.ckpt", "checkpoints/epoch=1-step=5.ckpt"]
 # Defaults kept on purpose, each listed in the README's "Coming from Lightning".
 ENGINE_OWN_DEFAULTS = {"devices": 1}  # a Trainer starts no processes: torchrun or trainer.devices=N does
 
@@ -140,6 +151,31 @@ def test_trainer_signature_defaults_are_lightnings() -> None:
     assert not missing, f"Lightning's Trainer arguments missing here: {missing}"
     differ = {n: engine[n] for n, v in LIGHTNING_TRAINER_DEFAULTS.items() if engine[n] != v}
     assert differ == ENGINE_OWN_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("cls", "lightning"), [(ModelCheckpoint, LIGHTNING_CHECKPOINT_DEFAULTS), (CSVLogger, LIGHTNING_CSV_DEFAULTS)]
+)
+def test_callback_and_logger_signature_defaults_are_lightnings(cls: type, lightning: dict[str, Any]) -> None:
+    engine = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}
+    assert {n: engine.get(n, "missing") for n in lightning} == lightning
+
+
+def test_save_on_exception_saves_the_weights_as_they_are(tmp_path: Path) -> None:
+    class Boom(Linear):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            if self.global_step == 5:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    module = Boom()
+    callback = ModelCheckpoint(save_on_exception=True)
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, callbacks=[callback], **{**QUIET, "max_epochs": 3})
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(module, Data())
+    assert files(tmp_path) == LIGHTNING_EXCEPTION_FILES
+    saved = load_checkpoint(tmp_path / "checkpoints/epoch=1-step=5.ckpt")
+    assert torch.equal(saved["state_dict"]["layer.weight"], module.layer.weight) and saved["global_step"] == 5
 
 
 def test_trainer_defaults_are_lightnings() -> None:

@@ -294,6 +294,9 @@ def test_csv_steps_under_accumulation_are_lightnings(tmp_path: Path) -> None:
 def test_conflicting_module_and_datamodule_hparams_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="hparams lr differ"):
         Trainer(default_root_dir=tmp_path, **QUIET).fit(Linear(lr=0.1, width=4), _Clash())
+    # Nothing to log them to (or autolog off): no merge, no error, as Lightning.
+    Trainer(default_root_dir=tmp_path, logger=False, **QUIET).fit(Linear(), _Clash())
+    Trainer(default_root_dir=tmp_path, enable_autolog_hparams=False, **QUIET).fit(Linear(), _Clash())
 
 
 class _Clash(Data):

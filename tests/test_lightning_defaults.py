@@ -37,6 +37,8 @@ LIGHTNING_DEFAULT_FILES = [
 LIGHTNING_NO_LOGGER_FILES = ["checkpoints/epoch=1-step=8.ckpt"]  # Trainer(logger=False)
 # hparams.yaml: the module's save_hyperparameters() merged with the datamodule's, flat.
 LIGHTNING_HPARAMS = {"batch_size": 2, "lr": 0.1, "n": 8, "width": 4}
+# Its metrics.csv: (epoch, step, val_loss logged?) of each row; train_loss waits for step 50.
+LIGHTNING_DEFAULT_ROWS = [("0", "3", True), ("1", "7", True)]
 # CSVLogger(save_dir, name="exp") + ModelCheckpoint(monitor="val_loss", save_top_k=2), no save_last.
 LIGHTNING_MONITOR_FILES = [
     "logs/exp/version_0/checkpoints/epoch=0-step=4.ckpt",
@@ -205,6 +207,8 @@ def test_without_logger_the_trainer_logs_csv_under_lightning_logs(tmp_path: Path
     trainer.fit(Linear(), Data())
     assert files(tmp_path) == LIGHTNING_DEFAULT_FILES
     assert yaml.safe_load((tmp_path / "lightning_logs/version_0/hparams.yaml").read_text()) == LIGHTNING_HPARAMS
+    rows = list(csv.DictReader((tmp_path / "lightning_logs/version_0/metrics.csv").open()))
+    assert [(r["epoch"], r["step"], bool(r["val_loss"])) for r in rows] == LIGHTNING_DEFAULT_ROWS
     assert trainer.log_dir == str(tmp_path / "lightning_logs/version_0")
     assert trainer.checkpoint_callback.dirpath == tmp_path / "lightning_logs/version_0/checkpoints"
     # A second run takes the next version, as Lightning's.
@@ -340,12 +344,9 @@ def test_under_ddp_every_rank_checkpoints_into_rank_0s_version_folder(tmp_path: 
     assert [r["dirpath"] for r in records] == [str(folder / "checkpoints")] * 2
     assert [r["should_stop"] for r in records] == [False, False]
     assert records[0]["log_dir"] == str(folder)
-    # 16 samples, 2 processes, batches of 2: 4 steps an epoch; one log folder, written by rank 0.
-    assert files(tmp_path / "lightning_logs") == [
-        "version_0/checkpoints/epoch=1-step=8.ckpt",
-        "version_0/hparams.yaml",
-        "version_0/metrics.csv",
-    ]
+    # 16 samples, 2 processes, batches of 2: 4 steps an epoch; one log folder, written by rank 0
+    # (no metrics.csv: nothing reaches log_every_n_steps=50, as under Lightning).
+    assert files(tmp_path / "lightning_logs") == ["version_0/checkpoints/epoch=1-step=8.ckpt", "version_0/hparams.yaml"]
 
 
 def test_with_several_loggers_each_gets_its_own_step(tmp_path: Path) -> None:

@@ -196,6 +196,7 @@ class ModelCheckpoint(Callback):
         mode: str = "min",
         save_top_k: int = 1,
         save_last: bool | str | None = None,
+        save_on_exception: bool = False,
         every_n_train_steps: int | None = None,
         every_n_epochs: int | None = None,
         verbose: bool = False,
@@ -214,7 +215,7 @@ class ModelCheckpoint(Callback):
                 stacklevel=2,
             )
         self.verbose, self.auto_insert_metric_name = verbose, auto_insert_metric_name
-        self.save_weights_only = save_weights_only
+        self.save_weights_only, self.save_on_exception = save_weights_only, save_on_exception
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.filename = filename or "{epoch}-{step}"  # Lightning's default name: epoch=E-step=S.ckpt
         # save_last: None and False write no last.ckpt; True and Lightning's "link" write the file.
@@ -294,6 +295,26 @@ class ModelCheckpoint(Callback):
     def on_train_end(self, trainer: Trainer, module: Module) -> None:
         if self.save_last and trainer.global_step != self._last_saved_step:
             self._save_last(trainer)
+
+    def on_exception(self, trainer: Trainer, module: Module, exception: BaseException) -> None:
+        """`save_on_exception` (Lightning's): the weights as they are, under this callback's file name
+        (and `last.ckpt` when `save_last`). One process only: under several, the others may not
+        have failed and would never reach the save's barrier."""
+        if not self.save_on_exception or trainer.fast_dev_run or trainer.sanity_checking or self.dirpath is None:
+            return
+        if trainer.global_step == self._last_saved_step:
+            return  # saved at this step already
+        if trainer.world_size > 1:
+            trainer.print(
+                f"warning: save_on_exception: no checkpoint saved after {type(exception).__name__} (several processes)"
+            )
+            return
+        path = self.dirpath / self.format_name(trainer.callback_metrics, trainer.current_epoch, trainer.global_step)
+        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+        self._last_saved_step = trainer.global_step
+        if self.save_last:
+            self._save_last(trainer)
+        trainer.print(f"{type(exception).__name__}: {exception}; saved checkpoint to {path}")
 
     def format_name(self, metrics: dict[str, float], epoch: int, step: int) -> str:
         values = {**metrics, "epoch": epoch, "step": step}

@@ -995,6 +995,8 @@ def send_metrics(logger: Any, metrics: Mapping[str, Any], global_step: int, ligh
         if not _gets_lightning_step(each):
             each.log_metrics(metrics, step=global_step)
             continue
+        if not metrics.keys() - {"epoch"}:
+            continue  # Lightning writes no row for an epoch number alone
         row = {**metrics, "epoch": int(metrics.get("epoch", epoch))}
         each.log_metrics(row, step=lightning_step)
         if callable(getattr(each, "save", None)):  # Lightning saves after each row

@@ -584,13 +584,15 @@ class Trainer:
             if ckpt_path is not None:
                 self._restore(ckpt_path, weights_only)
             strategy.wrap(self, module)
-            # Lightning's: the module's hparams merged with the datamodule's (a clash is an error on
-            # every rank); a generated project's run logs its config with the module's hparams.
-            hparams = lightning_hparams(module, self.datamodule)
-            if self.config is not None:
+            # A generated project's run logs its config and the module's hparams; a plain Trainer logs
+            # Lightning's: the module's merged with the datamodule's (a clash is an error on every rank).
+            autolog = self.enable_autolog_hparams and bool(self.loggers)
+            if autolog and self.config is not None:
                 hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
+            elif autolog:
+                hparams = lightning_hparams(module, self.datamodule)
             if self.is_global_zero:
-                if self.enable_autolog_hparams:
+                if autolog:
                     self.logger.log_hyperparams(hparams)
                 if getattr(self.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
                     self.logger.watch(module)
@@ -984,7 +986,8 @@ class Trainer:
         if self.is_global_zero and metrics:
             # Lightning's loggers get Lightning's step: during fit, the optimizer steps before this batch's.
             fitting = self.state.fn == TrainerFn.FITTING and self.global_step > 0
-            send_metrics(self.logger, metrics, self.global_step, self.global_step - fitting, self.current_epoch)
+            lightning_step = self.global_step - 1 if fitting else self.global_step
+            send_metrics(self.logger, metrics, self.global_step, lightning_step, self.current_epoch)
 
     def _val_every(self, n: int) -> int:
         v = self.val_check_interval

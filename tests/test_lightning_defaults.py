@@ -37,6 +37,8 @@ LIGHTNING_DEFAULT_FILES = [
 LIGHTNING_NO_LOGGER_FILES = ["checkpoints/epoch=1-step=8.ckpt"]  # Trainer(logger=False)
 # hparams.yaml: the module's save_hyperparameters() merged with the datamodule's, flat.
 LIGHTNING_HPARAMS = {"batch_size": 2, "lr": 0.1, "n": 8, "width": 4}
+# Its metrics.csv: (epoch, step, val_loss logged?) of each row; train_loss waits for step 50.
+LIGHTNING_DEFAULT_ROWS = [("0", "3", True), ("1", "7", True)]
 # CSVLogger(save_dir, name="exp") + ModelCheckpoint(monitor="val_loss", save_top_k=2), no save_last.
 LIGHTNING_MONITOR_FILES = [
     "logs/exp/version_0/checkpoints/epoch=0-step=4.ckpt",
@@ -81,6 +83,17 @@ LIGHTNING_TRAINER_DEFAULTS = {
     "barebones": False, "plugins": None, "sync_batchnorm": False, "reload_dataloaders_every_n_epochs": 0,
     "default_root_dir": None, "enable_autolog_hparams": True, "model_registry": None,
 }  # fmt: skip
+# inspect.signature(ModelCheckpoint.__init__) and CSVLogger.__init__ under Lightning 2.6.6.
+LIGHTNING_CHECKPOINT_DEFAULTS = {
+    "dirpath": None, "filename": None, "monitor": None, "verbose": False, "save_last": None, "save_top_k": 1,
+    "save_on_exception": False, "save_weights_only": False, "mode": "min", "auto_insert_metric_name": True,
+    "every_n_train_steps": None, "train_time_interval": None, "every_n_epochs": None,
+    "save_on_train_epoch_end": None, "enable_version_counter": True,
+}  # fmt: skip
+LIGHTNING_CSV_DEFAULTS = {"name": "lightning_logs", "version": None, "prefix": "", "flush_logs_every_n_steps": 100}
+# ModelCheckpoint(save_on_exception=True), Trainer(logger=False, max_epochs=3), training_step raising at
+# global_step 5: the epoch-end checkpoint stays, the exception's is added.
+LIGHTNING_EXCEPTION_FILES = ["checkpoints/epoch=0-step=4.ckpt", "checkpoints/epoch=1-step=5.ckpt"]
 # Defaults kept on purpose, each listed in the README's "Coming from Lightning".
 ENGINE_OWN_DEFAULTS = {"devices": 1}  # a Trainer starts no processes: torchrun or trainer.devices=N does
 
@@ -142,6 +155,31 @@ def test_trainer_signature_defaults_are_lightnings() -> None:
     assert differ == ENGINE_OWN_DEFAULTS
 
 
+@pytest.mark.parametrize(
+    ("cls", "lightning"), [(ModelCheckpoint, LIGHTNING_CHECKPOINT_DEFAULTS), (CSVLogger, LIGHTNING_CSV_DEFAULTS)]
+)
+def test_callback_and_logger_signature_defaults_are_lightnings(cls: type, lightning: dict[str, Any]) -> None:
+    engine = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}
+    assert {n: engine.get(n, "missing") for n in lightning} == lightning
+
+
+def test_save_on_exception_saves_the_weights_as_they_are(tmp_path: Path) -> None:
+    class Boom(Linear):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            if self.global_step == 5:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    module = Boom()
+    callback = ModelCheckpoint(save_on_exception=True)
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, callbacks=[callback], **{**QUIET, "max_epochs": 3})
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(module, Data())
+    assert files(tmp_path) == LIGHTNING_EXCEPTION_FILES
+    saved = load_checkpoint(tmp_path / "checkpoints/epoch=1-step=5.ckpt")
+    assert torch.equal(saved["state_dict"]["layer.weight"], module.layer.weight) and saved["global_step"] == 5
+
+
 def test_trainer_defaults_are_lightnings() -> None:
     assert Trainer(max_time="00:00:00:01").max_epochs is None  # no epoch bound under max_time, as Lightning
     assert Trainer(deterministic=None, precision=None, gradient_clip_algorithm=None).gradient_clip_algorithm == "norm"
@@ -169,6 +207,8 @@ def test_without_logger_the_trainer_logs_csv_under_lightning_logs(tmp_path: Path
     trainer.fit(Linear(), Data())
     assert files(tmp_path) == LIGHTNING_DEFAULT_FILES
     assert yaml.safe_load((tmp_path / "lightning_logs/version_0/hparams.yaml").read_text()) == LIGHTNING_HPARAMS
+    rows = list(csv.DictReader((tmp_path / "lightning_logs/version_0/metrics.csv").open()))
+    assert [(r["epoch"], r["step"], bool(r["val_loss"])) for r in rows] == LIGHTNING_DEFAULT_ROWS
     assert trainer.log_dir == str(tmp_path / "lightning_logs/version_0")
     assert trainer.checkpoint_callback.dirpath == tmp_path / "lightning_logs/version_0/checkpoints"
     # A second run takes the next version, as Lightning's.
@@ -258,6 +298,9 @@ def test_csv_steps_under_accumulation_are_lightnings(tmp_path: Path) -> None:
 def test_conflicting_module_and_datamodule_hparams_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="hparams lr differ"):
         Trainer(default_root_dir=tmp_path, **QUIET).fit(Linear(lr=0.1, width=4), _Clash())
+    # Nothing to log them to (or autolog off): no merge, no error, as Lightning.
+    Trainer(default_root_dir=tmp_path, logger=False, **QUIET).fit(Linear(), _Clash())
+    Trainer(default_root_dir=tmp_path, enable_autolog_hparams=False, **QUIET).fit(Linear(), _Clash())
 
 
 class _Clash(Data):
@@ -301,12 +344,9 @@ def test_under_ddp_every_rank_checkpoints_into_rank_0s_version_folder(tmp_path: 
     assert [r["dirpath"] for r in records] == [str(folder / "checkpoints")] * 2
     assert [r["should_stop"] for r in records] == [False, False]
     assert records[0]["log_dir"] == str(folder)
-    # 16 samples, 2 processes, batches of 2: 4 steps an epoch; one log folder, written by rank 0.
-    assert files(tmp_path / "lightning_logs") == [
-        "version_0/checkpoints/epoch=1-step=8.ckpt",
-        "version_0/hparams.yaml",
-        "version_0/metrics.csv",
-    ]
+    # 16 samples, 2 processes, batches of 2: 4 steps an epoch; one log folder, written by rank 0
+    # (no metrics.csv: nothing reaches log_every_n_steps=50, as under Lightning).
+    assert files(tmp_path / "lightning_logs") == ["version_0/checkpoints/epoch=1-step=8.ckpt", "version_0/hparams.yaml"]
 
 
 def test_with_several_loggers_each_gets_its_own_step(tmp_path: Path) -> None:

@@ -246,7 +246,9 @@ def test_csv_logger_writes_lightnings_layout_and_versions(tmp_path: Path) -> Non
         assert trainer.log_dir == logger.log_dir == str(folder)
         rows = (folder / "metrics.csv").read_text().splitlines()
         header = rows[0].split(",")
-        assert header == sorted(header) and "train_loss" in header and len(rows) == 1 + 4 + 2  # 4 steps, 2 epoch rows
+        assert (
+            header == sorted(header) and "train_loss" in header and len(rows) == 1 + 4
+        )  # 4 steps (no row for an epoch number alone)
         assert yaml.safe_load((folder / "hparams.yaml").read_text()) == {}  # Lightning's: the module's hparams, flat
     named = pl.loggers.CSVLogger(tmp_path / "flat", name="", version="run-a", prefix="fold1")
     named.log_metrics({"loss": 1.0})
@@ -263,7 +265,7 @@ def test_logger_forms(tmp_path: Path) -> None:
     default = quiet(tmp_path / "d", max_epochs=1, logger=True, enable_checkpointing=False)
     default.fit(Regressor(), loader(regression_data(8)))
     assert isinstance(default.logger, pl.CSVLogger)
-    assert (tmp_path / "d" / "lightning_logs" / "version_0" / "metrics.csv").is_file()
+    assert (tmp_path / "d" / "lightning_logs" / "version_0" / "hparams.yaml").is_file()  # 2 steps: no row yet
     assert isinstance(quiet(tmp_path / "n").logger, pl.CSVLogger)  # no logger=: Lightning's default, CSV
     for off in ([], False):
         trainer = quiet(tmp_path, logger=off)

@@ -556,7 +556,7 @@ class Trainer:
             datamodule, train_dataloaders = train_dataloaders, None
         self._setup(module, datamodule, "fit")
         self.state.fn, self.state.status = TrainerFn.FITTING, TrainerStatus.RUNNING
-        status = "failed"
+        status, self._fit_started = "failed", False
         previous_handlers = stopping.install_signal_handlers(self)
         anomaly = torch.is_anomaly_enabled()
         if self.detect_anomaly:  # a backward that makes NaN/inf raises, naming the forward op
@@ -737,7 +737,8 @@ class Trainer:
             self.sanity_checking, self.state.stage = True, RunningStage.SANITY_CHECKING
             self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
             self.sanity_checking = False
-        start = getattr(self.logger, "start", None)  # W&B: the run starts once the restore and sanity check passed
+        self._fit_started = True  # the restore and sanity check passed: from here on, a failure is recorded
+        start = getattr(self.logger, "start", None)  # W&B: the run starts now
         if self.is_global_zero and callable(start):
             start()
         self.state.stage = RunningStage.TRAINING
@@ -1381,8 +1382,10 @@ class Trainer:
                 summary = self.summary(status)
                 self.logger.log_summary(summary)
                 self.logger.finalize(status)
-                if not self.fast_dev_run:
-                    _write_json(self.default_root_dir / "summary.json", summary)
+                # A start that failed (a misfitting checkpoint) leaves a resumed run's summary as it was.
+                path = self.default_root_dir / "summary.json"
+                if not self.fast_dev_run and (getattr(self, "_fit_started", True) or not path.exists()):
+                    _write_json(path, summary)
                 if self.stop_reason == "interrupted" and self.resume_command is None:
                     self.print(self.interrupted_line())
 

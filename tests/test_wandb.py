@@ -568,8 +568,10 @@ def test_a_failed_start_records_no_wandb_run_and_leaves_no_run_folder(tmp_path: 
     assert shapes.returncode != 0 and "does not fit the model" in shapes.stderr
     typo = job(tmp_path, "run_name=t", "checkpoint.monitor=val_los", check=False)  # found at the sanity check
     assert typo.returncode != 0 and "did you mean checkpoint.monitor=val_loss" in typo.stderr
+    summary = (tmp_path / "out" / "r" / "summary.json").read_text()
     resumed = job(tmp_path, "resume=last", "model.hidden=8", check=False)  # the run's own checkpoint, wrong shapes
-    assert resumed.returncode != 0
+    assert resumed.returncode != 0 and "does not fit the model" in resumed.stderr
+    assert (tmp_path / "out" / "r" / "summary.json").read_text() == summary  # the run's record stands
     assert offline_run_dirs(tmp_path) == [recorded]  # nothing `wandb sync` would upload
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r"]
     assert load_run(recorded).exit_code == 0

@@ -163,3 +163,22 @@ def test_resume_auto_on_another_global_batch_falls_back_to_an_epoch_end_checkpoi
     assert "last.ckpt was saved mid-epoch with a global batch of 8, this run's is 4" in out, out
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert Path(s["resumed_from"]).name.startswith("epoch=0-step=11") and s["stop_reason"] == "max_epochs"
+
+
+def test_under_ddp_a_signal_to_one_rank_cuts_every_rank_at_the_same_validation_batch(tmp_path: Path) -> None:
+    """SLURM may signal the ranks at different instants: they agree, and all stop the validation."""
+    val_log, run = tmp_path / "val.log", tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "jobs.resume_job"]
+    cmd += [f"output_dir={run}", *RUN, "trainer.max_epochs=1"]
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "SLOW_VAL": "0.1", "VAL_LOG": str(val_log), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_lines(val_log, 3, timeout=120)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    workers = [int(p) for p in children]
+    assert len(workers) == 2, children
+    os.kill(max(workers), signal.SIGUSR1)  # one rank only
+    out, _ = proc.communicate(timeout=60)
+    assert "val stopped at batch" in out, out
+    assert len(val_log.read_text().splitlines()) < 20  # of 50 per rank
+    ckpt = torch.load(run / "r" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["loop"]["val_pending"] is True and ckpt["loop"]["world_size"] == 2

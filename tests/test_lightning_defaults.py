@@ -366,3 +366,19 @@ def test_with_several_loggers_each_gets_its_own_step(tmp_path: Path) -> None:
     train_steps = [int(r["step"]) for r in rows if r["train_loss"]]
     assert train_steps == list(range(8))  # LIGHTNING_CSV_ROWS["a"]'s steps
     assert [step for step, m in recording.metrics if "train_loss" in m] == list(range(1, 9))
+
+
+def test_a_resumed_fit_continues_the_csv_as_an_uninterrupted_one(tmp_path: Path) -> None:
+    def rows(root: Path) -> list[tuple[str, ...]]:
+        with (root / "lightning_logs/version_0/metrics.csv").open() as f:
+            return [(r["epoch"], r["step"], r["train_loss"][:6], r["val_loss"][:6]) for r in csv.DictReader(f)]
+
+    Trainer(default_root_dir=tmp_path / "a", log_every_n_steps=1, **QUIET).fit(Linear(), Data())
+    b = tmp_path / "b"
+    for epochs, ckpt_path in ((1, None), (2, b / "ck/last.ckpt")):
+        callback = ModelCheckpoint(dirpath=b / "ck", save_last=True)
+        trainer = Trainer(
+            default_root_dir=b, log_every_n_steps=1, callbacks=[callback], **{**QUIET, "max_epochs": epochs}
+        )
+        trainer.fit(Linear(), Data(), ckpt_path=ckpt_path)
+    assert rows(b) == rows(tmp_path / "a")  # the same version folder, the same steps and values

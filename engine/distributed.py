@@ -142,8 +142,8 @@ def gpu_index(local_rank: int, gpus: int) -> int:
     """The GPU of the process with `local_rank` on its node: its own, never one another process uses.
 
     Two processes on one GPU would fail inside NCCL ("Duplicate GPU detected"); say what to change.
-    An srun task started with ``--gpus-per-task`` (or a binding such as ``--gpu-bind``) sees only
-    its own GPUs: local rank 3 of a node with one visible GPU uses ``cuda:0``.
+    An srun task started with ``--gpus-per-task`` sees only its own GPUs: local rank 3 of a node
+    with one visible GPU uses ``cuda:0``.
     """
     if gpus and local_rank >= gpus and own_task_gpus():
         return local_rank % gpus
@@ -164,7 +164,7 @@ def own_task_gpus() -> bool:
     env = os.environ
     if "TORCHELASTIC_RUN_ID" in env or slurm_tasks() == 0:
         return False
-    return bool(env.get("SLURM_GPUS_PER_TASK")) or "single" in env.get("SLURM_GPU_BIND", "")
+    return bool(env.get("SLURM_GPUS_PER_TASK"))
 
 
 def timeout_from_env() -> timedelta:

@@ -47,8 +47,7 @@ def test_one_gpu_per_task_is_cuda_0(monkeypatch: pytest.MonkeyPatch) -> None:
     from engine.config import ConfigError
     from engine.distributed import gpu_index
 
-    for key in ("TORCHELASTIC_RUN_ID", "SLURM_GPU_BIND"):
-        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     monkeypatch.setenv("SLURM_STEP_ID", "0")
     monkeypatch.setenv("SLURM_PROCID", "3")
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")

@@ -267,8 +267,9 @@ class ModelCheckpoint(Callback):
             self.dirpath = Path(trainer.default_root_dir) / "checkpoints"
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        n = self.every_n_train_steps
-        if n and trainer.global_step % n == 0:
+        n, step = self.every_n_train_steps, trainer.global_step
+        # Called after every batch: under accumulation the batches of a window share a step, saved once.
+        if n and step % n == 0 and step != self._last_saved_step and step > 0:
             self.save(trainer)
 
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:

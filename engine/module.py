@@ -87,6 +87,11 @@ class Module(nn.Module):
         return self._trainer.device if self._trainer is not None else torch.device("cpu")
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether the module's parameters are on a CUDA device (Lightning's property)."""
+        return self.device.type == "cuda"
+
+    @property
     def global_step(self) -> int:
         return self._trainer.global_step if self._trainer is not None else 0
 
@@ -353,6 +358,41 @@ class Module(nn.Module):
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
         else:
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+
+    # -- optimization hooks (automatic optimization): Lightning's defaults, overridable ---------
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable[[], Any] | None = None
+    ) -> None:
+        """Step the optimizer once per accumulation window. Override to act around the step (e.g. warm the
+        learning rate up); ``optimizer_closure`` runs training_step, zero_grad and backward, so call
+        ``optimizer.step(closure=optimizer_closure)``, or ``optimizer_closure()`` to skip the step."""
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        """Zero the gradients, on the first batch of each window (after training_step, before backward)."""
+        optimizer.zero_grad()
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Step one scheduler when its interval and frequency are due (`metric`: ReduceLROnPlateau's value)."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip before each optimizer step (the Trainer's gradient_clip_val/algorithm are passed in)."""
+        self.clip_gradients(
+            optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
+        )
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """The backward pass of automatic optimization (override for e.g. ``retain_graph``)."""
+        loss.backward(*args, **kwargs)
 
     # -- the research code overrides these ----------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Any:

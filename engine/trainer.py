@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, console, evaluation, manual, optim, stopping, strategy
+from . import __version__, automatic, console, evaluation, manual, optim, stopping, strategy
 from . import distributed as D
 from . import fsdp as FSDP
 from .batch import move_to_device as move_to_device  # re-exported: engine.trainer.move_to_device
@@ -145,7 +145,7 @@ class Trainer:
         num_nodes: int = 1,
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str = "norm",
+        gradient_clip_algorithm: str | None = None,  # None: "norm" (Lightning passes None to its hook)
         limit_train_batches: int | float | None = None,
         limit_val_batches: int | float | None = None,
         val_check_interval: int | float | None = None,
@@ -742,7 +742,10 @@ class Trainer:
         if not self._automatic:  # the module steps its own optimizers: a loop body of its own
             self._end_train_epoch(*manual.run_batches(self, self._batches_done, n))
             return
-        self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
+        # A module overriding optimizer_step & co. steps through Lightning's closure (engine/automatic.py).
+        hooked = automatic.hooked_step(self)
+        if hooked is None:  # (else the closure zeroes, through optimizer_zero_grad)
+            self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
         batch_idx, data = self._batches_done, iter(self.train_loader)
         val_every = self._val_every(n)
         distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
@@ -755,6 +758,9 @@ class Trainer:
         plain = autocast is NULL_CONTEXT and self._ddp is None and self._fsdp is None  # no context around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
         step_fn, backward, results, t = self._step_fn, self._backward_fn(), self._train_results, self.timer
+        optimizer_step = self._optimizer_step
+        if hooked is not None:  # the closure enters its own contexts, runs backward, and the module steps
+            step_fn, backward, optimizer_step, plain = hooked, automatic.no_backward, hooked.after_step, True
         if self.profiler.enabled:  # timed wrappers, made once per epoch: an off profiler adds nothing per step
             step_fn = self.profiler.wrap("[phase] forward (training_step)", step_fn)
             backward = self.profiler.wrap("[phase] backward", backward)
@@ -801,7 +807,8 @@ class Trainer:
                         self._unchecked = ok if self._unchecked is None else self._unchecked & ok
                     else:
                         finite = ok if finite is True else finite & ok
-                backward(loss / window if window > 1 else loss)  # x / 1 is x: skip the op
+                loss = loss / window if window > 1 else loss  # x / 1 is x: skip the op
+                backward(loss)
                 idle = False
             batch_idx = self._batches_done = batch_idx + 1
             t.wait, t.samples, t.batches = t.wait + waited, t.samples + batch_size, t.batches + 1
@@ -811,7 +818,7 @@ class Trainer:
                 if idle:
                     self._idle_step()
                 elif finite is True or finite:
-                    self._optimizer_step(step_hooks)
+                    optimizer_step(step_hooks)
                 elif not stopping.nonfinite_step(self):
                     break  # stop before counting a step that was not taken
                 finite, idle = True, scaling
@@ -820,12 +827,16 @@ class Trainer:
                 if self.should_log or (distributed and step >= self._sync_step):
                     if not stopping.step_sync(self):
                         break  # stop before anything reads or saves these weights
+            else:
+                self.should_log = False  # inside a window: callbacks log on the optimizer step only
             t.total += now() - start
             if val_every and batch_idx % val_every == 0 and batch_idx < n:
                 self._validate_now()  # before the batch-end hooks, so a checkpoint there includes it
-            if step_now:
+            if end_hooks:  # after every batch (Lightning), with Lightning's outputs: {"loss": detached, ...}
+                out = _batch_outputs(outputs, loss)
                 for fn in end_hooks:
-                    fn(outputs, batch, batch_idx - 1)
+                    fn(out, batch, batch_idx - 1)
+            if step_now:
                 if self._pending_log:
                     self._flush_log()
                 if self.max_steps >= 0 and self.global_step >= self.max_steps:
@@ -868,7 +879,7 @@ class Trainer:
                 fn(optimizer)
             if self.gradient_clip_val is not None:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
-                if self.gradient_clip_algorithm == "norm":
+                if self.gradient_clip_algorithm != "value":
                     torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
                 else:
                     torch.nn.utils.clip_grad_value_(params, self.gradient_clip_val)
@@ -1340,6 +1351,16 @@ def _length(loader: Any) -> int | str:
         return len(loader)
     except TypeError:
         return "an unknown number of"
+
+
+def _batch_outputs(outputs: Any, loss: torch.Tensor | None) -> dict[str, Any]:
+    """What on_train_batch_end gets, as Lightning: training_step's dict (or tensor) with "loss"
+    detached and divided as backward saw it; {} when training_step returned None."""
+    if loss is None:
+        return {}
+    if isinstance(outputs, Mapping):
+        return {"loss": loss.detach(), **{k: v for k, v in outputs.items() if k != "loss"}}
+    return {"loss": loss.detach()}
 
 
 def _loss_of(outputs: Any) -> torch.Tensor | None:

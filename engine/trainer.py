@@ -36,6 +36,7 @@ from .checkpoint import (
     check_model_state,
     engine_layout,
     find_resume_checkpoint,
+    isolate_rng,
     load_checkpoint,
     restore_rng_state,
 )
@@ -391,9 +392,23 @@ class Trainer:
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
-        """The latest values logged with ``prog_bar=True`` (training step and evaluation)."""
+        """The latest values logged with ``prog_bar=True`` in this stage (as Lightning: a fit's training
+        step and epoch values and validation's; a validate() or test() run's own only)."""
         shown = self.results_prog_bar
-        return {**self.progress_metrics(), **{k: v for k, v in self.last_eval_metrics.items() if k in shown}}
+        train: dict[str, float] = {}
+        if self.state.fn == TrainerFn.FITTING:
+            prog = self._train_results.prog_bar
+            train = {k: v for k, v in self.callback_metrics.items() if k in prog and k not in self.last_eval_metrics}
+            train.update(self.progress_metrics())
+        return {**train, **{k: v for k, v in self.last_eval_metrics.items() if k in shown}}
+
+    def _reset_metrics(self) -> None:
+        """Each fit/validate/test/predict starts with no metrics, as in Lightning: callback_metrics
+        after test() hold the test's values only, not the fit's."""
+        # New dicts (not cleared ones): what an earlier verb returned or a caller kept stays as it was.
+        self.callback_metrics, self.logged_metrics, self.last_eval_metrics, self._step_metrics = {}, {}, {}, {}
+        self._sanity_names = set()
+        self._train_results.reset("train")
 
     @property
     def training(self) -> bool:
@@ -702,7 +717,8 @@ class Trainer:
         self._call("on_fit_start")
         if self.resumed_from is None and self.has_validation and self.num_sanity_val_steps > 0:
             self.sanity_checking, self.state.stage = True, RunningStage.SANITY_CHECKING
-            self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
+            with isolate_rng(self.device):  # as Lightning: noise drawn in validation_step leaves training alone
+                self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
             self.sanity_checking = False
         self.state.stage = RunningStage.TRAINING
         self._loaders_epoch = self.current_epoch  # the loaders fit made serve this epoch (also after a resume)
@@ -949,6 +965,7 @@ class Trainer:
         metrics = {k: v for k, v in self._pending_log.items() if k not in self.results.hidden}
         self._pending_log = {}
         self.logged_metrics.update(metrics)
+        self.logged_metrics.pop("epoch", None)  # sent to the loggers, but not one of the logged metrics
         if self.is_global_zero and metrics:
             self.logger.log_metrics(metrics, step=self.global_step)
 
@@ -1074,6 +1091,7 @@ class Trainer:
             self.logger = NullLogger()  # one W&B run per job: only global rank 0 logs
         self.module, self.datamodule = module, datamodule
         module.trainer = self
+        self._reset_metrics()
         self._attach_module_callbacks(module)
         self._hooks = {}
         # Lightning's order: prepare_data (datamodule, module) on one process per node, then setup

@@ -25,7 +25,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "# -- recorded under Lightning (record_lightning_hooks.py --write) --", "# -- end of recorded numbers --"
-FILES = ("test_optimization_hooks",)
+FILES = ("test_optimization_hooks", "test_lightning_rng_metrics")
 
 
 def main() -> None:

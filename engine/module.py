@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
-from . import manual
+from . import lightning_api, manual
 from .optim import LightningOptimizer
 
 if TYPE_CHECKING:
@@ -62,13 +62,39 @@ class Module(nn.Module):
     # when save_hyperparameters got a single dict/dataclass (Lightning's `hparams_name`).
     _hparams_name: str | None = None
     automatic_optimization: bool = True  # False: training_step calls manual_backward and opt.step()
+    # Lightning's checkpoint keys for the hyperparameters (the engine writes them too).
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
         self.hparams = AttributeDict()
 
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # parameters, buffers and submodules
+        except AttributeError:
+            error = lightning_api.missing_attribute("LightningModule", name)
+            if error is None:
+                raise
+            raise error from None  # a Lightning name the engine does not provide: say what instead
+
     # -- what the trainer provides -------------------------------------------------------
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """A copy of the hyperparameters as save_hyperparameters stored them."""
+        return AttributeDict(self.hparams)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point dtype of the parameters (torch's default without any)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
     @property
     def trainer(self) -> Trainer:
         if self._trainer is None:
@@ -437,6 +463,10 @@ class Module(nn.Module):
     def on_validation_model_train(self) -> None:
         self.train()
 
+    def on_validation_model_zero_grad(self) -> None:
+        """Called when a validation in fit starts at an optimizer step (not inside an accumulation window)."""
+        self.zero_grad(set_to_none=True)
+
     def on_test_model_eval(self) -> None:
         self.eval()
 
@@ -553,13 +583,24 @@ class DataModule:
 
     prepare_data_per_node = True  # False: prepare_data runs on global rank 0 only (a shared filesystem)
     trainer: Trainer | None = None
+    name: str | None = None  # Lightning's optional display name
     save_hyperparameters = Module.save_hyperparameters
+    CHECKPOINT_HYPER_PARAMS_KEY = "datamodule_hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "datamodule_hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "datamodule_hparams_type"
 
     @property
     def hparams(self) -> AttributeDict:
         if "_hparams" not in self.__dict__:  # subclasses need not call super().__init__()
             self.__dict__["_hparams"] = AttributeDict()
         return self.__dict__["_hparams"]
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        return AttributeDict(self.hparams)
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Called when fit fails or is interrupted, after the callbacks' on_exception."""
 
     def prepare_data(self) -> None:
         """Download or build files; runs on local rank 0 only."""

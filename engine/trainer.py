@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, automatic, console, evaluation, manual, optim, stopping, strategy
+from . import __version__, automatic, console, evaluation, lightning_api, manual, optim, stopping, strategy
 from . import distributed as D
 from . import fsdp as FSDP
 from .batch import move_to_device as move_to_device  # re-exported: engine.trainer.move_to_device
@@ -189,6 +189,7 @@ class Trainer:
         inference_mode: bool = True,
         plugins: Any = None,
         model_registry: str | None = None,
+        enable_autolog_hparams: bool = True,
     ) -> None:
         for name, value, default in (
             ("overfit_batches", overfit_batches, 0.0),
@@ -254,6 +255,7 @@ class Trainer:
             barebones,
             inference_mode,
         )
+        self.enable_autolog_hparams = enable_autolog_hparams  # False: hyperparameters are not sent to the loggers
         self.state = TrainerState()
         self.checkpoint_io: AsyncSaver | SyncSaver = AsyncSaver() if async_checkpoint else SyncSaver()
         self.bottleneck_warn_fraction = bottleneck_warn_fraction
@@ -437,6 +439,54 @@ class Trainer:
     def world_size(self) -> int:
         return self.env.world_size
 
+    # Lightning's other read-only views (engine/lightning_api.py lists every name).
+    @property
+    def evaluating(self) -> bool:
+        return self.state.stage in (RunningStage.SANITY_CHECKING, RunningStage.VALIDATING, RunningStage.TESTING)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def received_sigterm(self) -> bool:
+        return self._signal == signal.SIGTERM
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        """The GradScaler under 16-mixed, else None."""
+        precision = getattr(self, "precision", None)
+        return precision.scaler if precision is not None and precision.scaling else None
+
+    @property
+    def device_ids(self) -> list[int]:
+        ids = self._device_ids
+        return list(ids) if isinstance(ids, list) else list(range(self.num_devices))
+
+    @property
+    def enable_validation(self) -> bool:
+        return self.has_validation
+
+    @property
+    def num_sanity_val_batches(self) -> list[int]:
+        cap = self.num_sanity_val_steps
+        return [n if cap < 0 else min(n, cap) for n in self.num_val_batches]
+
+    @property
+    def num_test_batches(self) -> list[int]:
+        return [self._limit(loader, self.limit_test_batches) for loader in evaluation.as_list(self.test_loader)]
+
+    @property
+    def num_predict_batches(self) -> list[int]:
+        loaders = evaluation.as_list(self.predict_loader)
+        return [self._limit(loader, self.limit_predict_batches) for loader in loaders]
+
+    def __getattr__(self, name: str) -> Any:  # only for names not found: a Lightning one says what instead
+        error = lightning_api.missing_attribute("Trainer", name)
+        if error is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        raise error
+
     @property
     def _reads_loss_late(self) -> bool:
         """With on_nonfinite_loss=stop, the loss flag waits for `check_finite` on an accelerator (a
@@ -587,8 +637,8 @@ class Trainer:
                 self._restore(ckpt_path, weights_only)
             strategy.wrap(self, module)
             if self.is_global_zero:
-                hparams = {"config": _plain(self.config), "hparams": _plain(module.hparams)}
-                self.logger.log_hyperparams(hparams)
+                if self.enable_autolog_hparams:
+                    self.logger.log_hyperparams({"config": _plain(self.config), "hparams": _plain(module.hparams)})
                 start = getattr(self.logger, "start", None)  # W&B: the run starts now, after the restore
                 if callable(start):
                     start()
@@ -603,6 +653,8 @@ class Trainer:
                 self.stop_reason, self.stop_message = status, f"{type(exc).__name__}: {exc}"
             D.record_exception(exc)  # torchrun shows this rank's traceback as the root cause
             self._call("on_exception", exc)
+            if self.datamodule is not None and callable(getattr(self.datamodule, "on_exception", None)):
+                self.datamodule.on_exception(exc)
             raise
         finally:
             torch.set_anomaly_enabled(anomaly)
@@ -717,8 +769,10 @@ class Trainer:
         self._call("on_fit_start")
         if self.resumed_from is None and self.has_validation and self.num_sanity_val_steps > 0:
             self.sanity_checking, self.state.stage = True, RunningStage.SANITY_CHECKING
+            self._call("on_sanity_check_start")
             with isolate_rng(self.device):  # as Lightning: noise drawn in validation_step leaves training alone
                 self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
+            self._call("on_sanity_check_end")
             self.sanity_checking = False
         self.state.stage = RunningStage.TRAINING
         self._loaders_epoch = self.current_epoch  # the loaders fit made serve this epoch (also after a resume)
@@ -936,6 +990,8 @@ class Trainer:
     def _validate_now(self) -> None:
         if not self.check_finite():
             return
+        if not self._automatic or self._batches_done % self.accumulate_grad_batches == 0 or self._epoch_done:
+            self.module.on_validation_model_zero_grad()  # at an optimizer step, as Lightning (not mid-window)
         self._run_eval("val", self.val_loader, self.limit_val_batches)
         self._flush_log()
         self.results = self._train_results
@@ -1092,6 +1148,7 @@ class Trainer:
         self.module, self.datamodule = module, datamodule
         module.trainer = self
         self._reset_metrics()
+        lightning_api.check_overrides(module, datamodule, self.callbacks)  # before anything runs
         self._attach_module_callbacks(module)
         self._hooks = {}
         # Lightning's order: prepare_data (datamodule, module) on one process per node, then setup
@@ -1314,6 +1371,7 @@ class Trainer:
             # this rank's streams, its CUDA one restored on the device this rank uses
             restore_rng_state(rng[self.env.rank], self.device)
         self.module.on_load_checkpoint(ckpt)
+        self._call("on_load_checkpoint", ckpt)  # the callbacks' hook (after the module's, as Lightning)
         self.resumed_from = str(path)
         if loop.get("note"):
             self.print(loop["note"])

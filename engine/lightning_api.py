@@ -28,9 +28,9 @@ MODULE_HOOKS: dict[str, str] = {
     "configure_model": YES,
     "configure_sharded_model": "no: deprecated in Lightning; build the layers in configure_model",
     "on_after_backward": YES,
-    "on_after_batch_transfer": "no: change the batch at the start of training_step (or in the DataLoader's collate_fn)",
+    "on_after_batch_transfer": YES,
     "on_before_backward": YES,
-    "on_before_batch_transfer": "no: change the batch in the DataLoader's collate_fn (or at the start of training_step)",
+    "on_before_batch_transfer": YES,
     "on_before_optimizer_step": YES,
     "on_before_zero_grad": YES,
     "on_fit_end": YES,
@@ -73,8 +73,7 @@ MODULE_HOOKS: dict[str, str] = {
     "teardown": YES,
     "test_dataloader": YES,
     "train_dataloader": YES,
-    "transfer_batch_to_device": "no: batches (tensors, and dicts/lists/tuples/dataclasses of them) move "
-    "by themselves; move other types at the start of training_step",
+    "transfer_batch_to_device": YES,
     "val_dataloader": YES,
 }
 
@@ -137,7 +136,7 @@ DATAMODULE: dict[str, str] = {
     "CHECKPOINT_HYPER_PARAMS_KEY": YES,
     "CHECKPOINT_HYPER_PARAMS_NAME": YES,
     "CHECKPOINT_HYPER_PARAMS_TYPE": YES,
-    "from_datasets": "no: define train_dataloader()/val_dataloader() returning DataLoaders of your datasets",
+    "from_datasets": YES,
     "hparams": YES,
     "hparams_initial": YES,
     "load_from_checkpoint": YES,

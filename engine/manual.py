@@ -78,6 +78,9 @@ def run_batches(trainer: Trainer, batch_idx: int, n: int) -> tuple[int, int]:
         step_fn = trainer.profiler.wrap("[phase] training_step (manual: with its backward and steps)", step_fn)
     start_hooks, end_hooks = trainer._hooks_for("on_train_batch_start"), trainer._hooks_for("on_train_batch_end")
     every, buffers, now = trainer.log_every_n_steps, trainer._ddp_buffers, time.perf_counter
+    from .module import batch_preparer  # (module.py imports this file)
+
+    prepare = batch_preparer(trainer.module, trainer.datamodule) or prepare_batch
     while batch_idx < n and not trainer._stop_agreed:
         start = now()
         try:
@@ -86,7 +89,7 @@ def run_batches(trainer: Trainer, batch_idx: int, n: int) -> tuple[int, int]:
             n = trainer.num_training_batches = batch_idx
             break
         waited = now() - start
-        batch, batch_size = prepare_batch(batch, device, dtype)
+        batch, batch_size = prepare(batch, device, dtype)
         results.batch_size = batch_size
         for fn in start_hooks:
             fn(batch, batch_idx)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from . import lightning_api, manual
+from .batch import infer_batch_size, move_to_device
 from .optim import LightningOptimizer
 
 if TYPE_CHECKING:
@@ -420,6 +421,19 @@ class Module(nn.Module):
         """The backward pass of automatic optimization (override for e.g. ``retain_graph``)."""
         loss.backward(*args, **kwargs)
 
+    # -- batch transfer hooks (Lightning's DataHooks; a datamodule's override wins) --------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The batch as the loader gave it, before it moves to the device."""
+        return batch
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move the batch to `device` (tensors in nested dicts, lists, tuples and dataclasses)."""
+        return move_to_device(batch, device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The batch on the device, before the step (e.g. GPU augmentation)."""
+        return batch
+
     # -- the research code overrides these ----------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         raise NotImplementedError("define training_step(self, batch, batch_idx) in your Module")
@@ -630,6 +644,50 @@ class DataModule:
         pass
 
     @classmethod
+    def from_datasets(
+        cls,
+        train_dataset: Any = None,
+        val_dataset: Any = None,
+        test_dataset: Any = None,
+        predict_dataset: Any = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        **datamodule_kwargs: Any,
+    ) -> Any:
+        """A datamodule serving these datasets (each a Dataset, or a list/dict of them), as Lightning's:
+        training shuffled, the others in order; batch_size/num_workers go to __init__ where it takes them."""
+        from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+        def loaders(data: Any, shuffle: bool = False) -> Any:
+            if isinstance(data, Mapping):
+                return {k: loaders(v, shuffle) for k, v in data.items()}
+            if isinstance(data, (list, tuple)) and not isinstance(data, Dataset):
+                return [loaders(v, shuffle) for v in data]
+            shuffle = shuffle and not isinstance(data, IterableDataset)
+            pin = torch.cuda.is_available()
+            return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=pin)
+
+        params = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        special = {
+            k: v for k, v in {"batch_size": batch_size, "num_workers": num_workers}.items() if takes_any or k in params
+        }
+        datamodule = cls(**datamodule_kwargs, **special)
+        for name, data, shuffle in (
+            ("train_dataloader", train_dataset, True),
+            ("val_dataloader", val_dataset, False),
+            ("test_dataloader", test_dataset, False),
+            ("predict_dataloader", predict_dataset, False),
+        ):
+            if data is not None:
+                setattr(datamodule, name, lambda data=data, shuffle=shuffle: loaders(data, shuffle))
+        return datamodule
+
+    on_before_batch_transfer = Module.on_before_batch_transfer
+    transfer_batch_to_device = Module.transfer_batch_to_device
+    on_after_batch_transfer = Module.on_after_batch_transfer
+
+    @classmethod
     def load_from_checkpoint(
         cls: type[_T],
         checkpoint_path: str | Path,
@@ -708,6 +766,39 @@ def _build(hint: Any, value: Any) -> Any:
             fields = {f.name for f in dataclasses.fields(option) if f.init}
             return option(**{k: _build(hints.get(k), v) for k, v in value.items() if k in fields})
     return value
+
+
+_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def batch_preparer(module: Module, datamodule: Any) -> Callable[..., tuple[Any, int]] | None:
+    """Where the module or the datamodule overrides a batch transfer hook, what the loops call on each
+    batch instead of moving it themselves: Lightning's chain (the datamodule's override first),
+    on_before_batch_transfer, transfer_batch_to_device, on_after_batch_transfer. None otherwise
+    (chosen once per loop: no hook, no cost)."""
+
+    def pick(name: str) -> Callable[..., Any] | None:
+        for owner, base in ((datamodule, DataModule), (module, Module)):
+            fn = getattr(owner, name, None) if owner is not None else None
+            if callable(fn) and getattr(type(owner), name, None) is not getattr(base, name, None):
+                return fn
+        return None
+
+    before, transfer, after = (pick(name) for name in _TRANSFER_HOOKS)
+    if before is None and transfer is None and after is None:
+        return None
+
+    def prepare(
+        batch: Any, device: torch.device, dtype: torch.dtype | None, dataloader_idx: int = 0
+    ) -> tuple[Any, int]:
+        if before is not None:
+            batch = before(batch, dataloader_idx)
+        batch = move_to_device(batch, device, dtype) if transfer is None else transfer(batch, device, dataloader_idx)
+        if after is not None:
+            batch = after(batch, dataloader_idx)
+        return batch, infer_batch_size(batch)
+
+    return prepare
 
 
 def is_datamodule(obj: Any) -> bool:

@@ -42,7 +42,7 @@ from .checkpoint import (
 )
 from .config import ConfigError
 from .loggers import NullLogger, make_logger
-from .module import DataModule, Module
+from .module import DataModule, Module, batch_preparer
 from .module import is_datamodule as _is_datamodule
 from .optim import LightningOptimizer, _Scheduler, parse_optimizers
 from .precision import NULL_CONTEXT, Precision, matmul_precision_advice
@@ -828,7 +828,7 @@ class Trainer:
         plain = autocast is NULL_CONTEXT and self._ddp is None and self._fsdp is None  # no context around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
         step_fn, backward, results, t = self._step_fn, self._backward_fn(), self._train_results, self.timer
-        optimizer_step = self._optimizer_step
+        optimizer_step, prepare = self._optimizer_step, batch_preparer(module, self.datamodule) or prepare_batch
         if hooked is not None:  # the closure enters its own contexts, runs backward, and the module steps
             step_fn, backward, optimizer_step, plain = hooked, automatic.no_backward, hooked.after_step, True
         if self.profiler.enabled:  # timed wrappers, made once per epoch: an off profiler adds nothing per step
@@ -849,7 +849,7 @@ class Trainer:
                 n = self.num_training_batches = batch_idx
                 break
             waited = now() - start
-            batch, batch_size = prepare_batch(batch, device, dtype)
+            batch, batch_size = prepare(batch, device, dtype)
             results.batch_size = batch_size
             for fn in start_hooks:
                 fn(batch, batch_idx)

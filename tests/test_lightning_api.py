@@ -140,25 +140,6 @@ def test_a_module_overriding_a_hook_never_called_stops_fit_naming_it(name: str, 
     assert module.steps == 0  # nothing ran
 
 
-def test_a_datamodule_overriding_a_batch_transfer_hook_stops_every_verb(tmp_path: Path) -> None:
-    class Data(pl.LightningDataModule):
-        def train_dataloader(self) -> DataLoader:
-            return DataLoader(_data(), batch_size=4)
-
-        def test_dataloader(self) -> DataLoader:
-            return DataLoader(_data(), batch_size=4)
-
-        def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-            return batch
-
-    module = Small()
-    with pytest.raises(api.UnsupportedHookError, match="Data.on_after_batch_transfer"):
-        _trainer(tmp_path).fit(module, datamodule=Data())
-    with pytest.raises(api.UnsupportedHookError, match="Data.on_after_batch_transfer"):
-        _trainer(tmp_path).test(module, datamodule=Data())
-    assert module.steps == 0
-
-
 # -- every hook said to be honoured is called -------------------------------------------------------
 _MODULE_METHODS = (  # LightningModule's other overridable methods the engine calls
     "backward",
@@ -246,6 +227,16 @@ def test_every_honoured_hook_is_called(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         _trainer(tmp_path / "dm").fit(Failing(), datamodule=data_cls())
     assert {"on_exception", "state_dict", "load_state_dict", "prepare_data", "setup", "teardown"} <= data_seen
+
+
+def test_datamodule_from_datasets_serves_each_dataset(tmp_path: Path) -> None:
+    data = pl.LightningDataModule.from_datasets(_data(), val_dataset=[_data(8), _data(4)], batch_size=4)
+    train, val = data.train_dataloader(), data.val_dataloader()
+    assert isinstance(train.sampler, torch.utils.data.RandomSampler) and train.batch_size == 4
+    assert [len(v.dataset) for v in val] == [8, 4] and data.test_dataloader() is None
+    module = Small()
+    _trainer(tmp_path).fit(module, datamodule=data)
+    assert module.steps == 4
 
 
 def test_trainer_views_lightning_reads(tmp_path: Path) -> None:

@@ -102,11 +102,91 @@ def stage_metrics(root: Path) -> dict[str, Any]:
     return out
 
 
-SCENARIOS: dict[str, Callable[[Path], dict[str, Any]]] = {"stage_metrics": stage_metrics}
+class Pair:
+    """A batch type of the research code's own: only its transfer_batch_to_device knows how to move it."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+
+def _pairs(items: list[Any]) -> Pair:
+    return Pair(torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]))
+
+
+class Transferring(Logging):
+    """The module's batch transfer hooks (on_before_batch_transfer, transfer_batch_to_device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[Any] = []
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        self.calls.append(["before", type(batch).__name__, dataloader_idx, self.trainer.state.stage.value])
+        return Pair(batch.x + 1, batch.y)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        self.calls.append(["transfer", device.type, dataloader_idx])
+        return Pair(batch.x.to(device), batch.y.to(device))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = F.mse_loss(self.layer(batch.x), batch.y)
+        self.log("train_loss", loss, batch_size=len(batch.x))
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.log("val_loss", F.mse_loss(self.layer(batch.x), batch.y), batch_size=len(batch.x))
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self.layer(batch.x)
+
+
+class Augmenting(pl.LightningDataModule):
+    """The datamodule's on_after_batch_transfer (GPU augmentation's usual place)."""
+
+    def __init__(self, calls: list[Any]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def _loader(self) -> DataLoader:
+        return DataLoader(_data(16), batch_size=8, collate_fn=_pairs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(), self._loader()]
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        self.calls.append(["after", dataloader_idx])
+        return Pair(batch.x * 2, batch.y)
+
+
+def batch_transfer(root: Path) -> dict[str, Any]:
+    module = Transferring()
+    data = Augmenting(module.calls)
+    trainer = _trainer(root, max_epochs=1, num_sanity_val_steps=1, limit_val_batches=1, logger=False)
+    trainer.fit(module, datamodule=data)
+    metrics = {k: round(float(v), 5) for k, v in sorted(trainer.callback_metrics.items())}
+    predictions = trainer.predict(module, datamodule=data)
+    return {
+        "calls": module.calls,
+        "metrics": metrics,
+        "weights": torch.cat([p.detach().flatten() for p in module.parameters()]).numpy().tobytes().hex(),
+        "predictions": round(float(sum(p.sum() for p in predictions)), 4),
+    }
+
+
+SCENARIOS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "stage_metrics": stage_metrics,
+    "batch_transfer": batch_transfer,
+}
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_metrics_per_stage_as_lightning(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_and_batch_hooks_as_lightning(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     got, want = SCENARIOS[name](tmp_path), LIGHTNING[name]
     assert list(got) == list(want)
@@ -217,6 +297,37 @@ LIGHTNING: dict[str, Any] = {
             "logged": {"train_both_epoch": 3.64082, "train_both_step": 3.68847, "train_loss": 3.68847},
             "progress_bar": {"train_both_epoch": 3.64082, "train_both_step": 3.68847, "train_loss": 3.68847},
         },
-    }
+    },
+    "batch_transfer": {
+        "calls": [
+            ["before", "Pair", 0, "sanity_check"],
+            ["transfer", "cpu", 0],
+            ["after", 0],
+            ["before", "Pair", 1, "sanity_check"],
+            ["transfer", "cpu", 1],
+            ["after", 1],
+            ["before", "Pair", 0, "train"],
+            ["transfer", "cpu", 0],
+            ["after", 0],
+            ["before", "Pair", 0, "train"],
+            ["transfer", "cpu", 0],
+            ["after", 0],
+            ["before", "Pair", 0, "validate"],
+            ["transfer", "cpu", 0],
+            ["after", 0],
+            ["before", "Pair", 1, "validate"],
+            ["transfer", "cpu", 1],
+            ["after", 1],
+            ["before", "Pair", 0, "predict"],
+            ["transfer", "cpu", 0],
+            ["after", 0],
+            ["before", "Pair", 0, "predict"],
+            ["transfer", "cpu", 0],
+            ["after", 0],
+        ],
+        "metrics": {"train_loss": 10.64462, "val_loss/dataloader_idx_0": 1.95952, "val_loss/dataloader_idx_1": 1.95952},
+        "weights": "e006f33d5e64c13e7bf90fbed63c20bd2ea809be",
+        "predictions": 6.5267,
+    },
 }
 # -- end of recorded numbers --

@@ -313,6 +313,35 @@ def test_step_checkpoints_save_once_per_optimizer_step_under_accumulation(tmp_pa
     assert saved == [1, 2]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="16-mixed needs a CUDA GPU")
+def test_overridden_optimizer_step_under_16_mixed_steps_as_the_default_loop(tmp_path: Path) -> None:
+    """The closure path through the GradScaler (unscale, hooks, clipping, scaler.step, update)
+    gives the default loop's weights and scale bit for bit."""
+
+    class PlainStep(Base):
+        def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+            optimizer.step(closure=optimizer_closure)
+
+    runs = []
+    for module in (Base(), PlainStep()):
+        trainer = pl.Trainer(
+            default_root_dir=tmp_path,
+            max_epochs=2,
+            accelerator="gpu",
+            devices=1,
+            precision="16-mixed",
+            accumulate_grad_batches=2,
+            gradient_clip_val=0.5,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, DataLoader(_data(), batch_size=4))
+        runs.append((torch.cat([p.detach().flatten().cpu() for p in module.parameters()]), trainer.scaler.get_scale()))
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+
+
 def test_on_gpu_says_where_the_parameters_are(tmp_path: Path) -> None:
     module = Base()
     assert module.on_gpu is False

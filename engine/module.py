@@ -667,7 +667,7 @@ class DataModule:
             pin = torch.cuda.is_available()
             return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=pin)
 
-        params = inspect.signature(cls.__init__).parameters
+        params = {} if cls.__init__ is object.__init__ else dict(inspect.signature(cls.__init__).parameters)
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         special = {
             k: v for k, v in {"batch_size": batch_size, "num_workers": num_workers}.items() if takes_any or k in params

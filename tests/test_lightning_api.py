@@ -235,7 +235,7 @@ def test_datamodule_from_datasets_serves_each_dataset(tmp_path: Path) -> None:
     assert isinstance(train.sampler, torch.utils.data.RandomSampler) and train.batch_size == 4
     assert [len(v.dataset) for v in val] == [8, 4] and data.test_dataloader() is None
     module = Small()
-    _trainer(tmp_path).fit(module, datamodule=data)
+    _trainer(tmp_path).fit(module, datamodule=pl.LightningDataModule.from_datasets(_data(), _data(8), batch_size=4))
     assert module.steps == 4
 
 

@@ -111,8 +111,12 @@ def run_batches(trainer: Trainer, batch_idx: int, n: int) -> tuple[int, int]:
         t.total += now() - start
         if val_every and batch_idx % val_every == 0 and batch_idx < n:
             trainer._validate_now()
-        for fn in end_hooks:
-            fn(outputs, batch, batch_idx - 1)
+        if end_hooks:  # Lightning's outputs: training_step's dict (or {"loss": tensor}), the loss detached
+            out = dict(outputs) if isinstance(outputs, Mapping) else {} if outputs is None else {"loss": outputs}
+            if isinstance(out.get("loss"), torch.Tensor):
+                out["loss"] = out["loss"].detach()
+            for fn in end_hooks:
+                fn(out, batch, batch_idx - 1)
         if trainer._pending_log:
             trainer._flush_log()
         if trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps:

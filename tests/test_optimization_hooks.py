@@ -250,9 +250,35 @@ def accumulating(root: Path) -> dict[str, Any]:
     return {"calls": module.calls, "weights": _weights(module), "global_step": trainer.global_step}
 
 
+class Manual(Base):
+    """Manual optimization: on_train_batch_end gets training_step's dict, the loss detached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        opt = self.optimizers()
+        loss = super().training_step(batch, batch_idx)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        return loss if batch_idx % 2 else {"loss": loss, "seen": batch_idx}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        shown = {k: round(float(v), 5) for k, v in outputs.items()}
+        self.calls.append([batch_idx, shown, outputs["loss"].requires_grad])
+
+
+def manual(root: Path) -> dict[str, Any]:
+    module = Manual()
+    _fit(module, root, n=16, max_epochs=1)
+    return {"calls": module.calls, "weights": _weights(module)}
+
+
 SCENARIOS: dict[str, Callable[[Path], dict[str, Any]]] = {
     f.__name__: f
-    for f in (warm_up, skip_steps, zero_grad_every_4, custom_clipping, scheduler_every_3, order, accumulating)
+    for f in (warm_up, skip_steps, zero_grad_every_4, custom_clipping, scheduler_every_3, order, accumulating, manual)
 }
 
 
@@ -450,6 +476,15 @@ LIGHTNING: dict[str, Any] = {
         ],
         "weights": "be296d3b53188e3e453edfbe5411bdbe434d7fbe0987923def1bd03d838fd33e925a88bce5de303ed9145fbee8c6ffbdea8d13bf108cdebe630c6bbdf17b5b3d38b3453ee3059e3ee58785be616c58bef806ff3d087aaf3ec42700bc1bcacc3ed5460ebd73ff053e96b3bb3ef7ab03bfc99389be46ac90bd5c969cbe43abd33eedb7a9be9b682abe169cbbbef91ac3beab6a79be1a5af73ecb5b323e4ef13d3e4b9afa3e62b252be5cb8b63effb4bfbec2c93b3e06aef4bd4e5ce23b7b3c093d014f08bf",
         "global_step": 2,
+    },
+    "manual": {
+        "calls": [
+            [0, {"loss": 1.44113, "seen": 0.0}, False],
+            [1, {"loss": 1.53788}, False],
+            [2, {"loss": 6.05414, "seen": 2.0}, False],
+            [3, {"loss": 3.80903}, False],
+        ],
+        "weights": "90ab0f3dc1baac3eeae619bfdc90babec7f7a6bec9d79abc80a5933e74d0d83e7691603d7b8eb83ea4e9e4be783464beb6c226bf1f9908bf3d16e13db6aa863d1b99633e7ae0b03ea9d67cbeafe654bed0d5913d35d63f3eb8f6063e9ddefd3e555604bc19d2393e1fd1a43e598805bf6cdd89be552670bc6fadccbe1b41ba3eb018a9bee55be4bd3fd7a1be4379b1be18e874bec1b9e53efc3cfb3ddc003f3e3e758c3f2b55c5be08f82d3fa1ce2fbf0f03383ff611c93ddaf11bbe20af33bd0f87fdbe",
     },
 }
 # -- end of recorded numbers --

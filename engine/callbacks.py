@@ -2,12 +2,13 @@
 
 Hooks (every one optional; `trainer` and `module` are passed to each):
     setup(trainer, module, stage)            on_fit_start(trainer, module)
+    on_sanity_check_start(trainer, module)   on_sanity_check_end(trainer, module)   around the sanity check
     on_train_start(trainer, module)          on_train_epoch_start(trainer, module)
     on_train_batch_start(trainer, module, batch, batch_idx)
     on_before_zero_grad(trainer, module, optimizer)   first micro-batch of each optimizer step
     on_before_backward(trainer, module, loss)   on_after_backward(trainer, module)
     on_before_optimizer_step(trainer, module, optimizer)   true (unscaled), not yet clipped gradients
-    on_train_batch_end(trainer, module, outputs, batch, batch_idx)   after the optimizer step
+    on_train_batch_end(trainer, module, outputs, batch, batch_idx)   after every batch ({"loss": ...})
     on_validation_start(trainer, module)     on_validation_epoch_start(trainer, module)
     on_validation_batch_start(trainer, module, batch, batch_idx[, dataloader_idx])
     on_validation_batch_end(trainer, module, outputs, batch, batch_idx[, dataloader_idx])
@@ -21,6 +22,7 @@ Hooks (every one optional; `trainer` and `module` are passed to each):
     on_predict_epoch_end(trainer, module)    on_predict_end(trainer, module)
     on_fit_end(trainer, module)              on_exception(trainer, module, exception)
     teardown(trainer, module, stage)         on_save_checkpoint(trainer, module, checkpoint)
+    on_load_checkpoint(trainer, module, checkpoint)   when fit resumes, after the module's
     state_dict() / load_state_dict(state)    saved in checkpoints under the callback's `state_key`
 """
 
@@ -274,8 +276,9 @@ class ModelCheckpoint(Callback):
             self.dirpath = Path(trainer.env.broadcast_object(str(_default_dirpath(trainer))))
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        n = self.every_n_train_steps
-        if n and trainer.global_step % n == 0:
+        n, step = self.every_n_train_steps, trainer.global_step
+        # Called after every batch: under accumulation the batches of a window share a step, saved once.
+        if n and step % n == 0 and step != self._last_saved_step and step > 0:
             self.save(trainer)
 
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:

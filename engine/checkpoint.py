@@ -19,7 +19,7 @@ import random
 import secrets
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -427,6 +427,17 @@ def restore_rng_state(state: dict[str, Any], device: torch.device | None = None)
     cuda_state = cuda_rng_state_for(state, device)
     if cuda_state is not None and device is not None:
         torch.cuda.set_rng_state(cuda_state.cpu(), device)
+
+
+@contextlib.contextmanager
+def isolate_rng(device: torch.device | None = None) -> Iterator[None]:
+    """Lightning's `isolate_rng`: every global random stream (python, numpy, torch CPU, the CUDA one
+    of `device`) as it was on entry, again on exit; what runs inside draws nothing from the outside's."""
+    state = capture_rng_state(device)
+    try:
+        yield
+    finally:
+        restore_rng_state(state, device)
 
 
 def _cuda_device(device: torch.device | None) -> torch.device | None:

@@ -22,7 +22,7 @@ from . import strategy
 from .batch import infer_batch_size, move_to_device
 from .callbacks import ModelCheckpoint
 from .checkpoint import CheckpointError, check_model_state, engine_layout, find_resume_checkpoint, load_checkpoint
-from .module import Module, is_datamodule
+from .module import Module, batch_preparer, is_datamodule
 from .states import RunningStage, TrainerFn, TrainerStatus
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def run_eval(
         _check_takes_dataloader_idx(step, f"{name}_step")
     batch_start, batch_end = trainer._hooks_for(f"on_{name}_batch_start"), trainer._hooks_for(f"on_{name}_batch_end")
     device, dtype, precision = trainer.device, trainer.precision.input_dtype, trainer.precision
+    prepare = batch_preparer(module, trainer.datamodule)
     outer_stage = trainer.state.stage
     if trainer.sanity_checking:
         trainer.state.stage = RunningStage.SANITY_CHECKING
@@ -115,8 +116,11 @@ def run_eval(
                         break
                     results.copy = batch_idx >= real  # a copy run only for the step's collectives: not counted
                     saved = _metric_states(module) if results.copy else None
-                    batch = move_to_device(batch, device, dtype)
-                    results.batch_size = infer_batch_size(batch)
+                    if prepare is None:
+                        batch = move_to_device(batch, device, dtype)
+                        results.batch_size = infer_batch_size(batch)
+                    else:  # the module's or datamodule's batch transfer hooks
+                        batch, results.batch_size = prepare(batch, device, dtype, dataloader_idx)
                     for fn in batch_start:
                         fn(batch, batch_idx, *extra)
                     with precision.autocast():
@@ -360,6 +364,7 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
         torch.device("cpu"),
     )
     predictions: list[list[Any]] = [[] for _ in loaders]
+    prepare = batch_preparer(module, trainer.datamodule)
     predict_step = module.predict_step
     if trainer._fsdp is not None:
         predict_step = FSDP.redirect(module, predict_step)
@@ -381,7 +386,10 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
                             break
                         copy = batch_idx >= real  # a copy that runs only for the step's collectives
                         saved = _metric_states(module) if copy else None
-                        batch = move_to_device(batch, device, dtype)
+                        if prepare is None:
+                            batch = move_to_device(batch, device, dtype)
+                        else:
+                            batch = prepare(batch, device, dtype, dataloader_idx)[0]
                         for fn in batch_start:
                             fn(batch, batch_idx, *extra)
                         with precision.autocast():

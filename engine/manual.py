@@ -78,6 +78,9 @@ def run_batches(trainer: Trainer, data: Iterator[Any], batch_idx: int, n: int) -
         step_fn = trainer.profiler.wrap("[phase] training_step (manual: with its backward and steps)", step_fn)
     start_hooks, end_hooks = trainer._hooks_for("on_train_batch_start"), trainer._hooks_for("on_train_batch_end")
     every, buffers, now = trainer.log_every_n_steps, trainer._ddp_buffers, time.perf_counter
+    from .module import batch_preparer  # (module.py imports this file)
+
+    prepare = batch_preparer(trainer.module, trainer.datamodule) or prepare_batch
     while batch_idx < n and not trainer._stop_agreed:
         start = now()
         try:
@@ -86,7 +89,7 @@ def run_batches(trainer: Trainer, data: Iterator[Any], batch_idx: int, n: int) -
             n = trainer.num_training_batches = batch_idx
             break
         waited = now() - start
-        batch, batch_size = prepare_batch(batch, device, dtype)
+        batch, batch_size = prepare(batch, device, dtype)
         results.batch_size = batch_size
         for fn in start_hooks:
             fn(batch, batch_idx)
@@ -110,8 +113,12 @@ def run_batches(trainer: Trainer, data: Iterator[Any], batch_idx: int, n: int) -
         t.total += now() - start
         if val_every and batch_idx % val_every == 0 and batch_idx < n:
             trainer._validate_now()
-        for fn in end_hooks:
-            fn(outputs, batch, batch_idx - 1)
+        if end_hooks:  # Lightning's outputs: training_step's dict (or {"loss": tensor}), the loss detached
+            out = dict(outputs) if isinstance(outputs, Mapping) else {} if outputs is None else {"loss": outputs}
+            if isinstance(out.get("loss"), torch.Tensor):
+                out["loss"] = out["loss"].detach()
+            for fn in end_hooks:
+                fn(out, batch, batch_idx - 1)
         if trainer._pending_log:
             trainer._flush_log()
         if trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps:

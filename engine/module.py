@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
-from . import manual
+from . import lightning_api, manual
+from .batch import infer_batch_size, move_to_device
 from .optim import LightningOptimizer
 
 if TYPE_CHECKING:
@@ -62,13 +63,39 @@ class Module(nn.Module):
     # when save_hyperparameters got a single dict/dataclass (Lightning's `hparams_name`).
     _hparams_name: str | None = None
     automatic_optimization: bool = True  # False: training_step calls manual_backward and opt.step()
+    # Lightning's checkpoint keys for the hyperparameters (the engine writes them too).
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
         self.hparams = AttributeDict()
 
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # parameters, buffers and submodules
+        except AttributeError:
+            error = lightning_api.missing_attribute("LightningModule", name)
+            if error is None:
+                raise
+            raise error from None  # a Lightning name the engine does not provide: say what instead
+
     # -- what the trainer provides -------------------------------------------------------
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """A copy of the hyperparameters as save_hyperparameters stored them."""
+        return AttributeDict(self.hparams)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point dtype of the parameters (torch's default without any)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
     @property
     def trainer(self) -> Trainer:
         if self._trainer is None:
@@ -85,6 +112,11 @@ class Module(nn.Module):
         for p in self.parameters():
             return p.device
         return self._trainer.device if self._trainer is not None else torch.device("cpu")
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the module's parameters are on a CUDA device (Lightning's property)."""
+        return self.device.type == "cuda"
 
     @property
     def global_step(self) -> int:
@@ -354,6 +386,54 @@ class Module(nn.Module):
         else:
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
 
+    # -- optimization hooks (automatic optimization): Lightning's defaults, overridable ---------
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable[[], Any] | None = None
+    ) -> None:
+        """Step the optimizer once per accumulation window. Override to act around the step (e.g. warm the
+        learning rate up); ``optimizer_closure`` runs training_step, zero_grad and backward, so call
+        ``optimizer.step(closure=optimizer_closure)``, or ``optimizer_closure()`` to skip the step."""
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        """Zero the gradients, on the first batch of each window (after training_step, before backward)."""
+        optimizer.zero_grad()
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Step one scheduler when its interval and frequency are due (`metric`: ReduceLROnPlateau's value)."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip before each optimizer step (the Trainer's gradient_clip_val/algorithm are passed in)."""
+        self.clip_gradients(
+            optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
+        )
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """The backward pass of automatic optimization (override for e.g. ``retain_graph``)."""
+        loss.backward(*args, **kwargs)
+
+    # -- batch transfer hooks (Lightning's DataHooks; a datamodule's override wins) --------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The batch as the loader gave it, before it moves to the device."""
+        return batch
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move the batch to `device` (tensors in nested dicts, lists, tuples and dataclasses)."""
+        return move_to_device(batch, device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The batch on the device, before the step (e.g. GPU augmentation)."""
+        return batch
+
     # -- the research code overrides these ----------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         raise NotImplementedError("define training_step(self, batch, batch_idx) in your Module")
@@ -396,6 +476,10 @@ class Module(nn.Module):
 
     def on_validation_model_train(self) -> None:
         self.train()
+
+    def on_validation_model_zero_grad(self) -> None:
+        """Called when a validation in fit starts at an optimizer step (not inside an accumulation window)."""
+        self.zero_grad(set_to_none=True)
 
     def on_test_model_eval(self) -> None:
         self.eval()
@@ -513,13 +597,24 @@ class DataModule:
 
     prepare_data_per_node = True  # False: prepare_data runs on global rank 0 only (a shared filesystem)
     trainer: Trainer | None = None
+    name: str | None = None  # Lightning's optional display name
     save_hyperparameters = Module.save_hyperparameters
+    CHECKPOINT_HYPER_PARAMS_KEY = "datamodule_hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "datamodule_hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "datamodule_hparams_type"
 
     @property
     def hparams(self) -> AttributeDict:
         if "_hparams" not in self.__dict__:  # subclasses need not call super().__init__()
             self.__dict__["_hparams"] = AttributeDict()
         return self.__dict__["_hparams"]
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        return AttributeDict(self.hparams)
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Called when fit fails or is interrupted, after the callbacks' on_exception."""
 
     def prepare_data(self) -> None:
         """Download or build files; runs on local rank 0 only."""
@@ -547,6 +642,50 @@ class DataModule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    @classmethod
+    def from_datasets(
+        cls,
+        train_dataset: Any = None,
+        val_dataset: Any = None,
+        test_dataset: Any = None,
+        predict_dataset: Any = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        **datamodule_kwargs: Any,
+    ) -> Any:
+        """A datamodule serving these datasets (each a Dataset, or a list/dict of them), as Lightning's:
+        training shuffled, the others in order; batch_size/num_workers go to __init__ where it takes them."""
+        from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+        def loaders(data: Any, shuffle: bool = False) -> Any:
+            if isinstance(data, Mapping):
+                return {k: loaders(v, shuffle) for k, v in data.items()}
+            if isinstance(data, (list, tuple)) and not isinstance(data, Dataset):
+                return [loaders(v, shuffle) for v in data]
+            shuffle = shuffle and not isinstance(data, IterableDataset)
+            pin = torch.cuda.is_available()
+            return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=pin)
+
+        params = {} if cls.__init__ is object.__init__ else dict(inspect.signature(cls.__init__).parameters)
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        special = {
+            k: v for k, v in {"batch_size": batch_size, "num_workers": num_workers}.items() if takes_any or k in params
+        }
+        datamodule = cls(**datamodule_kwargs, **special)
+        for name, data, shuffle in (
+            ("train_dataloader", train_dataset, True),
+            ("val_dataloader", val_dataset, False),
+            ("test_dataloader", test_dataset, False),
+            ("predict_dataloader", predict_dataset, False),
+        ):
+            if data is not None:
+                setattr(datamodule, name, lambda data=data, shuffle=shuffle: loaders(data, shuffle))
+        return datamodule
+
+    on_before_batch_transfer = Module.on_before_batch_transfer
+    transfer_batch_to_device = Module.transfer_batch_to_device
+    on_after_batch_transfer = Module.on_after_batch_transfer
 
     @classmethod
     def load_from_checkpoint(
@@ -627,6 +766,39 @@ def _build(hint: Any, value: Any) -> Any:
             fields = {f.name for f in dataclasses.fields(option) if f.init}
             return option(**{k: _build(hints.get(k), v) for k, v in value.items() if k in fields})
     return value
+
+
+_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def batch_preparer(module: Module, datamodule: Any) -> Callable[..., tuple[Any, int]] | None:
+    """Where the module or the datamodule overrides a batch transfer hook, what the loops call on each
+    batch instead of moving it themselves: Lightning's chain (the datamodule's override first),
+    on_before_batch_transfer, transfer_batch_to_device, on_after_batch_transfer. None otherwise
+    (chosen once per loop: no hook, no cost)."""
+
+    def pick(name: str) -> Callable[..., Any] | None:
+        for owner, base in ((datamodule, DataModule), (module, Module)):
+            fn = getattr(owner, name, None) if owner is not None else None
+            if callable(fn) and getattr(type(owner), name, None) is not getattr(base, name, None):
+                return fn
+        return None
+
+    before, transfer, after = (pick(name) for name in _TRANSFER_HOOKS)
+    if before is None and transfer is None and after is None:
+        return None
+
+    def prepare(
+        batch: Any, device: torch.device, dtype: torch.dtype | None, dataloader_idx: int = 0
+    ) -> tuple[Any, int]:
+        if before is not None:
+            batch = before(batch, dataloader_idx)
+        batch = move_to_device(batch, device, dtype) if transfer is None else transfer(batch, device, dataloader_idx)
+        if after is not None:
+            batch = after(batch, dataloader_idx)
+        return batch, infer_batch_size(batch)
+
+    return prepare
 
 
 def is_datamodule(obj: Any) -> bool:

@@ -44,6 +44,10 @@ class LightningOptimizer:
         """Step through the precision (unscale, on_before_optimizer_step hooks, scaler) and count it."""
         if closure is not None and not callable(closure):
             raise TypeError("optimizer.step(closure) needs a callable closure (or none)")
+        if self._trainer._automatic:  # inside the module's optimizer_step (engine/automatic.py)
+            from .automatic import optimizer_step
+
+            return optimizer_step(self._trainer, self._optimizer, closure, **kwargs)
         return self._trainer._manual_step(self._optimizer, closure, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -136,7 +140,9 @@ def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Sch
 
 
 def step_schedulers(trainer: Trainer, interval: str) -> None:
-    """Step the schedulers of this `interval` ("step" or "epoch") that are due by their frequency."""
+    """Step the schedulers of this `interval` ("step" or "epoch") that are due by their frequency,
+    through the module's `lr_scheduler_step(scheduler, metric)` (Lightning's hook)."""
+    step = trainer.module.lr_scheduler_step
     for s in trainer.lr_schedulers:
         if s.interval != interval:
             continue
@@ -151,6 +157,6 @@ def step_schedulers(trainer: Trainer, interval: str) -> None:
                         f"(logged: {', '.join(sorted(trainer.callback_metrics)) or 'none'})"
                     )
                 continue
-            s.scheduler.step(trainer.callback_metrics[s.monitor])
+            step(s.scheduler, trainer.callback_metrics[s.monitor])
         else:
-            s.scheduler.step()
+            step(s.scheduler, None)

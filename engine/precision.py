@@ -55,6 +55,19 @@ class Precision:
         self._pending: set[int] = set()  # optimizers stepped since the scale's last update (manual)
         self.use_scaler(torch.amp.GradScaler(device.type, enabled=precision == "16-mixed"))
 
+    # Lightning's `trainer.precision` is a string ("32-true", "16-mixed", ...): compare like one.
+    _LIGHTNING_NAMES = {"32": "32-true"}
+
+    def __str__(self) -> str:
+        return self._LIGHTNING_NAMES.get(self.precision, self.precision)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (str, int)):
+            return ALIASES.get(str(other), str(other)) == self.precision
+        return self is other
+
+    __hash__ = object.__hash__
+
     def use_scaler(self, scaler: torch.amp.GradScaler) -> None:
         """Install a GradScaler; a disabled one means no scaling (the per-step paths branch on it once)."""
         self.scaler = scaler

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, console, evaluation, manual, optim, stopping, strategy
+from . import __version__, automatic, console, evaluation, lightning_api, manual, optim, stopping, strategy
 from . import distributed as D
 from . import fsdp as FSDP
 from .batch import move_to_device as move_to_device  # re-exported: engine.trainer.move_to_device
@@ -37,12 +37,13 @@ from .checkpoint import (
     check_model_state,
     engine_layout,
     find_resume_checkpoint,
+    isolate_rng,
     load_checkpoint,
     restore_rng_state,
 )
 from .config import ConfigError
 from .loggers import NullLogger, lightning_hparams, make_logger, send_metrics
-from .module import DataModule, Module
+from .module import DataModule, Module, batch_preparer
 from .module import is_datamodule as _is_datamodule
 from .optim import LightningOptimizer, _Scheduler, parse_optimizers
 from .precision import NULL_CONTEXT, Precision, matmul_precision_advice
@@ -146,7 +147,7 @@ class Trainer:
         num_nodes: int = 1,
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
+        gradient_clip_algorithm: str | None = None,  # None: "norm" (Lightning passes None to its hook)
         limit_train_batches: int | float | None = None,
         limit_val_batches: int | float | None = None,
         val_check_interval: int | float | None = None,
@@ -264,6 +265,7 @@ class Trainer:
             barebones,
             inference_mode,
         )
+        self.enable_autolog_hparams = enable_autolog_hparams  # False: hyperparameters are not sent to the loggers
         self.state = TrainerState()
         self.checkpoint_io: AsyncSaver | SyncSaver = AsyncSaver() if async_checkpoint else SyncSaver()
         self.bottleneck_warn_fraction = bottleneck_warn_fraction
@@ -404,9 +406,23 @@ class Trainer:
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
-        """The latest values logged with ``prog_bar=True`` (training step and evaluation)."""
+        """The latest values logged with ``prog_bar=True`` in this stage (as Lightning: a fit's training
+        step and epoch values and validation's; a validate() or test() run's own only)."""
         shown = self.results_prog_bar
-        return {**self.progress_metrics(), **{k: v for k, v in self.last_eval_metrics.items() if k in shown}}
+        train: dict[str, float] = {}
+        if self.state.fn == TrainerFn.FITTING:
+            prog = self._train_results.prog_bar
+            train = {k: v for k, v in self.callback_metrics.items() if k in prog and k not in self.last_eval_metrics}
+            train.update(self.progress_metrics())
+        return {**train, **{k: v for k, v in self.last_eval_metrics.items() if k in shown}}
+
+    def _reset_metrics(self) -> None:
+        """Each fit/validate/test/predict starts with no metrics, as in Lightning: callback_metrics
+        after test() hold the test's values only, not the fit's."""
+        # New dicts (not cleared ones): what an earlier verb returned or a caller kept stays as it was.
+        self.callback_metrics, self.logged_metrics, self.last_eval_metrics, self._step_metrics = {}, {}, {}, {}
+        self._sanity_names = set()
+        self._train_results.reset("train")
 
     @property
     def training(self) -> bool:
@@ -434,6 +450,54 @@ class Trainer:
     @property
     def world_size(self) -> int:
         return self.env.world_size
+
+    # Lightning's other read-only views (engine/lightning_api.py lists every name).
+    @property
+    def evaluating(self) -> bool:
+        return self.state.stage in (RunningStage.SANITY_CHECKING, RunningStage.VALIDATING, RunningStage.TESTING)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def received_sigterm(self) -> bool:
+        return self._signal == signal.SIGTERM
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        """The GradScaler under 16-mixed, else None."""
+        precision = getattr(self, "precision", None)
+        return precision.scaler if precision is not None and precision.scaling else None
+
+    @property
+    def device_ids(self) -> list[int]:
+        ids = self._device_ids
+        return list(ids) if isinstance(ids, list) else list(range(self.num_devices))
+
+    @property
+    def enable_validation(self) -> bool:
+        return self.has_validation
+
+    @property
+    def num_sanity_val_batches(self) -> list[int]:
+        cap = self.num_sanity_val_steps
+        return [n if cap < 0 else min(n, cap) for n in self.num_val_batches]
+
+    @property
+    def num_test_batches(self) -> list[int]:
+        return [self._limit(loader, self.limit_test_batches) for loader in evaluation.as_list(self.test_loader)]
+
+    @property
+    def num_predict_batches(self) -> list[int]:
+        loaders = evaluation.as_list(self.predict_loader)
+        return [self._limit(loader, self.limit_predict_batches) for loader in loaders]
+
+    def __getattr__(self, name: str) -> Any:  # only for names not found: a Lightning one says what instead
+        error = lightning_api.missing_attribute("Trainer", name)
+        if error is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        raise error
 
     @property
     def _reads_loss_late(self) -> bool:
@@ -605,6 +669,8 @@ class Trainer:
                 self.stop_reason, self.stop_message = status, f"{type(exc).__name__}: {exc}"
             D.record_exception(exc)  # torchrun shows this rank's traceback as the root cause
             self._call("on_exception", exc)
+            if self.datamodule is not None and callable(getattr(self.datamodule, "on_exception", None)):
+                self.datamodule.on_exception(exc)
             raise
         finally:
             torch.set_anomaly_enabled(anomaly)
@@ -735,7 +801,10 @@ class Trainer:
         self._call("on_fit_start")
         if self.resumed_from is None and self.has_validation and self.num_sanity_val_steps > 0:
             self.sanity_checking, self.state.stage = True, RunningStage.SANITY_CHECKING
-            self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
+            self._call("on_sanity_check_start")
+            with isolate_rng(self.device):  # as Lightning: noise drawn in validation_step leaves training alone
+                self._run_eval("val", self.val_loader, self.limit_val_batches, cap=self.num_sanity_val_steps)
+            self._call("on_sanity_check_end")
             self.sanity_checking = False
         self._fit_started = True  # the restore and sanity check passed: from here on, a failure is recorded
         start = getattr(self.logger, "start", None)  # W&B: the run starts now
@@ -782,7 +851,10 @@ class Trainer:
         if not self._automatic:  # the module steps its own optimizers: a loop body of its own
             self._end_train_epoch(*manual.run_batches(self, data, self._batches_done, n))
             return
-        self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
+        # A module overriding optimizer_step & co. steps through Lightning's closure (engine/automatic.py).
+        hooked = automatic.hooked_step(self)
+        if hooked is None:  # (else the closure zeroes, through optimizer_zero_grad)
+            self.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
         batch_idx = self._batches_done
         val_every = self._val_every(n)
         distributed, device, dtype = self.env.active, self.device, self.precision.input_dtype
@@ -795,6 +867,9 @@ class Trainer:
         plain = autocast is NULL_CONTEXT and self._ddp is None and self._fsdp is None  # no context around the step
         # Everything the step reads, fetched once: at ~300 µs a step, attribute lookups add up.
         step_fn, backward, results, t = self._step_fn, self._backward_fn(), self._train_results, self.timer
+        optimizer_step, prepare = self._optimizer_step, batch_preparer(module, self.datamodule) or prepare_batch
+        if hooked is not None:  # the closure enters its own contexts, runs backward, and the module steps
+            step_fn, backward, optimizer_step, plain = hooked, automatic.no_backward, hooked.after_step, True
         if self.profiler.enabled:  # timed wrappers, made once per epoch: an off profiler adds nothing per step
             step_fn = self.profiler.wrap("[phase] forward (training_step)", step_fn)
             backward = self.profiler.wrap("[phase] backward", backward)
@@ -813,7 +888,7 @@ class Trainer:
                 n = self.num_training_batches = batch_idx
                 break
             waited = now() - start
-            batch, batch_size = prepare_batch(batch, device, dtype)
+            batch, batch_size = prepare(batch, device, dtype)
             results.batch_size = batch_size
             for fn in start_hooks:
                 fn(batch, batch_idx)
@@ -841,7 +916,8 @@ class Trainer:
                         self._unchecked = ok if self._unchecked is None else self._unchecked & ok
                     else:
                         finite = ok if finite is True else finite & ok
-                backward(loss / window if window > 1 else loss)  # x / 1 is x: skip the op
+                loss = loss / window if window > 1 else loss  # x / 1 is x: skip the op
+                backward(loss)
                 idle = False
             elif step_now and self._ddp is not None:  # None where DDP syncs: sync anyway
                 strategy.sync_without_loss(self)
@@ -854,7 +930,7 @@ class Trainer:
                 if idle:
                     self._idle_step()
                 elif finite is True or finite:
-                    self._optimizer_step(step_hooks)
+                    optimizer_step(step_hooks)
                 elif not stopping.nonfinite_step(self):
                     break  # stop before counting a step that was not taken
                 finite, idle = True, scaling
@@ -863,12 +939,16 @@ class Trainer:
                 if self.should_log or (distributed and step >= self._sync_step):
                     if not stopping.step_sync(self):
                         break  # stop before anything reads or saves these weights
+            else:
+                self.should_log = False  # inside a window: callbacks log on the optimizer step only
             t.total += now() - start
             if val_every and batch_idx % val_every == 0 and batch_idx < n:
                 self._validate_now()  # before the batch-end hooks, so a checkpoint there includes it
-            if step_now:
+            if end_hooks:  # after every batch (Lightning), with Lightning's outputs: {"loss": detached, ...}
+                out = _batch_outputs(outputs, loss)
                 for fn in end_hooks:
-                    fn(outputs, batch, batch_idx - 1)
+                    fn(out, batch, batch_idx - 1)
+            if step_now:
                 if self._pending_log:
                     self._flush_log()
                 if self.max_steps >= 0 and self.global_step >= self.max_steps:
@@ -914,7 +994,7 @@ class Trainer:
                 fn(optimizer)
             if self.gradient_clip_val is not None:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
-                if self.gradient_clip_algorithm == "norm":
+                if self.gradient_clip_algorithm != "value":
                     torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
                 else:
                     torch.nn.utils.clip_grad_value_(params, self.gradient_clip_val)
@@ -955,6 +1035,8 @@ class Trainer:
     def _validate_now(self) -> None:
         if not self.check_finite():
             return
+        if not self._automatic or self._batches_done % self.accumulate_grad_batches == 0 or self._epoch_done:
+            self.module.on_validation_model_zero_grad()  # at an optimizer step, as Lightning (not mid-window)
         self._val_pending = self._run_eval("val", self.val_loader, self.limit_val_batches, stoppable=True) is None
         self._flush_log()
         self.results = self._train_results
@@ -984,6 +1066,7 @@ class Trainer:
         metrics = {k: v for k, v in self._pending_log.items() if k not in self.results.hidden}
         self._pending_log = {}
         self.logged_metrics.update(metrics)
+        self.logged_metrics.pop("epoch", None)  # sent to the loggers, but not one of the logged metrics
         if self.is_global_zero and metrics:
             # Lightning's loggers get Lightning's step: during fit, the optimizer steps before this batch's.
             fitting = self.state.fn == TrainerFn.FITTING and self.global_step > 0
@@ -1112,6 +1195,8 @@ class Trainer:
             self.logger = NullLogger()  # one W&B run per job: only global rank 0 logs
         self.module, self.datamodule = module, datamodule
         module.trainer = self
+        self._reset_metrics()
+        lightning_api.check_overrides(module, datamodule, self.callbacks)  # before anything runs
         self._attach_module_callbacks(module)
         self._hooks = {}
         # Lightning's order: prepare_data (datamodule, module) on one process per node, then setup
@@ -1366,6 +1451,7 @@ class Trainer:
             # this rank's streams, its CUDA one restored on the device this rank uses
             restore_rng_state(rng[self.env.rank], self.device)
         self.module.on_load_checkpoint(ckpt)
+        self._call("on_load_checkpoint", ckpt)  # the callbacks' hook (after the module's, as Lightning)
         self.resumed_from = str(path)
         if loop.get("note"):
             self.print(loop["note"])
@@ -1424,6 +1510,16 @@ def _length(loader: Any) -> int | str:
         return len(loader)
     except TypeError:
         return "an unknown number of"
+
+
+def _batch_outputs(outputs: Any, loss: torch.Tensor | None) -> dict[str, Any]:
+    """What on_train_batch_end gets, as Lightning: training_step's dict (or tensor) with "loss"
+    detached and divided as backward saw it; {} when training_step returned None."""
+    if loss is None:
+        return {}
+    if isinstance(outputs, Mapping):
+        return {"loss": loss.detach(), **{k: v for k, v in outputs.items() if k != "loss"}}
+    return {"loss": loss.detach()}
 
 
 def _loss_of(outputs: Any) -> torch.Tensor | None:

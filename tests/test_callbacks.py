@@ -91,7 +91,9 @@ def test_duck_typed_callback_sees_hooks_in_the_documented_order(tmp_path: Path) 
         "setup(fit)",
         "on_fit_start",
         "module.on_fit_start",
+        "on_sanity_check_start",
         *validation(1),  # the sanity check
+        "on_sanity_check_end",
         "on_train_start",
         "module.on_train_start",
         *epoch,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,9 +92,16 @@ def test_typed_description_replaces_the_default(template_repo: Path, tmp_path: P
     if pid == 0:
         os.execv(sys.executable, [sys.executable, "-c", code])
     prompts = [b"Project name", b"import package", b"One-line description", b"Author", b"Weights & Biases project"]
-    prompts += [b"Weights & Biases entity", b"Starting point", b"SLURM", b"Continuous integration"]
-    output, answered = b"", 0
+    prompts += [b"Weights & Biases entity", b"Starting point", b"SLURM launch", b"SLURM cluster"]
+    prompts += [b"Continuous integration"]
+    output, answered, deadline = b"", 0, time.monotonic() + 120
     while True:
+        if time.monotonic() > deadline:  # a question this test does not know: fail, do not hang
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("no answer to a prompt:\n" + output.decode(errors="replace")[-2000:])
+        if not select.select([fd], [], [], 1)[0]:
+            continue
         try:
             chunk = os.read(fd, 4096)
         except OSError:

@@ -708,7 +708,7 @@ def pin_memory_default(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
+def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool, sequential: bool = False) -> Any:
     """Rebuild a DataLoader around a ResumableSampler (training) or an EvalBatchSampler
     (evaluation and predict); other iterables pass through.
 
@@ -719,6 +719,7 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
     custom sampler or batch_sampler is an error (the engine cannot shard it). On CUDA the
     rebuilt loader pins memory (`pin_memory_default`; DataLoader's ``pin_memory=False`` is its
     default, not told apart from a choice: ``use_distributed_sampler=False`` keeps a loader as it is).
+    ``sequential`` (``overfit_batches``) turns a shuffling loader's shuffle off, with a warning.
     """
     if not isinstance(loader, DataLoader):
         return loader
@@ -745,6 +746,9 @@ def prepare_loader(loader: Any, env: DistEnv, seed: int, train: bool) -> Any:
                 "shuffle=True/False and let the engine shard it, or shard the data yourself in an IterableDataset"
             )
         return loader
+    if shuffle and sequential:
+        warnings.warn(f"overfit_batches: the {which} DataLoader shuffles; the engine turns shuffling off", stacklevel=3)
+        shuffle = False
     length = len(loader.dataset)
     if train:
         batching = dict(

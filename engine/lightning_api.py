@@ -308,9 +308,9 @@ TRAINER_ARGUMENTS: dict[str, str] = {
             "reload_dataloaders_every_n_epochs",
             "default_root_dir",
             "enable_autolog_hparams",
+            "overfit_batches",
         )
     },
-    "overfit_batches": "no: accepted with a warning; pass a loader over a few fixed batches instead",
     "plugins": "no: accepted with a warning; precision= and strategy= cover the engine's options",
     "model_registry": "no: accepted with a warning; log the checkpoint as a W&B artifact (wandb.log_model)",
 }

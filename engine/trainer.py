@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import RandomSampler
 
 from . import __version__, automatic, console, evaluation, lightning_api, manual, optim, stopping, strategy
 from . import distributed as D
@@ -193,7 +194,6 @@ class Trainer:
         enable_autolog_hparams: bool = True,
     ) -> None:
         for name, value, default in (
-            ("overfit_batches", overfit_batches, 0.0),
             ("plugins", plugins, None),
             ("model_registry", model_registry, None),
         ):
@@ -221,6 +221,9 @@ class Trainer:
             max_epochs, max_steps = 1, self.fast_dev_run
             limit_train_batches = limit_val_batches = self.fast_dev_run
             num_sanity_val_steps, logger = 0, False
+        elif overfit_batches > 0:  # as Lightning: the same first batches, unshuffled, for train and validation
+            limit_train_batches = limit_val_batches = overfit_batches
+        self.overfit_batches = overfit_batches
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.precision_name = str(precision)
         self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
@@ -689,8 +692,14 @@ class Trainer:
         """Prepare the loaders (the engine's resumable, sharded sampler unless use_distributed_sampler=False)."""
         if self.use_distributed_sampler:
             seed = self.seed if self.seed is not None else 0
-            train_dataloaders = D.prepare_loader(train_dataloaders, self.env, seed, train=True)
+            sequential = self.overfit_batches > 0  # overfit the same batches every epoch
+            train_dataloaders = D.prepare_loader(train_dataloaders, self.env, seed, train=True, sequential=sequential)
             val_dataloaders = evaluation.prepare_loaders(self, val_dataloaders)
+        elif self.overfit_batches > 0 and isinstance(getattr(train_dataloaders, "sampler", None), RandomSampler):
+            raise ValueError(
+                "overfit_batches with use_distributed_sampler=False needs a training loader that does not "
+                "shuffle: DataLoader(..., shuffle=False)"
+            )
         new = [train_dataloaders, *evaluation.as_list(val_dataloaders)]
         for loader in (self.train_loader, *evaluation.as_list(self.val_loader)):
             if loader is not None and all(loader is not n for n in new):

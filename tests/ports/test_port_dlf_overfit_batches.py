@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from port_data import assert_same_as_lightning, metrics, weights_summary
 
 
@@ -59,9 +58,5 @@ LIGHTNING = {
 # -- end of recorded numbers --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Trainer(overfit_batches=1) is accepted without effect (one warning): it trains 450 batches x 10 epochs instead of 1 batch x 10 (issue 21 item 1: honour or refuse every Trainer argument)",
-)
 def test_dlf_overfit_batches_trains_as_under_lightning(tmp_path: Path) -> None:
     assert_same_as_lightning(scenario(tmp_path), LIGHTNING)

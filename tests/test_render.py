@@ -361,6 +361,15 @@ def test_jean_zay_script(template_repo: Path, tmp_path: Path, gpu: str, gpus: in
     answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
     assert (answers["cluster"], answers["jz_gpu"], answers["jz_account"]) == ("jean-zay", gpu, account)
     assert "## Jean Zay" in (dest / "README.md").read_text()
+    # The sweep's array tasks run on the same card and account, one GPU and its CPUs each.
+    sweep = dest / "scripts" / "sweep.sbatch"
+    workers = _directives(sweep)
+    assert (workers["--account"], workers["--constraint"], workers["--qos"]) == (account, gpu, qos)
+    assert workers["--gpus-per-node"] == "1" and workers["--cpus-per-task"] == str(cpus)
+    assert workers["--time"] == "20:00:00" and workers["--hint"] == "nomultithread"
+    assert "module purge" in sweep.read_text().splitlines()
+    checked = __import__("subprocess").run(["bash", "-n", str(sweep)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_jean_zay_account_must_match_the_card(template_repo: Path, tmp_path: Path) -> None:

@@ -418,13 +418,17 @@ class LearningRateMonitor(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.should_log and self.logging_interval != "epoch":
-            trainer.log_metrics(self.learning_rates(trainer, "step"))
+            self._log(trainer, self.learning_rates(trainer, "step"))
 
     def on_train_epoch_start(self, trainer: Trainer, module: Module) -> None:
         if self.logging_interval != "step":
-            rates = self.learning_rates(trainer, "epoch")
-            if rates:
-                trainer.log_metrics(rates)
+            self._log(trainer, self.learning_rates(trainer, "epoch"))
+
+    @staticmethod
+    def _log(trainer: Trainer, rates: dict[str, float]) -> None:
+        if rates:
+            trainer.log_metrics(rates)
+            trainer.callback_metrics.update(rates)  # as Lightning's: EarlyStopping/ModelCheckpoint may read them
 
     def learning_rates(self, trainer: Trainer, interval: str | None = None) -> dict[str, float]:
         """The rates to log at `interval` ("step" or "epoch"; None: every optimizer's)."""

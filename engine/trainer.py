@@ -201,7 +201,6 @@ class Trainer:
                 _accepted_without_effect(name, value)
         # Lightning's None defaults and what they mean there.
         precision = "32" if precision is None else precision
-        gradient_clip_algorithm = gradient_clip_algorithm or "norm"
         num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
         log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
         deterministic = False if deterministic is None else deterministic

@@ -182,7 +182,7 @@ def test_save_on_exception_saves_the_weights_as_they_are(tmp_path: Path) -> None
 
 def test_trainer_defaults_are_lightnings() -> None:
     assert Trainer(max_time="00:00:00:01").max_epochs is None  # no epoch bound under max_time, as Lightning
-    assert Trainer(deterministic=None, precision=None, gradient_clip_algorithm=None).gradient_clip_algorithm == "norm"
+    assert Trainer(deterministic=None, precision=None, gradient_clip_algorithm=None).gradient_clip_algorithm is None
     trainer = Trainer()
     assert trainer.log_every_n_steps == 50  # Lightning: log_every_n_steps=None means 50
     assert trainer.num_sanity_val_steps == 2 and trainer.max_epochs == 1000

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from engine_fixtures import RecordingLogger, RegressionData, Regressor, ScriptedVal, loader, regression_data
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import engine as pl
 from engine import Trainer
@@ -353,8 +353,8 @@ def test_limits_strategy_devices_and_accelerator_forms(tmp_path: Path) -> None:
 
 
 def test_arguments_without_meaning_here_warn_once() -> None:
-    with pytest.warns(UserWarning, match=r"overfit_batches=0\.1\) is accepted but has no effect") as record:
-        Trainer(overfit_batches=0.1, inference_mode=False)
+    with pytest.warns(UserWarning, match=r"plugins=\['x'\]\) is accepted but has no effect") as record:
+        Trainer(plugins=["x"], inference_mode=False)
     assert len(record) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -510,3 +510,34 @@ def test_trainer_surface_during_and_after_fit(tmp_path: Path) -> None:
     assert set(trainer.progress_bar_metrics) == {"train_loss"}  # Regressor logs train_loss with prog_bar=True
     trainer.test(module, dataloaders=loader(regression_data(8)))
     assert recorder.seen[-1][:3] == ("test_start", "test", "test") and trainer.state.fn == "test"
+
+
+def test_overfit_batches_trains_and_validates_on_the_same_first_batches_unshuffled(tmp_path: Path) -> None:
+    """Lightning's overfit_batches: limit both loops to the first N batches and turn shuffling off."""
+    seen: list[list[float]] = []
+
+    class Recorder(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            seen.append(batch[0].flatten().tolist())
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            seen.append(["val", *batch[0].flatten().tolist()])
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    data = TensorDataset(torch.arange(8.0).reshape(8, 1))
+    train = DataLoader(data, batch_size=2, shuffle=True)
+    trainer = Trainer(
+        overfit_batches=2, max_epochs=2, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="overfit_batches: the train DataLoader shuffles"):
+        trainer.fit(Recorder(), train, DataLoader(data, batch_size=2))
+    first, val = [[0.0, 1.0], [2.0, 3.0]], [["val", 0.0, 1.0], ["val", 2.0, 3.0]]
+    assert seen == [*first, *val, *first, *val]

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 from port_data import assert_same_as_lightning, learning_rates, metrics, weights_summary
 
 
@@ -90,9 +89,5 @@ LIGHTNING = {
 # -- end of recorded numbers --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sanity check draws validation_step's torch.rand_like from the global RNG (Lightning runs it in isolate_rng) and LearningRateMonitor's lr-Adam is not in callback_metrics (issue 21 item 3)",
-)
 def test_uva_energy_model_samples_and_trains_as_under_lightning(tmp_path: Path) -> None:
     assert_same_as_lightning(scenario(tmp_path), LIGHTNING)

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 from port_data import assert_same_as_lightning, learning_rates, metrics, weights_summary
 
 
@@ -93,9 +92,5 @@ LIGHTNING = {
 # -- end of recorded numbers --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the overridden optimizer_step is never called (issue 21 item 2): the warm-up scheduler stepped there never steps, so lr stays 0",
-)
 def test_uva_transformer_reverse_warms_up_and_trains_as_under_lightning(tmp_path: Path) -> None:
     assert_same_as_lightning(scenario(tmp_path), LIGHTNING)

@@ -8,7 +8,6 @@ of a window) and backward run in a closure; on a window's last batch the loop ca
 hooks and ``configure_gradient_clipping``, then steps. The choice is made once per epoch
 (`hooked_step`): a module overriding none of them keeps the loop's own step, at no cost.
 
-Each function takes the Trainer as its first argument (this file never imports trainer.py).
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .hooks import overrides
+
 if TYPE_CHECKING:
     from .trainer import Trainer
 
@@ -25,17 +26,10 @@ if TYPE_CHECKING:
 STEP_HOOKS = ("optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping", "backward")
 
 
-def overrides(module: Any, name: str) -> bool:
-    """Whether `module` (or its instance) replaces the engine Module's `name`."""
-    from .module import Module
-
-    return name in vars(module) or getattr(type(module), name, None) is not getattr(Module, name, None)
-
-
 def hooked_step(trainer: Trainer) -> HookedStep | None:
     """The closure-based step when the module overrides an optimization hook, else None."""
     module = trainer.module
-    if not trainer._automatic or not any(overrides(module, name) for name in STEP_HOOKS):
+    if not trainer.fit_loop.automatic or not any(overrides(module, name) for name in STEP_HOOKS):
         return None
     if trainer.on_nonfinite_loss == "skip":
         names = ", ".join(n for n in STEP_HOOKS if overrides(module, n))
@@ -56,11 +50,11 @@ class HookedStep:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer, self.module = trainer, trainer.module
         self.optimizer = trainer.optimizers[0]
-        self.lightning_optimizer = trainer._lightning_optimizers[0]
-        self.step_fn, self.precision = trainer._step_fn, trainer.precision
-        self.zero_grad_hooks = trainer._hooks_for("on_before_zero_grad")
-        self.before = trainer._hooks_for("on_before_backward")
-        self.after = trainer._hooks_for("on_after_backward")
+        self.lightning_optimizer = trainer.lightning_optimizers[0]
+        self.step_fn, self.precision, self.strategy = trainer.strategy.step_fn, trainer.precision, trainer.strategy
+        hooks = trainer.hooks
+        self.zero_grad_hooks = hooks.for_("on_before_zero_grad")
+        self.before, self.after = hooks.for_("on_before_backward"), hooks.for_("on_after_backward")
         self.k = trainer.accumulate_grad_batches
         self._ran = False
 
@@ -74,7 +68,7 @@ class HookedStep:
 
         def optimizer_closure() -> torch.Tensor | None:
             with torch.enable_grad():
-                with trainer._no_sync(not step_now), self.precision.autocast():
+                with self.strategy.no_sync(not step_now), self.precision.autocast():
                     outputs = self.step_fn(batch, batch_idx)
                 loss = _closure_loss(outputs)
                 if loss is not None and window > 1:  # the loop's normalization (Lightning's, for full windows)
@@ -143,7 +137,7 @@ def optimizer_step(
     (Lightning's precision step): the closure, then on true gradients the on_before_optimizer_step
     hooks and ``configure_gradient_clipping``, then the step (the GradScaler's under 16-mixed)."""
     precision, module = trainer.precision, trainer.module
-    hooks = trainer._hooks_for("on_before_optimizer_step")
+    hooks = trainer.hooks.for_("on_before_optimizer_step")
 
     def after_closure() -> None:
         for fn in hooks:

@@ -586,7 +586,7 @@ class ProgressBar(Callback):
             self._progress.reset(
                 self._task,
                 total=total if total < sys.maxsize else None,
-                completed=trainer._batches_done,
+                completed=trainer.fit_loop.state.batches_done,
                 description=self._epoch(trainer),
             )
 

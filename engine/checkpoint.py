@@ -275,6 +275,15 @@ def remove_checkpoint(path: str | Path) -> None:
 # ----------------------------------------------------------------------------- checks
 
 
+def load_weights(
+    model: nn.Module, state: dict[str, Any], path: str | Path, strict: bool = True, advice: str | None = None
+) -> None:
+    """Load `state` into `model`; with `strict`, a misfit first raises the full list (`check_model_state`)."""
+    if strict:
+        check_model_state(model, state, path, advice)
+    model.load_state_dict(state, strict=strict)
+
+
 def check_model_state(
     model: nn.Module, state_dict: dict[str, Any], path: str | Path, advice: str | None = None
 ) -> None:

@@ -1,7 +1,6 @@
 """The evaluation and prediction loops, and the `validate`/`test`/`predict` verbs around them.
 
-Each function takes the Trainer as its first argument (this file never imports trainer.py).
-After `fit`, the verbs run on the fitted module when none is passed; `ckpt_path` chooses the
+Each function takes the Trainer as its first argument. After `fit`, the verbs run on the fitted module when none is passed; `ckpt_path` chooses the
 weights: None (a passed module's own weights; otherwise the best checkpoint of the fit when
 there is one, else the fitted weights), "best", "last" or a path.
 """
@@ -9,6 +8,7 @@ there is one, else the fitted weights), "best", "last" or a path.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import checkpointing
 from . import distributed as D
 from . import fsdp as FSDP
-from . import strategy
 from .batch import infer_batch_size, move_to_device
-from .callbacks import ModelCheckpoint
-from .checkpoint import CheckpointError, check_model_state, engine_layout, find_resume_checkpoint, load_checkpoint
+from .hooks import overrides
 from .module import Module, batch_preparer, is_datamodule
 from .states import RunningStage, TrainerFn, TrainerStatus
 
@@ -44,6 +43,21 @@ def request_loader(source: Any, method: str) -> Any:
     return fn() if callable(fn) else None
 
 
+def batches(loader: Any, limit: int | float | None) -> int:
+    """How many batches of `loader` a loop runs: all, a fraction (float) or a count (int)."""
+    if loader is None:
+        return 0
+    try:
+        total = len(loader)
+    except TypeError:
+        total = sys.maxsize  # an iterable without len: run until it ends
+    if limit is None:
+        return total
+    if isinstance(limit, float):
+        return min(total, int(total * limit)) if limit < 1.0 else total
+    return min(total, int(limit))
+
+
 def prepare_loaders(trainer: Trainer, loaders: Any) -> Any:
     """Shard evaluation loaders over the processes (`D.EvalBatchSampler`); a list stays a list.
     With ``use_distributed_sampler=False`` they stay as they are."""
@@ -57,7 +71,12 @@ def prepare_loaders(trainer: Trainer, loaders: Any) -> Any:
 
 # -- the evaluation loop ---------------------------------------------------------------------
 def run_eval(
-    trainer: Trainer, stage: str, loaders: Any, limit: int | float | None, cap: int | None, stoppable: bool = False
+    trainer: Trainer,
+    stage: str,
+    loaders: Any,
+    limit: int | float | None,
+    cap: int | None = None,
+    stoppable: bool = False,
 ) -> dict[str, float] | None:
     """One validation ("val") or test epoch over one or several loaders; returns the epoch metrics.
 
@@ -73,16 +92,17 @@ def run_eval(
     """
     module = trainer.module
     loaders = as_list(loaders)
-    results = trainer.results = trainer._eval_results
+    metrics, hooks = trainer.metrics, trainer.hooks
+    results = metrics.current = metrics.eval
     results.reset(stage)
     name = _HOOK_NAME[stage]
     step = module.validation_step if stage == "val" else module.test_step
-    if trainer._fsdp is not None:
+    if trainer.strategy.fsdp is not None:
         step = FSDP.redirect(module, step)  # through the root's forward, where FSDP gathers weights
     several = len(loaders) > 1
     if several:
         _check_takes_dataloader_idx(step, f"{name}_step")
-    batch_start, batch_end = trainer._hooks_for(f"on_{name}_batch_start"), trainer._hooks_for(f"on_{name}_batch_end")
+    batch_start, batch_end = hooks.for_(f"on_{name}_batch_start"), hooks.for_(f"on_{name}_batch_end")
     device, dtype, precision = trainer.device, trainer.precision.input_dtype, trainer.precision
     prepare = batch_preparer(module, trainer.datamodule)
     outer_stage = trainer.state.stage
@@ -91,12 +111,12 @@ def run_eval(
     else:
         trainer.state.stage = RunningStage.VALIDATING if stage == "val" else RunningStage.TESTING
     modes = _model_eval(module, name)
-    trainer._call(f"on_{name}_start")
-    trainer._call(f"on_{name}_epoch_start")
+    hooks.call(f"on_{name}_start")
+    hooks.call(f"on_{name}_epoch_start")
     cut = False
     with torch.no_grad():
         for dataloader_idx, loader in enumerate(loaders):
-            n = trainer._limit(loader, limit)
+            n = batches(loader, limit)
             n = min(n, cap) if cap is not None else n
             with _sharded_eval(trainer, n):
                 if n <= 0:
@@ -130,7 +150,7 @@ def run_eval(
                     if saved is not None:
                         _restore_metric_states(saved)
                     if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
-                        _log_eval_step(trainer)
+                        metrics.eval_step(trainer)
             if cut:
                 break
     results.dataloader_suffix, results.copy = "", False
@@ -138,25 +158,18 @@ def run_eval(
         _model_train(module, name, modes)
         trainer.state.stage = outer_stage
         return None
-    trainer._call(f"on_{name}_epoch_end")
-    metrics = results.compute_epoch()
-    if trainer.sanity_checking:
-        trainer._sanity_names = set(metrics)
-    else:
-        trainer.last_eval_metrics = trainer.env.broadcast_object(metrics)
-        # Lightning's callback_metrics: epoch values under the logged name and, for values logged
-        # with both on_step and on_epoch, under the plain name too (never the `_step` values).
-        trainer.callback_metrics.update(results.with_plain_names(trainer.last_eval_metrics))
-        trainer.log_metrics(metrics)  # validation and test epoch values go to the loggers (as Lightning)
-    trainer._call(f"on_{name}_end")
+    hooks.call(f"on_{name}_epoch_end")
+    values = results.compute_epoch()
+    metrics.eval_end(trainer, values)
+    hooks.call(f"on_{name}_end")
     _model_train(module, name, modes)
     trainer.state.stage = outer_stage
-    return metrics
+    return values
 
 
 def _stop_signalled(trainer: Trainer) -> bool:
     """Whether a stop signal arrived (on any rank: every rank cuts at the same batch)."""
-    flag = trainer._signal is not None
+    flag = trainer.fit_loop.state.signal is not None
     return trainer.env.any(flag) if trainer.env.active else flag
 
 
@@ -181,20 +194,8 @@ def _restore_metric_states(saved: list[tuple[Any, dict[str, Any], int]]) -> None
 def _sharded_eval(trainer: Trainer, batches: int) -> AbstractContextManager[None]:
     """strategy=fsdp: agree on the batch counts, and gather the weights once when they differ
     (each forward of a sharded model is a collective); nothing otherwise."""
-    return trainer._fsdp.evaluation(max(batches, 0)) if trainer._fsdp is not None else nullcontext()
-
-
-def _log_eval_step(trainer: Trainer) -> None:
-    results = trainer._eval_results
-    values = results.step_values()
-    results.step.clear()
-    if trainer.sanity_checking:
-        return
-    values = {k: v for k, v in values.items() if k not in results.hidden}
-    trainer.logged_metrics.update(values)
-    if trainer.is_global_zero and values:
-        # At the current training step: a logger's step must not go backwards (W&B drops such rows).
-        trainer.logger.log_metrics(values, step=trainer.global_step)
+    fsdp = trainer.strategy.fsdp
+    return fsdp.evaluation(max(batches, 0)) if fsdp is not None else nullcontext()
 
 
 def _model_eval(module: Module, name: str) -> dict[torch.nn.Module, bool]:
@@ -207,7 +208,7 @@ def _model_eval(module: Module, name: str) -> dict[torch.nn.Module, bool]:
 def _model_train(module: Module, name: str, modes: dict[torch.nn.Module, bool]) -> None:
     """Restore each submodule's mode (a frozen BatchNorm stays in eval), unless the module overrides the hook."""
     hook = f"on_{name}_model_train"
-    if hook in vars(module) or getattr(type(module), hook, None) is not getattr(Module, hook, None):
+    if overrides(module, hook):
         getattr(module, hook)()
         return
     for m, training in modes.items():
@@ -243,8 +244,8 @@ def evaluate_only(
     module = _target(trainer, verb, module)
     method = "val_dataloader" if verb == "validate" else "test_dataloader"
     datamodule = _data_source(trainer, module, datamodule, loaders, method)
-    path = resolve_ckpt(trainer, verb, ckpt_path, model_given)  # before setup: "best" is the fit's
-    trainer._setup(module, datamodule, verb)
+    path = checkpointing.resolve_for_verb(trainer, verb, ckpt_path, model_given)  # before setup: "best" is the fit's
+    trainer.connect(module, datamodule, verb)
     trainer.state.fn = TrainerFn.VALIDATING if verb == "validate" else TrainerFn.TESTING
     trainer.state.status = TrainerStatus.RUNNING
     prepared: Any = None
@@ -261,18 +262,19 @@ def evaluate_only(
         else:
             trainer.test_loader = prepared
         if path is not None:
-            _load_weights(trainer, module, path, weights_only)
-        strategy.wrap(trainer, module)
+            checkpointing.load_module_weights(trainer, module, path, weights_only)
+        trainer.strategy.wrap(trainer, module, trainer.fit_loop.automatic)
         if verb == "validate":
             limit = trainer.limit_val_batches
         else:  # Lightning's own limit for testing, not the validation one
             limit = getattr(trainer, "limit_test_batches", None)
             limit = trainer.fast_dev_run if limit is None and trainer.fast_dev_run else limit
-        metrics = trainer._run_eval("val" if verb == "validate" else "test", prepared, limit)
-        trainer._flush_log()
+        metrics = run_eval(trainer, "val" if verb == "validate" else "test", prepared, limit, None)
+        assert metrics is not None  # (only a stoppable validation inside fit returns None)
+        trainer.metrics.flush(trainer)
         if verbose:
             trainer.print(f"{verb}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        trainer._teardown_hooks(verb)
+        trainer.hooks.teardown(verb)
         trainer.state.status = TrainerStatus.FINISHED
         return _per_dataloader(metrics, len(as_list(prepared)))
     finally:
@@ -280,7 +282,7 @@ def evaluate_only(
             trainer.state.status = TrainerStatus.INTERRUPTED
         for loader in as_list(prepared):  # persistent workers end with the verb (as Lightning)
             D.shutdown_workers(loader)
-        strategy.release(trainer)
+        trainer.strategy.release()
         trainer.checkpoint_io.wait()
 
 
@@ -315,8 +317,8 @@ def predict(
     model_given = module is not None
     module = _target(trainer, "predict", module)
     datamodule = _data_source(trainer, module, datamodule, loaders, "predict_dataloader")
-    path = resolve_ckpt(trainer, "predict", ckpt_path, model_given)
-    trainer._setup(module, datamodule, "predict")
+    path = checkpointing.resolve_for_verb(trainer, "predict", ckpt_path, model_given)
+    trainer.connect(module, datamodule, "predict")
     trainer.state.fn, trainer.state.status = TrainerFn.PREDICTING, TrainerStatus.RUNNING
     prepared: list[Any] = []
     try:
@@ -330,17 +332,17 @@ def predict(
         prepared = as_list(prepare_loaders(trainer, loaders))
         trainer.predict_loader = prepared[0] if len(prepared) == 1 else prepared
         if path is not None:
-            _load_weights(trainer, module, path)
-        strategy.wrap(trainer, module)
+            checkpointing.load_module_weights(trainer, module, path)
+        trainer.strategy.wrap(trainer, module, trainer.fit_loop.automatic)
         outputs = _run_predict(trainer, module, prepared, getattr(trainer, "limit_predict_batches", None))
-        trainer._teardown_hooks("predict")
+        trainer.hooks.teardown("predict")
         trainer.state.status = TrainerStatus.FINISHED
     finally:
         if trainer.state.status != TrainerStatus.FINISHED:
             trainer.state.status = TrainerStatus.INTERRUPTED
         for loader in prepared:
             D.shutdown_workers(loader)
-        strategy.release(trainer)
+        trainer.strategy.release()
         trainer.checkpoint_io.wait()
     if return_predictions is False:
         return None
@@ -350,13 +352,14 @@ def predict(
 def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: int | float | None) -> list[list[Any]]:
     """Lightning's order: on_predict_model_eval, on_predict_start, on_predict_epoch_start, per batch
     (on_predict_batch_start, predict_step, on_predict_batch_end), on_predict_epoch_end, on_predict_end."""
-    results = trainer.results = trainer._eval_results
+    hooks = trainer.hooks
+    results = trainer.metrics.current = trainer.metrics.eval
     results.reset("predict")
     results.enabled = False  # nothing is logged while predicting
     several = len(loaders) > 1
     if several:
         _check_takes_dataloader_idx(module.predict_step, "predict_step")
-    batch_start, batch_end = trainer._hooks_for("on_predict_batch_start"), trainer._hooks_for("on_predict_batch_end")
+    batch_start, batch_end = hooks.for_("on_predict_batch_start"), hooks.for_("on_predict_batch_end")
     device, dtype, precision, cpu = (
         trainer.device,
         trainer.precision.input_dtype,
@@ -366,16 +369,16 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
     predictions: list[list[Any]] = [[] for _ in loaders]
     prepare = batch_preparer(module, trainer.datamodule)
     predict_step = module.predict_step
-    if trainer._fsdp is not None:
+    if trainer.strategy.fsdp is not None:
         predict_step = FSDP.redirect(module, predict_step)
     trainer.state.stage = RunningStage.PREDICTING
     modes = _model_eval(module, "predict")
     try:
-        trainer._call("on_predict_start")
-        trainer._call("on_predict_epoch_start")
+        hooks.call("on_predict_start")
+        hooks.call("on_predict_epoch_start")
         with torch.no_grad():
             for dataloader_idx, loader in enumerate(loaders):
-                n = trainer._limit(loader, limit)
+                n = batches(loader, limit)
                 with _sharded_eval(trainer, n):
                     if n <= 0:
                         continue
@@ -400,8 +403,8 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
                             _restore_metric_states(saved)
                         else:
                             predictions[dataloader_idx].append(move_to_device(outputs, cpu))
-        trainer._call("on_predict_epoch_end")
-        trainer._call("on_predict_end")
+        hooks.call("on_predict_epoch_end")
+        hooks.call("on_predict_end")
     finally:
         results.enabled = True
         trainer.state.stage = None
@@ -427,66 +430,3 @@ def _data_source(trainer: Trainer, module: Module, datamodule: Any, loaders: Any
     if callable(getattr(module, method, None)):
         return None
     return trainer.datamodule
-
-
-def resolve_ckpt(trainer: Trainer, verb: str, ckpt_path: str | Path | None, model_given: bool) -> Path | None:
-    """The checkpoint whose weights `verb` uses, or None for the module's weights as they are."""
-    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
-    if ckpt_path in ("best", "last") and trainer.fast_dev_run:
-        raise ValueError(f'{verb}(ckpt_path="{ckpt_path}"): fast_dev_run saves no checkpoints; pass a checkpoint path')
-    if ckpt_path is None:
-        if model_given or trainer.fast_dev_run or not checkpoints or not checkpoints[0].best_model_path:
-            return None
-        best = checkpoints[0].best_model_path  # as Lightning: a verb after fit uses the best weights
-        trainer.print(f"{verb}: using the best checkpoint of the fit, {best} (pass ckpt_path= to choose)")
-        return _existing(Path(best), verb)
-    if ckpt_path == "best":
-        if not checkpoints:
-            raise ValueError(
-                f'{verb}(ckpt_path="best") needs a ModelCheckpoint callback in Trainer(callbacks=[...]); '
-                "or pass a checkpoint path"
-            )
-        if not checkpoints[0].best_model_path:
-            raise ValueError(
-                f'{verb}(ckpt_path="best"): the ModelCheckpoint has saved no best checkpoint yet (fit first; '
-                'fast_dev_run saves none); pass ckpt_path="last" or a checkpoint path'
-            )
-        return _existing(Path(checkpoints[0].best_model_path), verb)
-    if ckpt_path == "last":
-        saved = [Path(c.last_model_path) for c in checkpoints if c.last_model_path]
-        saved = [p for p in saved if p.is_file() or FSDP.is_sharded_checkpoint(p)]
-        found = max(saved, key=lambda p: p.stat().st_mtime) if saved else None
-        found = found or find_resume_checkpoint(Path(trainer.default_root_dir) / "checkpoints")
-        if found is None:
-            raise ValueError(
-                f'{verb}(ckpt_path="last"): no last checkpoint was saved (ModelCheckpoint(save_last=True) '
-                "writes one); pass a checkpoint path"
-            )
-        return found
-    return _existing(Path(ckpt_path), verb)
-
-
-def _existing(path: Path, verb: str) -> Path:
-    if not path.is_file() and not FSDP.is_sharded_checkpoint(path):
-        raise CheckpointError(f"{verb}: checkpoint {path} does not exist; pass ckpt_path= an existing .ckpt file")
-    return path
-
-
-def _load_weights(trainer: Trainer, module: Module, path: Path, weights_only: bool | None = None) -> None:
-    """Load the module's weights from `path` (every rank reads the file rank 0 chose)."""
-    path = trainer.env.broadcast_object(path)
-    if trainer._fsdp is not None or FSDP.is_sharded_checkpoint(path):  # into the shards (or a plain module)
-        ckpt = FSDP.load(path, module, None, weights_only)
-        module.on_load_checkpoint(ckpt)
-        trainer.print(f"loaded the weights of {path}")
-        return
-    # The weights only: the file is mapped on the CPU (the optimizer state in it is never read), then
-    # load_state_dict copies the weights into the module's parameters: no second copy on the device.
-    ckpt = engine_layout(load_checkpoint(path, "cpu", weights_only, mmap=True), path)
-    state = ckpt.get("model", ckpt.get("state_dict"))
-    if state is None:
-        raise CheckpointError(f"{path} holds no model weights (no 'model' or 'state_dict' entry)")
-    module.on_load_checkpoint(ckpt)
-    check_model_state(module, state, path)
-    module.load_state_dict(state)
-    trainer.print(f"loaded the weights of {path}")

@@ -15,7 +15,7 @@ from torch import nn
 
 from . import lightning_api, manual
 from .batch import infer_batch_size, move_to_device
-from .optim import LightningOptimizer
+from .optim import LightningOptimizer, clip_gradients
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -280,15 +280,12 @@ class Module(nn.Module):
         ``weights_only=False`` unpickles a trusted checkpoint whose hparams hold Python objects.
         """
         ckpt, obj = _rebuild(cls, checkpoint_path, map_location, hparams_file, weights_only, kwargs, "")
-        from .checkpoint import check_model_state
+        from .checkpoint import load_weights
 
         obj.on_load_checkpoint(ckpt)  # before the weights load, as in Lightning (it may edit them)
         state = ckpt.get("state_dict", ckpt["model"])
-        if strict:
-            check_model_state(
-                obj, state, checkpoint_path, advice="Pass the hparams that built it, or strict=False to load what fits."
-            )
-        obj.load_state_dict(state, strict=strict)
+        advice = "Pass the hparams that built it, or strict=False to load what fits."
+        load_weights(obj, state, checkpoint_path, strict, advice)
         device = next((t.device for t in state.values() if isinstance(t, torch.Tensor)), None)
         return obj.to(device) if device is not None else obj  # where map_location put the weights
 
@@ -300,7 +297,7 @@ class Module(nn.Module):
         scaling) and counts one global step; ``use_pl_optimizer=False`` gives the torch objects.
         """
         trainer = self.trainer
-        opts = trainer._lightning_optimizers if use_pl_optimizer else trainer.optimizers
+        opts = trainer.lightning_optimizers if use_pl_optimizer else trainer.optimizers
         return opts[0] if len(opts) == 1 else list(opts)
 
     def lr_schedulers(self) -> Any:
@@ -318,7 +315,7 @@ class Module(nn.Module):
                 "manual_backward needs manual optimization: set self.automatic_optimization = False "
                 "in __init__ (or return the loss from training_step and let the trainer step)"
             )
-        self.trainer._manual_backward(loss, *args, **kwargs)
+        manual.backward(self.trainer, loss, *args, **kwargs)
 
     def toggle_optimizer(self, optimizer: torch.optim.Optimizer | LightningOptimizer) -> None:
         """Only `optimizer`'s parameters require grad until `untoggle_optimizer` (as Lightning):
@@ -379,12 +376,9 @@ class Module(nn.Module):
         if gradient_clip_val <= 0:
             return
         optimizer = optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
-        manual.unscale_for_clipping(trainer, optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        if algorithm == "norm":
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-        else:
-            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        if not trainer.fit_loop.automatic:  # (automatic optimization unscaled before its hooks)
+            trainer.precision.unscale_for_clipping(optimizer)
+        clip_gradients(optimizer, gradient_clip_val, algorithm)
 
     # -- optimization hooks (automatic optimization): Lightning's defaults, overridable ---------
     def optimizer_step(

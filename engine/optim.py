@@ -44,11 +44,13 @@ class LightningOptimizer:
         """Step through the precision (unscale, on_before_optimizer_step hooks, scaler) and count it."""
         if closure is not None and not callable(closure):
             raise TypeError("optimizer.step(closure) needs a callable closure (or none)")
-        if self._trainer._automatic:  # inside the module's optimizer_step (engine/automatic.py)
+        if self._trainer.fit_loop.automatic:  # inside the module's optimizer_step (engine/automatic.py)
             from .automatic import optimizer_step
 
             return optimizer_step(self._trainer, self._optimizer, closure, **kwargs)
-        return self._trainer._manual_step(self._optimizer, closure, **kwargs)
+        from .manual import step
+
+        return step(self._trainer, self._optimizer, closure, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._optimizer.zero_grad(set_to_none=set_to_none)
@@ -60,7 +62,7 @@ class LightningOptimizer:
         module = self._trainer.module
         module.toggle_optimizer(self)
         try:
-            with self._trainer._no_sync(not sync_grad):
+            with self._trainer.strategy.no_sync(not sync_grad, restore=True):
                 yield
         finally:
             module.untoggle_optimizer(self)
@@ -137,6 +139,15 @@ def parse_optimizers(value: Any) -> tuple[list[torch.optim.Optimizer], list[_Sch
         if not isinstance(opt, torch.optim.Optimizer):
             raise TypeError(f"configure_optimizers returned a {type(opt).__name__} where an optimizer belongs")
     return optimizers, schedulers
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, value: float, algorithm: str | None) -> None:
+    """Clip the optimizer's gradients in place: by their total norm (the default) or by value."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if algorithm == "value":
+        torch.nn.utils.clip_grad_value_(params, value)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, value)
 
 
 def step_schedulers(trainer: Trainer, interval: str) -> None:

@@ -53,6 +53,7 @@ class Precision:
         self._stepped = False  # set by an optimizer step hook: did the scaler let the optimizer step?
         self._hooked: set[int] = set()  # optimizers carrying that hook
         self._pending: set[int] = set()  # optimizers stepped since the scale's last update (manual)
+        self.unscaled: set[int] = set()  # optimizers clip_gradients unscaled before their step (manual)
         self.use_scaler(torch.amp.GradScaler(device.type, enabled=precision == "16-mixed"))
 
     # Lightning's `trainer.precision` is a string ("32-true", "16-mixed", ...): compare like one.
@@ -91,6 +92,12 @@ class Precision:
         """Bring gradients to their true scale (before clipping or inspection)."""
         if self.scaling:
             self.scaler.unscale_(optimizer)
+
+    def unscale_for_clipping(self, optimizer: torch.optim.Optimizer) -> None:
+        """Manual optimization: clip true gradients, unscaled once per step (the step then does not)."""
+        if self.scaling and id(optimizer) not in self.unscaled:
+            self.unscale(optimizer)
+            self.unscaled.add(id(optimizer))
 
     def step(self, optimizer: torch.optim.Optimizer, *, update: bool = True, **kwargs: Any) -> bool:
         """Step the optimizer (`kwargs` go to its step); False when the scaler skipped it (inf/nan gradients).

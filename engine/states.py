@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; scripts/slurm.sbatch requeues on it
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
+
 
 class TrainerFn(str, Enum):
     """`trainer.state.fn`: the verb running."""

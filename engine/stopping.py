@@ -1,8 +1,9 @@
 """When the fit loop stops: signals, min_epochs / min_steps, non-finite losses, and under DDP
 the ranks' agreement on all of them (one all-reduce at sync points).
 
-Each function takes the Trainer as its first argument (this file never imports trainer.py).
-The loop reads `trainer._stop_agreed`, which only `agree_stop` sets from `should_stop`.
+Each function takes the Trainer first and keeps its decisions in the loop's state
+(`trainer.fit_loop.state`, a `LoopState`): the loop obeys `state.stop_agreed`, which only
+`agree_stop` sets from `should_stop`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .states import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
+
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; scripts/slurm.sbatch requeues on it
-INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
 # Stops that min_epochs / min_steps never hold back (safety and the configured bounds).
 HARD_STOPS = ("preempted", "nonfinite_loss", "max_steps", "max_epochs", "fast_dev_run", "interrupted", "failed")
 
@@ -40,47 +41,52 @@ def agree_stop(trainer: Trainer, collective: bool = True) -> None:
         if not collective:
             return  # this rank alone: the next sync point agrees
         sync(trainer)
-    trainer._stop_agreed = trainer.should_stop
-    if trainer._stop_agreed:
-        trainer._announce_stop()
+    state = trainer.fit_loop.state
+    state.stop_agreed = state.should_stop
+    if state.stop_agreed:
+        announce(trainer)
+
+
+def announce(trainer: Trainer) -> None:
+    """Print the stop's message (``stopping: ...``) once, when the loop acts on it."""
+    state = trainer.fit_loop.state
+    if state.should_stop and state.stop_message and not state.stop_announced:
+        state.stop_announced = True
+        trainer.print(f"stopping: {state.stop_message}")
 
 
 def note_stop(trainer: Trainer) -> None:
     """This rank's own view: a signal becomes a stop; min_epochs / min_steps hold a soft stop back."""
-    if trainer._signal == signal.SIGINT:
+    state = trainer.fit_loop.state
+    if state.signal == signal.SIGINT:
         trainer.request_stop(
             "interrupted",
             f"interrupted (Ctrl-C) at step {trainer.global_step}: saving a checkpoint; "
             "press Ctrl-C again to exit at once without saving",
         )
-    elif trainer._signal is not None:
-        name = signal.Signals(trainer._signal).name
+    elif state.signal is not None:
+        name = signal.Signals(state.signal).name
         trainer.request_stop("preempted", f"received {name}; saving and exiting with code {PREEMPTED_EXIT_CODE}")
     if trainer.should_stop and (trainer.min_epochs or trainer.min_steps) and below_minimum(trainer):
         trainer.print(
             f"min_epochs={trainer.min_epochs} / min_steps={trainer.min_steps} not reached: training continues"
         )
-        trainer.should_stop, trainer.stop_reason, trainer.stop_message = False, None, ""
+        state.should_stop, state.stop_reason, state.stop_message = False, None, ""
 
 
 def below_minimum(trainer: Trainer) -> bool:
     """Whether min_epochs / min_steps hold back the requested stop (never a safety stop)."""
     if trainer.stop_reason in HARD_STOPS:
         return False
-    epochs_done = trainer.current_epoch + int(trainer._epoch_done)
+    epochs_done = trainer.current_epoch + int(trainer.fit_loop.state.epoch_done)
     return (trainer.min_epochs is not None and epochs_done < trainer.min_epochs) or (
         trainer.min_steps is not None and trainer.global_step < trainer.min_steps
     )
 
 
-def position(trainer: Trainer) -> tuple[int, int, int]:
-    """Where the loop is (the same on every rank): agreements made here need not be repeated."""
-    return trainer.current_epoch, trainer._batches_done, trainer.global_step
-
-
 def step_sync(trainer: Trainer) -> bool:
     """After a logging step's optimizer step, or under DDP an agreement step (every
-    `_sync_every` steps). False: a non-finite loss, stop before anything reads or saves
+    `sync_every` steps). False: a non-finite loss, stop before anything reads or saves
     these weights.
 
     In one process: check the losses, then log. Under DDP a logging step is rank 0's
@@ -88,17 +94,18 @@ def step_sync(trainer: Trainer) -> bool:
     agreement, before any save, validation or epoch end reads them), so only the
     interval's agreements are collectives.
     """
+    metrics = trainer.metrics
     if not trainer.env.active:
-        if not trainer.check_finite():
+        if not check_finite(trainer):
             return False
-        trainer._log_step()
+        metrics.log_step(trainer)
         return True
-    if trainer.global_step >= trainer._sync_step:
+    if trainer.global_step >= trainer.fit_loop.state.sync_step:
         agree_stop(trainer)
-        if trainer._nonfinite_seen:
+        if trainer.fit_loop.state.nonfinite_seen:
             return False
     if trainer.should_log and trainer.is_global_zero:
-        trainer._log_step(trainer._train_results.step_values())  # one device sync, on rank 0 only
+        metrics.log_step(trainer, metrics.train.step_values())  # one device sync, on rank 0 only
     return True
 
 
@@ -108,45 +115,39 @@ def sync(trainer: Trainer) -> None:
     It carries whether any rank saw a non-finite loss since the last agreement (a device
     flag on GPUs, never read before), how many ranks want to stop, rank 0's seconds per
     step, and the step metrics rank 0 logged last (the other ranks add zeros, so the sum
-    is rank 0's value exactly), which become every rank's `callback_metrics`. The step
+    is rank 0's value exactly: `Metrics.agreement_values`), which become every rank's
+    `callback_metrics`. The step
     time sets, identically on every rank, the steps until the next agreement: about
     `SCAFFOLD_STOP_CHECK_S` seconds of training. Rarely a second round follows: the stop
     reasons (when a rank stops) or rank 0's metric names (when new ones appear).
     """
-    flag, trainer._unchecked = trainer._unchecked, None
-    lead, keys, step = trainer.is_global_zero, trainer._log_keys, trainer._step_metrics
-    seconds, mark = 0.0, trainer._sync_mark
-    if lead and mark is not None and trainer.global_step > mark[0]:
-        seconds = (time.perf_counter() - mark[1]) / (trainer.global_step - mark[0])
-    changed = float(lead and not step.keys() <= set(keys))
-    values = [float(flag is False), float(trainer.should_stop), seconds, changed]
-    if lead:  # each key's value, then whether rank 0 has it
-        values += [step.get(k, 0.0) for k in keys] + [float(k in step) for k in keys]
-    else:
-        values += [0.0] * (2 * len(keys))
-    vec = torch.tensor(values, dtype=torch.float64, device=trainer.device)
+    state, lead, step = trainer.fit_loop.state, trainer.is_global_zero, trainer.global_step
+    flag, state.unchecked = state.unchecked, None
+    seconds, mark = 0.0, state.sync_mark
+    if lead and mark is not None and step > mark[0]:
+        seconds = (time.perf_counter() - mark[1]) / (step - mark[0])
+    changed, metric_values = trainer.metrics.agreement_values(lead)
+    vec = torch.tensor(
+        [float(flag is False), float(state.should_stop), seconds, changed, *metric_values],
+        dtype=torch.float64,
+        device=trainer.device,
+    )
     if isinstance(flag, torch.Tensor):  # queued on the device: read below with everything else
         vec[0] = flag.logical_not().any().to(torch.float64)
     bad, stops, seconds, changed, *got = trainer.env.all_reduce(vec, "sum").tolist()
-    if changed:
-        step = trainer.env.broadcast_object(step)
-        trainer._log_keys = tuple(dict.fromkeys((*keys, *step)))
-        trainer.callback_metrics.update(step)
-    elif keys:
-        n = len(keys)
-        trainer.callback_metrics.update({k: v for k, v, has in zip(keys, got[:n], got[n:], strict=True) if has})
+    trainer.metrics.take_agreement(trainer, changed, got)
     if stops:
-        mine = (trainer.stop_reason, trainer.stop_message) if trainer.should_stop else None
+        mine = (state.stop_reason, state.stop_message) if state.should_stop else None
         reason, message = next(r for r in trainer.env.gather_object(mine) if r is not None)  # lowest rank's
-        trainer.should_stop, trainer.stop_reason, trainer.stop_message = True, reason, message
+        state.should_stop, state.stop_reason, state.stop_message = True, reason, message
     if bad:
         found_nonfinite(trainer)
     else:
-        trainer._checked_at = trainer.global_step
+        state.checked_at = step
     if seconds > 0:
-        trainer._sync_every = max(1, int(trainer._stop_check_s / seconds))
-    trainer._sync_step = trainer.global_step + trainer._sync_every
-    trainer._sync_mark, trainer._synced_at = (trainer.global_step, time.perf_counter()), position(trainer)
+        state.sync_every = max(1, int(state.stop_check_s / seconds))
+    state.sync_step = step + state.sync_every
+    state.sync_mark, state.synced_at = (step, time.perf_counter()), state.position()
 
 
 def check_finite(trainer: Trainer) -> bool:
@@ -158,25 +159,27 @@ def check_finite(trainer: Trainer) -> bool:
     saved. Under DDP it is an agreement point (`agree_stop`, once per loop position):
     every rank calls it at the same points, so the all-reduce lines up.
     """
-    if trainer._nonfinite_seen:
+    state = trainer.fit_loop.state
+    if state.nonfinite_seen:
         return False
     if trainer.env.active:
-        if trainer._synced_at != position(trainer):
+        if state.synced_at != state.position():
             agree_stop(trainer)
-        return not trainer._nonfinite_seen
-    if trainer._unchecked is None:
+        return not state.nonfinite_seen
+    if state.unchecked is None:
         return True  # nothing to read
-    flag, trainer._unchecked = trainer._unchecked, None
+    flag, state.unchecked = state.unchecked, None
     if bool(flag):
-        trainer._checked_at = trainer.global_step
+        state.checked_at = trainer.global_step
         return True
     found_nonfinite(trainer)
     return False
 
 
 def found_nonfinite(trainer: Trainer) -> None:
-    trainer._nonfinite_seen = True
-    first, last = trainer._checked_at + 1, trainer.global_step
+    state = trainer.fit_loop.state
+    state.nonfinite_seen = True
+    first, last = state.checked_at + 1, trainer.global_step
     where = f"step {last}" if first == last else f"a step between {first} and {last}"
     trainer.request_stop(
         "nonfinite_loss",
@@ -199,12 +202,14 @@ def install_signal_handlers(trainer: Trainer) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
 
+    state = trainer.fit_loop.state
+
     def handler(signum: int, frame: Any) -> None:
-        if trainer._signal is not None and signal.SIGINT in (signum, trainer._signal):
+        if state.signal is not None and signal.SIGINT in (signum, state.signal):
             # A second Ctrl-C (or a launcher's SIGTERM after it): the user wants out now.
             os.write(2, b"\ninterrupted again: exiting now, without saving\n")
             os._exit(INTERRUPTED_EXIT_CODE)
-        trainer._signal = signum  # acted on after the current step
+        state.signal = signum  # acted on after the current step
 
     previous = {}
     # SIGINT too: the first Ctrl-C finishes the step and saves, as SIGTERM does. torchrun and

@@ -1,4 +1,4 @@
-"""Lightning's rank-zero helpers: run, print or warn on global rank 0 only.
+"""Lightning's utilities: run, print or warn on global rank 0 only; `seed_everything`.
 
 `rank_zero_only.rank` starts from the launcher's environment and the Trainer sets it to the
 process's global rank when it joins the process group, as Lightning does.
@@ -74,3 +74,30 @@ def grad_norm(module: Any, norm_type: float | int | str, group_separator: str = 
 
 
 __all__ = ["grad_norm", "rank_zero_debug", "rank_zero_info", "rank_zero_only", "rank_zero_warn"]
+
+
+def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
+    """Seed python, numpy and torch (all devices); Lightning's function, also for the research code.
+
+    `seed` None takes ``PL_GLOBAL_SEED`` from the environment, else 0. ``workers=True`` also
+    gives every DataLoader worker its own seeds, derived from the loader's seed, the worker's
+    id and the process's rank (``PL_SEED_WORKERS=1``; the engine's loaders read it).
+    """
+    import random
+
+    import torch
+
+    if seed is None:
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    seed = int(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    torch.manual_seed(seed)
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    os.environ["PL_SEED_WORKERS"] = str(int(workers))
+    return seed

@@ -60,7 +60,7 @@ class Net(engine.Module):
         self.ddp_wrapped = False
 
     def on_train_start(self):
-        self.ddp_wrapped = self.trainer._ddp is not None  # (the trainer lets go of DDP when fit ends)
+        self.ddp_wrapped = self.trainer.strategy.ddp is not None  # (the trainer lets go of DDP when fit ends)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -410,7 +410,7 @@ def check_checkpoint_files(device: str, root: Path) -> str:
     validate(ckpt_path=...) puts no second copy of the model (nor the optimizer state) on the GPU."""
     width = 2048 if device == "cuda" else 64
     trainer, module = fit(device, "32", 5, root / "files", width=width)
-    state = trainer._checkpoint_state()
+    state = engine.checkpointing.build(trainer)
     engine.checkpoint.SyncSaver().save(state, root / "files" / "sync.ckpt")
     saver = engine.checkpoint.AsyncSaver()
     saver.save(state, root / "files" / "async.ckpt")

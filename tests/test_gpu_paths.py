@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
 from engine import Module
+from engine import checkpointing
 from engine import distributed as D
 from engine.batch import move_to_device
 from engine.checkpoint import (
@@ -313,7 +314,7 @@ def _same(a: Any, b: Any, where: str = "state") -> None:
 def test_sync_and_async_saves_write_the_same_cpu_checkpoint(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, max_epochs=1, gradient_clip_val=1.0)
     trainer.fit(Regressor(), loader(regression_data(16)))
-    state = trainer._checkpoint_state()
+    state = checkpointing.build(trainer)
     SyncSaver().save(state, tmp_path / "sync.ckpt")
     saver = AsyncSaver()
     saver.save(state, tmp_path / "async.ckpt")

@@ -409,7 +409,7 @@ def test_simple_profiler_reports_phases_and_hooks(tmp_path: Path, capsys: pytest
     assert records["[phase] validation"][0] == 2 and records["[phase] checkpoint"][0] == 2
     assert records["my_block"][0] == 8
     assert records["[Callback]ModelCheckpoint.on_train_epoch_end"][0] == 2
-    assert "_optimizer_step" not in vars(trainer)  # the wrappers are gone after fit
+    assert not any(callable(v) for v in vars(trainer.fit_loop).values())  # no wrappers left behind
 
 
 def test_no_profiler_adds_no_wrappers(tmp_path: Path) -> None:
@@ -417,7 +417,7 @@ def test_no_profiler_adds_no_wrappers(tmp_path: Path) -> None:
 
     trainer = quiet(tmp_path, max_epochs=1, enable_checkpointing=False)
     assert type(trainer.profiler) is PassThroughProfiler
-    fn = trainer._optimizer_step
+    fn = trainer.fit_loop.optimizer_step
     assert trainer.profiler.wrap("x", fn) is fn  # the loop runs the very same callables
     with trainer.profiler.profile("anything"):
         pass

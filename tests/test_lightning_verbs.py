@@ -414,7 +414,7 @@ def test_module_and_callback_batch_hooks_in_lightnings_order(tmp_path: Path) -> 
 def test_backward_hooks_cost_nothing_unless_defined(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, max_epochs=1)
     trainer.fit(Regressor(), loader(regression_data(4)))
-    assert trainer._backward_fn() is trainer.precision.backward  # the loop calls backward directly
+    assert trainer.fit_loop.backward_fn() is trainer.precision.backward  # the loop calls backward directly
     module = Hooked()
     trainer = make_trainer(tmp_path, max_epochs=1, accumulate_grad_batches=2)
     trainer.fit(module, loader(regression_data(16)))  # 4 batches, 2 optimizer steps

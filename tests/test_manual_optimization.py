@@ -153,7 +153,7 @@ def test_optimizers_are_wrapped_and_global_step_stops_at_max_steps(tmp_path: Pat
     trainer = make_trainer(tmp_path, max_steps=5, log_every_n_steps=4, logger=logger)
     trainer.fit(module, loader(real_data(), batch_size=4))
     # Lightning checks max_steps after each batch: 3 batches of two steps each.
-    assert trainer.global_step == 6 and trainer._batches_done == 3 and trainer.stop_reason == "max_steps"
+    assert trainer.global_step == 6 and trainer.fit_loop.state.batches_done == 3 and trainer.stop_reason == "max_steps"
     assert ends == [2, 4, 6]
     opt_g, opt_d = module.optimizers()
     assert isinstance(opt_g, LightningOptimizer) and opt_g.optimizer is trainer.optimizers[0]
@@ -443,7 +443,7 @@ def test_16_mixed_gan_on_cuda_scales_every_backward_and_steps_both_optimizers(tm
     trainer.fit(module, loader(real_data(), batch_size=4))
     assert trainer.precision.scaler.is_enabled() and trainer.global_step == 8
     assert all(torch.isfinite(p).all() for p in module.parameters())
-    assert not trainer._unscaled  # every clip's unscale was consumed by its step
+    assert not trainer.precision.unscaled  # every clip's unscale was consumed by its step
 
 
 class ValidatedGAN(GAN):

@@ -171,7 +171,7 @@ class Probe:
         saver.save = recording_save
 
     def on_train_start(self, trainer: Any, module: Any) -> None:
-        ddp = trainer._ddp  # the engine's DDP wrapper (None in one process)
+        ddp = trainer.strategy.ddp  # the engine's DDP wrapper (None in one process)
         if ddp is None:
             return
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -183,7 +183,7 @@ class Probe:
         ddp.register_comm_hook(None, counting_hook)
 
     def on_after_backward(self, trainer: Any, module: Any) -> None:
-        if trainer._fsdp is not None:  # gradients reach the shards only when FSDP reduce-scatters them
+        if trainer.strategy.fsdp is not None:  # gradients reach the shards only when FSDP reduce-scatters them
             self.sharded_grads.append(any(p.grad is not None for p in module.parameters()))
 
     def on_fit_end(self, trainer: Any, module: Any) -> None:
@@ -198,7 +198,7 @@ class Probe:
             "pid": os.getpid(),
             "global_step": trainer.global_step,
             "epoch": trainer.current_epoch,
-            "batches_done": trainer._batches_done,
+            "batches_done": trainer.fit_loop.state.batches_done,
             "stop_reason": trainer.stop_reason,
             "stop_message": trainer.stop_message,
             "callback_metrics": trainer.callback_metrics,

@@ -59,7 +59,7 @@ def fit(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
     return {
         "global_step": trainer.global_step,
         "epoch": trainer.current_epoch,
-        "batches_done": trainer._batches_done,
+        "batches_done": trainer.fit_loop.state.batches_done,
         "stop_reason": trainer.stop_reason,
     }
 

@@ -66,7 +66,7 @@ class Recorder:
         def counted(*args: Any, **kwargs: Any) -> Any:
             t = self.trainer
             if t is not None and not self.in_grad_hook:
-                self.calls.append((t.current_epoch, t._batches_done, t.global_step, name))
+                self.calls.append((t.current_epoch, t.fit_loop.state.batches_done, t.global_step, name))
             return fn(*args, **kwargs)
 
         return counted
@@ -109,7 +109,7 @@ class GradSyncs:
             finally:
                 self.recorder.in_grad_hook = False
 
-        trainer._ddp.register_comm_hook(None, hook)
+        trainer.strategy.ddp.register_comm_hook(None, hook)
 
     def on_train_end(self, trainer: Any, module: Any) -> None:
         self.ended_at = time.perf_counter()
@@ -142,10 +142,10 @@ def fit(out: Path, name: str, recorder: Recorder | None = None, **spec: Any) -> 
     record = {
         "global_step": trainer.global_step,
         "epoch": trainer.current_epoch,
-        "batches_done": trainer._batches_done,
+        "batches_done": trainer.fit_loop.state.batches_done,
         "stop_reason": trainer.stop_reason,
         "grad_syncs": grads.count,
-        "sync_every": trainer._sync_every,
+        "sync_every": trainer.fit_loop.state.sync_every,
     }
     if hasattr(module, "signalled_at"):
         record["delay_s"] = grads.ended_at - module.signalled_at

@@ -18,8 +18,7 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
-from engine import Module
-from engine import checkpointing
+from engine import Module, checkpointing
 from engine import distributed as D
 from engine.batch import move_to_device
 from engine.checkpoint import (

@@ -874,3 +874,33 @@ class ModelSummary(Callback):
 
 class RichModelSummary(ModelSummary):
     """Lightning's rich table, printed as the plain one (no `rich` dependency)."""
+
+
+def default_callbacks(
+    callbacks: Any,
+    *,
+    progress_bar: bool,
+    checkpointing: bool,
+    model_summary: bool,
+    throughput: float | None,
+    max_time: Any,
+) -> list[Any]:
+    """The Trainer's callbacks: those passed (one or a list, as Lightning accepts) and Lightning's
+    defaults the enable_* switches ask for, unless one of that type was passed."""
+    result: list[Any] = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks] if callbacks else []
+
+    def add(kind: type, make: Any) -> None:
+        if not any(isinstance(c, kind) for c in result):
+            result.append(make())
+
+    if progress_bar:
+        add(ProgressBar, ProgressBar)
+    if checkpointing:  # Lightning's default: the newest epoch's checkpoint in <logger's version folder>/checkpoints
+        add(ModelCheckpoint, ModelCheckpoint)
+    if model_summary:
+        add(ModelSummary, ModelSummary)
+    if throughput is not None:  # the bottleneck report (the timer runs anyway)
+        add(ThroughputMonitor, lambda: ThroughputMonitor(throughput, log_throughput=False))
+    if max_time is not None:
+        result.append(Timer(duration=max_time))
+    return result

@@ -17,21 +17,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import RandomSampler
 
-from . import automatic, optim, stopping
+from . import automatic, checkpointing, manual, optim, stopping
 from . import distributed as D
 from .batch import prepare_batch
 from .checkpoint import isolate_rng
-from .evaluation import as_list, run_eval
+from .evaluation import as_list, batches, prepare_loaders, run_eval
+from .loggers import lightning_hparams
 from .loop_state import LoopState
-from .module import batch_preparer
+from .module import Module, batch_preparer
+from .optim import LightningOptimizer, parse_optimizers
 from .precision import NULL_CONTEXT
 from .states import RunningStage
+from .version import __version__
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -48,8 +53,65 @@ class FitLoop:
         self.loaders_epoch = 0  # the epoch the current loaders were made for (reload_dataloaders_every_n_epochs)
         self.started = False  # the restore and sanity check passed: from here on, a failure is recorded
 
+    # -- before the loop ------------------------------------------------------------------------
+    def set_loaders(self, train_dataloaders: Any, val_dataloaders: Any) -> None:
+        """Prepare the loaders (the engine's resumable, sharded sampler unless use_distributed_sampler=False)."""
+        trainer = self.trainer
+        if trainer.use_distributed_sampler:
+            seed = trainer.seed if trainer.seed is not None else 0
+            sequential = trainer.overfit_batches > 0  # overfit the same batches every epoch
+            train_dataloaders = D.prepare_loader(
+                train_dataloaders, trainer.env, seed, train=True, sequential=sequential
+            )
+            val_dataloaders = prepare_loaders(trainer, val_dataloaders)
+        elif trainer.overfit_batches > 0 and isinstance(getattr(train_dataloaders, "sampler", None), RandomSampler):
+            raise ValueError(
+                "overfit_batches with use_distributed_sampler=False needs a training loader that does not "
+                "shuffle: DataLoader(..., shuffle=False)"
+            )
+        new = [train_dataloaders, *as_list(val_dataloaders)]
+        for loader in (trainer.train_loader, *as_list(trainer.val_loader)):
+            if loader is not None and all(loader is not n for n in new):
+                D.shutdown_workers(loader)  # a reload: stop the old loaders' workers
+        trainer.train_loader, trainer.val_loader = train_dataloaders, val_dataloaders
+        trainer.train_num_workers = getattr(trainer.train_loader, "num_workers", 0)
+        trainer.num_training_batches = batches(trainer.train_loader, trainer.limit_train_batches)
+        self.loaders_epoch = self.state.epoch
+
+    def configure_optimizers(self, module: Module) -> None:
+        """What configure_optimizers returns, parsed; automatic optimization takes one optimizer."""
+        trainer = self.trainer
+        self.automatic = bool(module.automatic_optimization)
+        if not self.automatic:
+            manual.check_settings(trainer)
+        trainer.optimizers, trainer.lr_schedulers = parse_optimizers(module.configure_optimizers())
+        if self.automatic and len(trainer.optimizers) > 1:
+            raise RuntimeError(
+                "Training with multiple optimizers is only supported with manual optimization. Set "
+                "`self.automatic_optimization = False`, then access your optimizers in `training_step` "
+                "with `opt1, opt2, ... = self.optimizers()`."
+            )
+        trainer.lightning_optimizers = [LightningOptimizer(o, trainer) for o in trainer.optimizers]
+
+    def _log_hyperparameters(self) -> None:
+        """A generated project's run logs its config and the module's hparams; a plain Trainer logs
+        Lightning's: the module's merged with the datamodule's (a clash is an error on every rank)."""
+        trainer, module = self.trainer, self.trainer.module
+        autolog = trainer.enable_autolog_hparams and bool(trainer.loggers)
+        if autolog and trainer.config is not None:
+            hparams = {"config": checkpointing.plain(trainer.config), "hparams": checkpointing.plain(module.hparams)}
+        elif autolog:
+            hparams = lightning_hparams(module, trainer.datamodule)
+        if trainer.is_global_zero:
+            if autolog:
+                trainer.logger.log_hyperparams(hparams)
+            if getattr(trainer.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
+                trainer.logger.watch(module)
+
+    # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
         trainer, state, hooks = self.trainer, self.state, self.trainer.hooks
+        self._log_hyperparameters()
         hooks.call("on_fit_start")
         if trainer.resumed_from is None and trainer.has_validation and trainer.num_sanity_val_steps > 0:
             trainer.sanity_checking, trainer.state.stage = True, RunningStage.SANITY_CHECKING
@@ -85,6 +147,29 @@ class FitLoop:
         hooks.call("on_train_end")
         hooks.call("on_fit_end")
 
+    def summary(self, status: str) -> dict[str, Any]:
+        """What summary.json and the logger's run summary hold."""
+        trainer, state, t = self.trainer, self.state, self.trainer.timer
+        ckpt = trainer.checkpoint_callback
+        return {
+            "status": status,
+            "global_step": state.global_step,
+            "epoch": state.epoch,
+            "stop_reason": state.stop_reason,
+            "stop_message": state.stop_message,
+            "best_model_path": ckpt.best_model_path if ckpt else "",
+            "best_model_score": ckpt.best_model_score if ckpt else None,
+            "last_model_path": ckpt.last_model_path if ckpt else "",
+            "metrics": dict(trainer.callback_metrics),
+            "wandb_run_id": getattr(trainer.logger, "run_id", None),
+            "world_size": trainer.world_size,
+            "host": socket.gethostname(),  # global rank 0's: where a multi-node run's summary and checkpoints came from
+            "resumed_from": trainer.resumed_from,
+            "samples_per_sec": t.samples_per_sec(trainer.world_size),
+            "data_wait_frac": t.wait / t.total if t.total else None,
+            "engine_version": __version__,
+        }
+
     def finish(self, status: str) -> None:
         """The fit's end, whatever happened: free the wrapper and workers, then (rank 0) the logger's
         summary, summary.json and, after a Ctrl-C, how to resume."""
@@ -96,7 +181,7 @@ class FitLoop:
                 D.shutdown_workers(loader)
         finally:
             if trainer.is_global_zero:
-                summary = trainer.summary(status)
+                summary = self.summary(status)
                 trainer.logger.log_summary(summary)
                 trainer.logger.finalize(status)
                 # A start that failed (a misfitting checkpoint) leaves a resumed run's summary as it was.
@@ -383,7 +468,7 @@ class FitLoop:
         n = trainer.reload_dataloaders_every_n_epochs
         if not n or trainer.datamodule is None or self.state.epoch - self.loaders_epoch < n:
             return
-        trainer._set_fit_loaders(trainer.datamodule.train_dataloader(), trainer.datamodule.val_dataloader())
+        self.set_loaders(trainer.datamodule.train_dataloader(), trainer.datamodule.val_dataloader())
 
 
 def _none(*args: Any) -> None:

@@ -87,8 +87,15 @@ class Hooks:
 
     # -- setup and teardown, in Lightning's order ------------------------------------------------
     def setup(self, stage: str) -> None:
-        """The datamodule's setup, the callbacks', the module's (prepare_data ran before)."""
+        """prepare_data (the datamodule's, the module's) on one process per node, then on every process
+        setup: the datamodule's, the callbacks', the module's."""
         trainer = self.trainer
+        for owner in (trainer.datamodule, trainer.module):
+            # Local rank 0 of each node, or global rank 0 with prepare_data_per_node=False.
+            per_node = getattr(owner, "prepare_data_per_node", True)
+            if owner is not None and (trainer.env.local_rank == 0 if per_node else trainer.is_global_zero):
+                owner.prepare_data()
+        trainer.env.barrier()
         if trainer.datamodule is not None:
             trainer.datamodule.setup(stage)
         for c in trainer.callbacks:

@@ -78,3 +78,17 @@ class LoopState:
     def mid_epoch(loop: dict[str, Any]) -> bool:
         """Whether a saved "loop" entry stopped inside an epoch (its data order must be continued)."""
         return not loop.get("epoch_done") and bool(loop.get("batches_done"))
+
+
+@dataclass
+class Timer:
+    """Running totals for the bottleneck report (seconds, samples, batches)."""
+
+    wait: float = 0.0
+    total: float = 0.0
+    samples: int = 0
+    batches: int = 0
+
+    def samples_per_sec(self, world_size: int) -> float | None:
+        """The whole job's rate: under DDP every process trains as many samples (the sampler pads)."""
+        return self.samples * world_size / self.total if self.total > 0 else None

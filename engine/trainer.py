@@ -12,33 +12,32 @@ import logging
 import math
 import os
 import signal
-import socket
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import RandomSampler
 
-from . import checkpointing, console, evaluation, lightning_api, manual, stopping
+from . import checkpointing, console, evaluation, lightning_api, stopping
 from . import distributed as D
 from . import fsdp as FSDP
 from . import strategy as S
 from .batch import move_to_device as move_to_device  # re-exported: engine.trainer.move_to_device
-from .callbacks import EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar, ThroughputMonitor
-from .callbacks import Timer as TimerCallback
+from .callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, default_callbacks
 from .checkpoint import AsyncSaver, SyncSaver
 from .config import ConfigError
 from .fit_loop import FitLoop
 from .hooks import Hooks
-from .loggers import NullLogger, lightning_hparams, make_logger
+from .loggers import NullLogger, make_logger
+from .loop_state import Timer
 from .metrics import Metrics
 from .module import DataModule, Module
 from .module import is_datamodule as _is_datamodule
-from .optim import LightningOptimizer, _Scheduler, parse_optimizers
+from .optim import LightningOptimizer, _Scheduler
+from .optim import parse_optimizers as parse_optimizers  # re-exported: engine.trainer.parse_optimizers
 from .precision import Precision, matmul_precision_advice
 from .profilers import make_profiler
 from .states import INTERRUPTED_EXIT_CODE as INTERRUPTED_EXIT_CODE  # still importable from here
@@ -46,23 +45,22 @@ from .states import PREEMPTED_EXIT_CODE as PREEMPTED_EXIT_CODE
 from .states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from .utilities import rank_zero_only
 from .utilities import seed_everything as seed_everything  # re-exported: engine.trainer.seed_everything
-from .version import __version__
 
 _log = logging.getLogger(__name__)
 
 
-@dataclass
-class Timer:
-    """Running totals for the bottleneck report (seconds, samples, batches)."""
+def _alias(path: str, settable: bool = False) -> Any:
+    """A Lightning name for what one of the Trainer's parts holds (`path`: "fit_loop.state.epoch")."""
+    owner, _, name = path.rpartition(".")
+    get_owner = attrgetter(owner) if owner else (lambda trainer: trainer)
 
-    wait: float = 0.0
-    total: float = 0.0
-    samples: int = 0
-    batches: int = 0
+    def fset(trainer: Trainer, value: Any) -> None:
+        setattr(get_owner(trainer), name, value)
 
-    def samples_per_sec(self, world_size: int) -> float | None:
-        """The whole job's rate: under DDP every process trains as many samples (the sampler pads)."""
-        return self.samples * world_size / self.total if self.total > 0 else None
+    return property(attrgetter(path), fset if settable else None, doc=f"`trainer.{path}`")
+
+
+_EVALUATING = (RunningStage.SANITY_CHECKING, RunningStage.VALIDATING, RunningStage.TESTING)
 
 
 def _accepted_without_effect(name: str, value: Any) -> None:
@@ -174,22 +172,14 @@ class Trainer:
         self.on_nonfinite_loss = on_nonfinite_loss
         self.default_root_dir = Path(default_root_dir) if default_root_dir is not None else Path.cwd()
         self.config = config
-        # One callback or several, as Lightning accepts.
-        self.callbacks: list[Any] = (
-            list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks] if callbacks else []
+        self.callbacks = default_callbacks(
+            callbacks,
+            progress_bar=progress_bar and enable_progress_bar is not False,
+            checkpointing=enable_checkpointing is not False and not self.fast_dev_run,
+            model_summary=enable_model_summary is not False,
+            throughput=None if barebones else bottleneck_warn_fraction,
+            max_time=max_time,
         )
-        # The enable_* switches add Lightning's default callbacks; ones passed in `callbacks` are kept.
-        if progress_bar and enable_progress_bar is not False and not self._has(ProgressBar):
-            self.callbacks.append(ProgressBar())
-        if enable_checkpointing is not False and not self.fast_dev_run and not self._has(ModelCheckpoint):
-            # Lightning's default: the newest epoch's checkpoint in <logger's version folder>/checkpoints.
-            self.callbacks.append(ModelCheckpoint())
-        if enable_model_summary is not False and not self._has(ModelSummary):
-            self.callbacks.append(ModelSummary())
-        if not barebones and not self._has(ThroughputMonitor):  # the bottleneck report: the timer runs anyway
-            self.callbacks.append(ThroughputMonitor(bottleneck_warn_fraction, log_throughput=False))
-        if max_time is not None:
-            self.callbacks.append(TimerCallback(duration=max_time))
         self.logger, self.loggers = make_logger(logger, self.default_root_dir)
         self.enable_autolog_hparams = enable_autolog_hparams  # False: hyperparameters are not sent to the loggers
         self.min_epochs, self.min_steps = min_epochs, min_steps
@@ -199,10 +189,6 @@ class Trainer:
         self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
         self.use_distributed_sampler, self.barebones = use_distributed_sampler, barebones
         self.inference_mode = inference_mode
-        self.state = TrainerState()
-        self.checkpoint_io: AsyncSaver | SyncSaver = AsyncSaver() if async_checkpoint else SyncSaver()
-        self.bottleneck_warn_fraction = bottleneck_warn_fraction
-
         self.state = TrainerState()
         self.checkpoint_io: AsyncSaver | SyncSaver = AsyncSaver() if async_checkpoint else SyncSaver()
         self.bottleneck_warn_fraction = bottleneck_warn_fraction
@@ -231,9 +217,6 @@ class Trainer:
         # How to resume this run, for the line printed after a Ctrl-C (`run` sets the command).
         self.resume_command: str | None = None
 
-    def _has(self, kind: type) -> bool:
-        return any(isinstance(c, kind) for c in self.callbacks)
-
     def __getattr__(self, name: str) -> Any:  # only for names not found: a Lightning one says what instead
         error = lightning_api.missing_attribute("Trainer", name)
         if error is None:
@@ -241,75 +224,17 @@ class Trainer:
         raise error
 
     # -- Lightning's names for the loop's state and the metrics ---------------------------------
-    @property
-    def global_step(self) -> int:
-        return self.fit_loop.state.global_step
+    global_step = _alias("fit_loop.state.global_step", settable=True)
+    current_epoch = _alias("fit_loop.state.epoch", settable=True)
+    should_stop = _alias("fit_loop.state.should_stop", settable=True)
+    stop_reason = _alias("fit_loop.state.stop_reason", settable=True)
+    stop_message = _alias("fit_loop.state.stop_message", settable=True)
 
-    @global_step.setter
-    def global_step(self, value: int) -> None:
-        self.fit_loop.state.global_step = value
-
-    @property
-    def current_epoch(self) -> int:
-        return self.fit_loop.state.epoch
-
-    @current_epoch.setter
-    def current_epoch(self, value: int) -> None:
-        self.fit_loop.state.epoch = value
-
-    @property
-    def should_stop(self) -> bool:
-        return self.fit_loop.state.should_stop
-
-    @should_stop.setter
-    def should_stop(self, value: bool) -> None:
-        self.fit_loop.state.should_stop = value
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self.fit_loop.state.stop_reason
-
-    @stop_reason.setter
-    def stop_reason(self, value: str | None) -> None:
-        self.fit_loop.state.stop_reason = value
-
-    @property
-    def stop_message(self) -> str:
-        return self.fit_loop.state.stop_message
-
-    @stop_message.setter
-    def stop_message(self, value: str) -> None:
-        self.fit_loop.state.stop_message = value
-
-    @property
-    def received_sigterm(self) -> bool:
-        return self.fit_loop.state.signal == signal.SIGTERM
-
-    @property
-    def callback_metrics(self) -> dict[str, float]:
-        return self.metrics.callback
-
-    @callback_metrics.setter
-    def callback_metrics(self, value: dict[str, float]) -> None:
-        self.metrics.callback = value
-
-    @property
-    def logged_metrics(self) -> dict[str, float]:
-        return self.metrics.logged
-
-    @logged_metrics.setter
-    def logged_metrics(self, value: dict[str, float]) -> None:
-        self.metrics.logged = value
-
-    @property
-    def last_eval_metrics(self) -> dict[str, float]:
-        """The latest validation/test epoch values."""
-        return self.metrics.last_eval
-
-    @property
-    def results(self) -> Any:
-        """The store `self.log` writes into now (training, or evaluation)."""
-        return self.metrics.current
+    received_sigterm = property(lambda self: self.fit_loop.state.signal == signal.SIGTERM)
+    callback_metrics = _alias("metrics.callback", settable=True)
+    logged_metrics = _alias("metrics.logged", settable=True)
+    last_eval_metrics = _alias("metrics.last_eval")
+    results = _alias("metrics.current")
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
@@ -317,9 +242,7 @@ class Trainer:
         step and epoch values and validation's; a validate() or test() run's own only)."""
         return self.metrics.progress_bar(self.state.fn == TrainerFn.FITTING)
 
-    @property
-    def results_prog_bar(self) -> set[str]:
-        return self.metrics.prog_bar
+    results_prog_bar = _alias("metrics.prog_bar")
 
     def logged_names(self) -> set[str]:
         """Every metric name logged so far in this fit (callbacks check their `monitor` against it)."""
@@ -333,37 +256,18 @@ class Trainer:
         self.metrics.pending.update(metrics)
 
     # -- read-only views ---------------------------------------------------------------------
-    @property
-    def is_global_zero(self) -> bool:
-        return self.env.is_global_zero
-
-    @property
-    def model(self) -> Module | None:
-        return self.module
-
-    @property
-    def lightning_module(self) -> Module | None:
-        return self.module
-
-    @property
-    def global_rank(self) -> int:
-        return self.env.rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.env.local_rank
+    is_global_zero = _alias("env.is_global_zero")
+    model = _alias("module")
+    lightning_module = _alias("module")
+    global_rank = _alias("env.rank")
+    local_rank = _alias("env.local_rank")
 
     @property
     def node_rank(self) -> int:
         return int(os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", os.environ.get("SLURM_NODEID", "0"))))
 
-    @property
-    def world_size(self) -> int:
-        return self.env.world_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.env.device
+    world_size = _alias("env.world_size")
+    device = _alias("env.device")
 
     @property
     def num_devices(self) -> int:
@@ -407,10 +311,7 @@ class Trainer:
         folder = getattr(first, "log_dir", None) or getattr(first, "save_dir", None)
         return str(folder if folder is not None else self.default_root_dir)
 
-    @property
-    def lr_scheduler_configs(self) -> list[_Scheduler]:
-        """Each scheduler with its interval, frequency, monitor, strict and name."""
-        return self.lr_schedulers
+    lr_scheduler_configs = _alias("lr_schedulers")
 
     @property
     def training(self) -> bool:
@@ -423,25 +324,11 @@ class Trainer:
         elif self.training:
             self.state.stage = None
 
-    @property
-    def validating(self) -> bool:
-        return self.state.stage == RunningStage.VALIDATING
-
-    @property
-    def testing(self) -> bool:
-        return self.state.stage == RunningStage.TESTING
-
-    @property
-    def predicting(self) -> bool:
-        return self.state.stage == RunningStage.PREDICTING
-
-    @property
-    def evaluating(self) -> bool:
-        return self.state.stage in (RunningStage.SANITY_CHECKING, RunningStage.VALIDATING, RunningStage.TESTING)
-
-    @property
-    def interrupted(self) -> bool:
-        return self.state.status == TrainerStatus.INTERRUPTED
+    validating = property(lambda self: self.state.stage == RunningStage.VALIDATING)
+    testing = property(lambda self: self.state.stage == RunningStage.TESTING)
+    predicting = property(lambda self: self.state.stage == RunningStage.PREDICTING)
+    evaluating = property(lambda self: self.state.stage in _EVALUATING)
+    interrupted = property(lambda self: self.state.status == TrainerStatus.INTERRUPTED)
 
     @property
     def scaler(self) -> torch.amp.GradScaler | None:
@@ -451,21 +338,10 @@ class Trainer:
 
     # Lightning's names for the loaders as the loops use them (rebuilt around the engine's sharded
     # samplers): one loader, or a list of them; and how many batches each runs.
-    @property
-    def train_dataloader(self) -> Any:
-        return self.train_loader
-
-    @property
-    def val_dataloaders(self) -> Any:
-        return self.val_loader
-
-    @property
-    def test_dataloaders(self) -> Any:
-        return self.test_loader
-
-    @property
-    def predict_dataloaders(self) -> Any:
-        return self.predict_loader
+    train_dataloader = _alias("train_loader")
+    val_dataloaders = _alias("val_loader")
+    test_dataloaders = _alias("test_loader")
+    predict_dataloaders = _alias("predict_loader")
 
     @property
     def num_val_batches(self) -> list[int]:
@@ -490,9 +366,7 @@ class Trainer:
     def has_validation(self) -> bool:
         return any(n > 0 for n in self.num_val_batches)
 
-    @property
-    def enable_validation(self) -> bool:
-        return self.has_validation
+    enable_validation = _alias("has_validation")
 
     @property
     def estimated_stepping_batches(self) -> int:
@@ -575,28 +449,16 @@ class Trainer:
                 raise ValueError(
                     "fit needs train_dataloaders, a datamodule, or a train_dataloader() method on the module"
                 )
-            self._set_fit_loaders(train_dataloaders, val_dataloaders)
+            self.fit_loop.set_loaders(train_dataloaders, val_dataloaders)
             if self.num_training_batches == 0:
                 raise ConfigError(
                     f"no training batches: the training DataLoader has {_length(self.train_loader)} batches and "
                     f"trainer.limit_train_batches={self.limit_train_batches}; use a larger limit or more data"
                 )
-            self._configure_optimizers(module)
+            self.fit_loop.configure_optimizers(module)
             if ckpt_path is not None:
                 checkpointing.restore(self, ckpt_path, weights_only)
             self.strategy.wrap(self, module, self.fit_loop.automatic)
-            # A generated project's run logs its config and the module's hparams; a plain Trainer logs
-            # Lightning's: the module's merged with the datamodule's (a clash is an error on every rank).
-            autolog = self.enable_autolog_hparams and bool(self.loggers)
-            if autolog and self.config is not None:
-                hparams = {"config": checkpointing.plain(self.config), "hparams": checkpointing.plain(module.hparams)}
-            elif autolog:
-                hparams = lightning_hparams(module, self.datamodule)
-            if self.is_global_zero:
-                if autolog:
-                    self.logger.log_hyperparams(hparams)
-                if getattr(self.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
-                    self.logger.watch(module)
             self.fit_loop.run()
             self.hooks.teardown("fit")
             status = "interrupted" if self.stop_reason in ("preempted", "interrupted") else "success"
@@ -678,29 +540,6 @@ class Trainer:
         with self.profiler.profile("[phase] checkpoint"):
             checkpointing.save(self, Path(path), weights_only)
 
-    def summary(self, status: str = "success") -> dict[str, Any]:
-        """What summary.json and the logger's run summary hold."""
-        ckpt = self.checkpoint_callback
-        t = self.timer
-        return {
-            "status": status,
-            "global_step": self.global_step,
-            "epoch": self.current_epoch,
-            "stop_reason": self.stop_reason,
-            "stop_message": self.stop_message,
-            "best_model_path": ckpt.best_model_path if ckpt else "",
-            "best_model_score": ckpt.best_model_score if ckpt else None,
-            "last_model_path": ckpt.last_model_path if ckpt else "",
-            "metrics": dict(self.callback_metrics),
-            "wandb_run_id": getattr(self.logger, "run_id", None),
-            "world_size": self.world_size,
-            "host": socket.gethostname(),  # global rank 0's: where a multi-node run's summary and checkpoints came from
-            "resumed_from": self.resumed_from,
-            "samples_per_sec": t.samples_per_sec(self.world_size),
-            "data_wait_frac": t.wait / t.total if t.total else None,
-            "engine_version": __version__,
-        }
-
     def interrupted_line(self) -> str:
         """``interrupted at step N; resume with: ...`` (`resume_command`, else the Trainer call)."""
         ckpt = self.checkpoint_callback
@@ -730,15 +569,9 @@ class Trainer:
         lightning_api.check_overrides(module, datamodule, self.callbacks)  # before anything runs
         self.hooks.attach_module_callbacks(module)
         self.hooks.reset()
-        # prepare_data (datamodule, module) on one process per node, then setup (datamodule, callbacks,
-        # module) on every process, before the module moves to the device (so layers built in setup move).
         if datamodule is not None:
             datamodule.trainer = self
-        for owner in (datamodule, module):
-            if owner is not None and self._prepares_data(owner):
-                owner.prepare_data()
-        self.env.barrier()
-        self.hooks.setup(stage)
+        self.hooks.setup(stage)  # prepare_data and setup, before the module moves (layers built there move too)
         configure = getattr(module, "configure_model", None)
         if callable(configure):  # Lightning's hook, with every strategy: layers built here start on the device
             with self.device:
@@ -746,45 +579,6 @@ class Trainer:
         module.to(self.device)
         self.precision.convert_module(module)
         self.strategy.setup(self, module)
-
-    def _prepares_data(self, owner: Any) -> bool:
-        """`prepare_data` runs on local rank 0 of each node, or on global rank 0 with prepare_data_per_node=False."""
-        per_node = getattr(owner, "prepare_data_per_node", True)
-        return self.env.local_rank == 0 if per_node else self.is_global_zero
-
-    def _set_fit_loaders(self, train_dataloaders: Any, val_dataloaders: Any) -> None:
-        """Prepare the loaders (the engine's resumable, sharded sampler unless use_distributed_sampler=False)."""
-        if self.use_distributed_sampler:
-            seed = self.seed if self.seed is not None else 0
-            sequential = self.overfit_batches > 0  # overfit the same batches every epoch
-            train_dataloaders = D.prepare_loader(train_dataloaders, self.env, seed, train=True, sequential=sequential)
-            val_dataloaders = evaluation.prepare_loaders(self, val_dataloaders)
-        elif self.overfit_batches > 0 and isinstance(getattr(train_dataloaders, "sampler", None), RandomSampler):
-            raise ValueError(
-                "overfit_batches with use_distributed_sampler=False needs a training loader that does not "
-                "shuffle: DataLoader(..., shuffle=False)"
-            )
-        new = [train_dataloaders, *evaluation.as_list(val_dataloaders)]
-        for loader in (self.train_loader, *evaluation.as_list(self.val_loader)):
-            if loader is not None and all(loader is not n for n in new):
-                D.shutdown_workers(loader)  # a reload: stop the old loaders' workers
-        self.train_loader, self.val_loader = train_dataloaders, val_dataloaders
-        self.train_num_workers = getattr(self.train_loader, "num_workers", 0)
-        self.num_training_batches = evaluation.batches(self.train_loader, self.limit_train_batches)
-        self.fit_loop.loaders_epoch = self.current_epoch
-
-    def _configure_optimizers(self, module: Module) -> None:
-        self.fit_loop.automatic = bool(module.automatic_optimization)
-        if not self.fit_loop.automatic:
-            manual.check_settings(self)
-        self.optimizers, self.lr_schedulers = parse_optimizers(module.configure_optimizers())
-        if self.fit_loop.automatic and len(self.optimizers) > 1:
-            raise RuntimeError(
-                "Training with multiple optimizers is only supported with manual optimization. Set "
-                "`self.automatic_optimization = False`, then access your optimizers in `training_step` "
-                "with `opt1, opt2, ... = self.optimizers()`."
-            )
-        self.lightning_optimizers = [LightningOptimizer(o, self) for o in self.optimizers]
 
     def _reduce(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
         return self.env.all_reduce(tensor, op)

@@ -352,7 +352,7 @@ def launch(devices: int, module: str, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    from .trainer import PREEMPTED_EXIT_CODE
+    from .stopping import PREEMPTED_EXIT_CODE
 
     os.environ[SELF_LAUNCHED] = "1"
     if "OMP_NUM_THREADS" not in os.environ:

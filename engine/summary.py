@@ -97,8 +97,8 @@ def summarize(module: nn.Module, max_depth: int = 1, trainer: Any = None) -> Sum
 
 def _forward_example(module: nn.Module, named: list[tuple[str, nn.Module]], example: Any, trainer: Any) -> dict:
     """Run the example input once (eval mode, no gradients) and record each row's input and output sizes."""
+    from .batch import move_to_device
     from .precision import NULL_CONTEXT
-    from .trainer import move_to_device
 
     sizes: dict[str, tuple[Any, Any]] = {}
 

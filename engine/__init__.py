@@ -3,8 +3,9 @@
 `scaffold update` replaces this folder wholesale; keep research code outside it.
 """
 
-__version__ = "0.2.0"
+from .version import __version__ as __version__  # first: before any submodule that reads engine.__version__
 
+# isort: split
 from . import (  # Lightning's submodules: pl.callbacks.X, pl.loggers.X
     callbacks,
     lightning_paths,

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .version import __version__
 
 ROOT = __package__ or "engine"  # e.g. "my_research.engine": the logger users configure
 log = logging.getLogger(ROOT)

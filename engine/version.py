@@ -1,3 +1,3 @@
-"""The one version of the package, the template and the engine (`ci/release` sets it)."""
+"""The engine's version (also scaffold's and the template's): a leaf module that imports nothing."""
 
 __version__ = "0.2.0"

@@ -51,7 +51,7 @@ _EPOCH = "2000-01-01T00:00:00+00:00"
 class HistoryInfo:
     """What a built template history renders by default: the package's own version."""
 
-    version: str  # the package version (engine/__init__.py)
+    version: str  # the package version (engine/version.py)
     commit: str  # full hash of the commit holding the tree that was built
     ref: str  # the tag of that commit when it has one, else the hash
     describe: str = ""  # `git describe --tags`: what copier records as the project's _commit
@@ -82,11 +82,20 @@ def git(*args: str, cwd: Path, env: dict[str, str] | None = None, input: bytes |
 
 
 def read_version(root: Path) -> str:
-    """The one version of package, template and engine: ``__version__`` in engine/__init__.py."""
-    for line in (root / "engine" / "__init__.py").read_text().splitlines():
-        if line.startswith("__version__"):
-            return line.split("=", 1)[1].strip().strip("\"'")
-    raise RuntimeError(f"no __version__ in {root / 'engine' / '__init__.py'}")
+    """The one version of package, template and engine: ``__version__`` in engine/version.py.
+
+    `root` is a scaffold tree or a project's package folder (it holds ``engine/``). Trees from
+    before engine/version.py existed (old releases, projects made from them) keep it in
+    engine/__init__.py.
+    """
+    for name in VERSION_FILES:
+        path = root / name
+        if path.is_file():
+            version = _version_in(path.read_text())
+            if version is None:
+                raise RuntimeError(f"no __version__ in {path}")
+            return version
+    raise RuntimeError(f"no {VERSION_FILE} in {root}")
 
 
 def parse_version(tag: str) -> Version | None:
@@ -104,13 +113,27 @@ def version_tags(repo: Path) -> list[str]:
 
 
 RELEASE_SUBJECT = re.compile(r"^Release v?(\S+)$")
-VERSION_FILE = "engine/__init__.py"
+VERSION_FILE = "engine/version.py"
+# Where the version lived up to 0.2.0; older commits, tags and projects still read from it.
+LEGACY_VERSION_FILE = "engine/__init__.py"
+VERSION_FILES = (VERSION_FILE, LEGACY_VERSION_FILE)
 
 
 def _version_in(text: str) -> str | None:
     for line in text.splitlines():
         if line.startswith("__version__"):
             return line.split("=", 1)[1].strip().strip("\"'")
+    return None
+
+
+def _version_at(repo: Path, commit: str) -> str | None:
+    """``__version__`` as `commit` recorded it: engine/version.py, or engine/__init__.py before it existed."""
+    for name in VERSION_FILES:
+        try:
+            text = git("show", f"{commit}:{name}", cwd=repo)
+        except RuntimeError:
+            continue  # not in that commit's tree
+        return _version_in(text)
     return None
 
 
@@ -128,10 +151,7 @@ def releases(repo: Path) -> dict[Version, tuple[str, str]]:
         version = parse_version(match.group(1)) if match else None
         if version is None or version in found:
             continue
-        try:
-            recorded = _version_in(git("show", f"{commit}:{VERSION_FILE}", cwd=repo))
-        except RuntimeError:
-            recorded = None
+        recorded = _version_at(repo, commit)
         if recorded is not None and parse_version(recorded) == version:
             found[version] = (commit, f"v{version}")
     for tag in version_tags(repo):
@@ -145,11 +165,8 @@ def recorded_versions(repo: Path) -> dict[Version, str]:
     out: dict[Version, str] = {}
     if not _has_head(repo):
         return out
-    for commit in git("log", "--reverse", "--format=%H", "HEAD", "--", VERSION_FILE, cwd=repo).split():
-        try:
-            value = _version_in(git("show", f"{commit}:{VERSION_FILE}", cwd=repo))
-        except RuntimeError:
-            continue
+    for commit in git("log", "--reverse", "--format=%H", "HEAD", "--", *VERSION_FILES, cwd=repo).split():
+        value = _version_at(repo, commit)
         version = parse_version(value) if value else None
         if version is not None and version not in out:
             out[version] = commit
@@ -174,7 +191,7 @@ def check_released(repo: Path, version: str) -> None:
         )
     if missing:
         raise UnreleasedError(
-            f"versions {', '.join(missing)} were set in engine/__init__.py but never released, so projects "
+            f"versions {', '.join(missing)} were set in {VERSION_FILE} but never released, so projects "
             "made from them could not be updated; tag each release commit (git tag vX.Y.Z COMMIT)"
         )
 

@@ -100,12 +100,12 @@ First release.
 
 
 def set_version(repo: Path, version: str) -> None:
-    init = repo / "engine" / "__init__.py"
+    path = repo / "engine" / "version.py"
     lines = [
         f'__version__ = "{version}"' if line.startswith("__version__") else line
-        for line in init.read_text().splitlines()
+        for line in path.read_text().splitlines()
     ]
-    init.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _append(path: Path, text: str) -> None:
@@ -116,7 +116,7 @@ def make_versions(dest: Path) -> Path:
     """A template repository with three versions, built from this working tree.
 
     - v1.0.0: the current template, plus engine/legacy.py and a shared CONTRIBUTING.md.
-    - v1.1.0: engine: __init__ (version) and trainer.py changed, extras.py added, legacy.py
+    - v1.1.0: engine: version.py and trainer.py changed, extras.py added, legacy.py
       removed; shared: README gains a section at its end, CONTRIBUTING.md removed, LICENSE
       added (from a new question `license`); research: model.py changed upstream.
     - v1.2.0: engine: trainer.py changed again; shared: .gitignore gains a line.

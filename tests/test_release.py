@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from gen_helpers import GIT_ENV, ROOT, commit_all, git, snapshot
-from scaffold.history import UnreleasedError, check_released, read_version, releases
+from scaffold.history import UnreleasedError, check_released, read_version, recorded_versions, releases
 from scaffold.manifest import hash_tree
 
 pytestmark = pytest.mark.slow
@@ -163,8 +163,8 @@ def test_build_refuses_an_unreleased_version(tmp_path: Path) -> None:
     if not any(str(v) == version for v in releases(repo)):
         run(repo / "ci" / "release", version, cwd=repo)
     check_released(repo, version)  # released: fine
-    init = repo / "engine" / "__init__.py"
-    init.write_text(init.read_text().replace(f'"{version}"', '"9.0.0"', 1))
+    path = repo / "engine" / "version.py"
+    path.write_text(path.read_text().replace(f'"{version}"', '"9.0.0"', 1))
     commit_all(repo, "bump by hand")
     with pytest.raises(UnreleasedError, match=r"scaffold 9\.0\.0 is not released .* run: ci/release 9\.0\.0"):
         check_released(repo, "9.0.0")
@@ -193,3 +193,36 @@ def test_release_script_refusals(tmp_path: Path) -> None:
     dirty = run(repo / "ci" / "release", "98.0.0", cwd=repo, check=False)
     assert dirty.returncode == 1 and "uncommitted changes besides CHANGELOG.md: engine/trainer.py" in dirty.stderr
     assert git(repo, "rev-parse", "HEAD") == before
+
+
+def test_history_reads_the_version_before_and_after_it_moved_to_version_py(tmp_path: Path) -> None:
+    """Releases up to 0.2.0 kept __version__ in engine/__init__.py; later ones in engine/version.py.
+    Both kinds of release commits, old project trees and a hand bump of either file count."""
+    repo = tmp_path / "repo"
+    engine = repo / "engine"
+    engine.mkdir(parents=True)
+    git(repo, "-c", "init.defaultBranch=main", "init", "-q")
+    (engine / "__init__.py").write_text('"""Engine."""\n\n__version__ = "0.1.0"\n')
+    commit_all(repo, "Release v0.1.0")
+    old_tree = tmp_path / "old"
+    (old_tree / "engine").mkdir(parents=True)
+    (old_tree / "engine" / "__init__.py").write_text((engine / "__init__.py").read_text())
+    (engine / "__init__.py").write_text('"""Engine."""\n\n__version__ = "0.1.1"\n')
+    commit_all(repo, "bump by hand, never released")
+    (engine / "__init__.py").write_text('"""Engine."""\n\nfrom .version import __version__ as __version__\n')
+    (engine / "version.py").write_text('"""Version."""\n\n__version__ = "0.2.0"\n')
+    commit_all(repo, "Release v0.2.0")
+    (engine / "__init__.py").write_text((engine / "__init__.py").read_text() + "# an edit\n")
+    commit_all(repo, "Release v9.9.9")  # the subject lies: version.py still says 0.2.0
+    (engine / "version.py").write_text('"""Version."""\n\n__version__ = "0.3.0"\n')
+    commit_all(repo, "bump by hand")
+
+    assert read_version(repo) == "0.3.0"
+    assert read_version(old_tree) == "0.1.0"  # a project made from an old release
+    assert [str(v) for v in releases(repo)] == ["0.1.0", "0.2.0"]
+    assert [str(v) for v in recorded_versions(repo)] == ["0.1.0", "0.1.1", "0.2.0", "0.3.0"]
+    with pytest.raises(UnreleasedError, match=r"scaffold 0\.3\.0 is not released"):
+        check_released(repo, "0.3.0")
+    (engine / "version.py").write_text('"""Version."""\n')
+    with pytest.raises(RuntimeError, match=r"no __version__ in .*engine/version\.py"):
+        read_version(repo)

@@ -420,7 +420,7 @@ def test_update_with_a_built_wheel_offline(tmp_path: Path, offline: None) -> Non
     assert updated.returncode == 0, updated.stderr
     assert answers(project)["_commit"] == V2
     assert (project / ENGINE / "extras.py").read_text() == "EXTRA = 1\n"
-    assert '__version__ = "1.1.0"' in (project / ENGINE / "__init__.py").read_text()
+    assert '__version__ = "1.1.0"' in (project / ENGINE / "version.py").read_text()
 
 
 @pytest.mark.slow

@@ -431,6 +431,18 @@ class FitLoop:
 
         return hooked
 
+    # -- what the module calls: `optimizer.step()` and `self.manual_backward(loss)` --------------------
+    def lightning_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
+        """`LightningOptimizer.step`: inside the module's optimizer_step (automatic optimization, through
+        Lightning's closure) or in a manual training_step (counted as a global step)."""
+        if self.automatic:
+            return automatic.optimizer_step(self.trainer, optimizer, closure, **kwargs)
+        return manual.step(self.trainer, optimizer, closure, **kwargs)
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """`Module.manual_backward`: the backward hooks, DDP's gradient sync and the scaler around backward."""
+        manual.backward(self.trainer, loss, *args, **kwargs)
+
     # -- validation inside the fit ---------------------------------------------------------------
     def validate(self) -> None:
         """A validation during the fit (every val_check_interval batches, and at epoch ends)."""

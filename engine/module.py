@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
-from . import lightning_api, manual
+from . import lightning_api
 from .batch import infer_batch_size, move_to_device
 from .optim import LightningOptimizer, clip_gradients
 
@@ -315,7 +315,7 @@ class Module(nn.Module):
                 "manual_backward needs manual optimization: set self.automatic_optimization = False "
                 "in __init__ (or return the loss from training_step and let the trainer step)"
             )
-        manual.backward(self.trainer, loss, *args, **kwargs)
+        self.trainer.fit_loop.manual_backward(loss, *args, **kwargs)
 
     def toggle_optimizer(self, optimizer: torch.optim.Optimizer | LightningOptimizer) -> None:
         """Only `optimizer`'s parameters require grad until `untoggle_optimizer` (as Lightning):

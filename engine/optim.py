@@ -44,13 +44,7 @@ class LightningOptimizer:
         """Step through the precision (unscale, on_before_optimizer_step hooks, scaler) and count it."""
         if closure is not None and not callable(closure):
             raise TypeError("optimizer.step(closure) needs a callable closure (or none)")
-        if self._trainer.fit_loop.automatic:  # inside the module's optimizer_step (engine/automatic.py)
-            from .automatic import optimizer_step
-
-            return optimizer_step(self._trainer, self._optimizer, closure, **kwargs)
-        from .manual import step
-
-        return step(self._trainer, self._optimizer, closure, **kwargs)
+        return self._trainer.fit_loop.lightning_step(self._optimizer, closure, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._optimizer.zero_grad(set_to_none=set_to_none)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import grimp
-import pytest
 from scaffold.history import read_version
 
 import engine
@@ -72,7 +71,6 @@ def test_the_private_state_scan_sees_each_spelling() -> None:
     ]
 
 
-@pytest.mark.xfail(strict=False, reason="until the fit loop redesign lands")
 def test_only_the_trainer_and_its_fit_loop_touch_its_private_state() -> None:
     offenders = [
         f"engine/{path.name}:{line}: {name}"
@@ -83,7 +81,6 @@ def test_only_the_trainer_and_its_fit_loop_touch_its_private_state() -> None:
     assert not offenders, f"{len(offenders)} uses of the Trainer's private state:\n" + "\n".join(offenders)
 
 
-@pytest.mark.xfail(strict=False, reason="until trainer.py reads __version__ from engine.version")
 def test_no_engine_module_imports_the_package_itself() -> None:
     """engine/__init__.py imports every module: a submodule importing it is a cycle."""
     graph = grimp.build_graph("engine", cache_dir=None)

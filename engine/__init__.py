@@ -1,6 +1,8 @@
 """A small, readable PyTorch training engine (the Lightning subset), vendored by scaffold.
 
-`scaffold update` replaces this folder wholesale; keep research code outside it.
+How it is built (the layers, the life of one batch, where to add a callback, a logger or a
+strategy): ARCHITECTURE.md in this folder. `scaffold update` replaces this folder wholesale;
+keep research code outside it.
 """
 
 from .version import __version__ as __version__  # first: before any submodule that reads engine.__version__

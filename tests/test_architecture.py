@@ -105,3 +105,26 @@ def test_the_version_module_is_a_leaf() -> None:
     assert version == engine.__version__ == read_version(ROOT)
     tree = ast.parse((ENGINE / "version.py").read_text())
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def _layered_modules() -> set[str]:
+    """Every module named in the engine's layers contract (pyproject.toml)."""
+    import re
+
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    return {name.strip() for layer in layers for name in re.split(r"[|:]", layer.strip("()")) if name.strip()}
+
+
+def test_every_engine_file_has_a_layer_and_a_line_in_the_architecture_page() -> None:
+    """A new engine file must be placed in a layer and described in ARCHITECTURE.md (the page the
+    generated project's engine/__init__.py points to), so the page stays true."""
+    files = {p.stem for p in ENGINE.glob("*.py") if p.name != "__init__.py"}
+    layered = _layered_modules()
+    assert files - layered == set(), f"engine files in no layer of pyproject.toml: {sorted(files - layered)}"
+    assert layered - files == set(), f"layers name missing files: {sorted(layered - files)}"
+    page = (ENGINE / "ARCHITECTURE.md").read_text()
+    assert [f for f in sorted(files) if f"`{f}.py`" not in page] == []
+    assert "ARCHITECTURE.md" in (ENGINE / "__init__.py").read_text()

@@ -99,12 +99,8 @@ def run_eval(
     step = module.validation_step if stage == "val" else module.test_step
     if trainer.strategy.fsdp is not None:
         step = FSDP.redirect(module, step)  # through the root's forward, where FSDP gathers weights
-    several = len(loaders) > 1
-    if several:
+    if len(loaders) > 1:
         _check_takes_dataloader_idx(step, f"{name}_step")
-    batch_start, batch_end = hooks.for_(f"on_{name}_batch_start"), hooks.for_(f"on_{name}_batch_end")
-    device, dtype, precision = trainer.device, trainer.precision.input_dtype, trainer.precision
-    prepare = batch_preparer(module, trainer.datamodule)
     outer_stage = trainer.state.stage
     if trainer.sanity_checking:
         trainer.state.stage = RunningStage.SANITY_CHECKING
@@ -113,46 +109,7 @@ def run_eval(
     modes = _model_eval(module, name)
     hooks.call(f"on_{name}_start")
     hooks.call(f"on_{name}_epoch_start")
-    cut = False
-    with torch.no_grad():
-        for dataloader_idx, loader in enumerate(loaders):
-            n = batches(loader, limit)
-            n = min(n, cap) if cap is not None else n
-            with _sharded_eval(trainer, n):
-                if n <= 0:
-                    continue
-                results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
-                extra = (dataloader_idx,) if several else ()
-                real = D.real_batches(loader)
-                for batch_idx, batch in enumerate(loader):
-                    if batch_idx >= n:
-                        break
-                    if stoppable and _stop_signalled(trainer):
-                        cut = True
-                        trainer.print(
-                            f"{stage} stopped at batch {batch_idx} of {n} by a stop signal; "
-                            "it runs again when the run resumes"
-                        )
-                        break
-                    results.copy = batch_idx >= real  # a copy run only for the step's collectives: not counted
-                    saved = _metric_states(module) if results.copy else None
-                    if prepare is None:
-                        batch = move_to_device(batch, device, dtype)
-                        results.batch_size = infer_batch_size(batch)
-                    else:  # the module's or datamodule's batch transfer hooks
-                        batch, results.batch_size = prepare(batch, device, dtype, dataloader_idx)
-                    for fn in batch_start:
-                        fn(batch, batch_idx, *extra)
-                    with precision.autocast():
-                        outputs = step(batch, batch_idx, *extra)
-                    for fn in batch_end:
-                        fn(outputs, batch, batch_idx, *extra)
-                    if saved is not None:
-                        _restore_metric_states(saved)
-                    if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
-                        metrics.eval_step(trainer)
-            if cut:
-                break
+    cut = not _run_batches(trainer, name, step, loaders, limit, cap, stage if stoppable else None)
     results.dataloader_suffix, results.copy = "", False
     if cut:
         _model_train(module, name, modes)
@@ -356,18 +313,9 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
     results = trainer.metrics.current = trainer.metrics.eval
     results.reset("predict")
     results.enabled = False  # nothing is logged while predicting
-    several = len(loaders) > 1
-    if several:
+    if len(loaders) > 1:
         _check_takes_dataloader_idx(module.predict_step, "predict_step")
-    batch_start, batch_end = hooks.for_("on_predict_batch_start"), hooks.for_("on_predict_batch_end")
-    device, dtype, precision, cpu = (
-        trainer.device,
-        trainer.precision.input_dtype,
-        trainer.precision,
-        torch.device("cpu"),
-    )
     predictions: list[list[Any]] = [[] for _ in loaders]
-    prepare = batch_preparer(module, trainer.datamodule)
     predict_step = module.predict_step
     if trainer.strategy.fsdp is not None:
         predict_step = FSDP.redirect(module, predict_step)
@@ -376,41 +324,78 @@ def _run_predict(trainer: Trainer, module: Module, loaders: list[Any], limit: in
     try:
         hooks.call("on_predict_start")
         hooks.call("on_predict_epoch_start")
-        with torch.no_grad():
-            for dataloader_idx, loader in enumerate(loaders):
-                n = batches(loader, limit)
-                with _sharded_eval(trainer, n):
-                    if n <= 0:
-                        continue
-                    extra = (dataloader_idx,) if several else ()
-                    real = D.real_batches(loader)
-                    for batch_idx, batch in enumerate(loader):
-                        if batch_idx >= n:
-                            break
-                        copy = batch_idx >= real  # a copy that runs only for the step's collectives
-                        saved = _metric_states(module) if copy else None
-                        if prepare is None:
-                            batch = move_to_device(batch, device, dtype)
-                        else:
-                            batch = prepare(batch, device, dtype, dataloader_idx)[0]
-                        for fn in batch_start:
-                            fn(batch, batch_idx, *extra)
-                        with precision.autocast():
-                            outputs = predict_step(batch, batch_idx, *extra)
-                        for fn in batch_end:
-                            fn(outputs, batch, batch_idx, *extra)
-                        if saved is not None:
-                            _restore_metric_states(saved)
-                        else:
-                            predictions[dataloader_idx].append(move_to_device(outputs, cpu))
+        _run_batches(trainer, "predict", predict_step, loaders, limit, predictions=predictions)
         hooks.call("on_predict_epoch_end")
         hooks.call("on_predict_end")
     finally:
         results.enabled = True
+        results.dataloader_suffix, results.copy = "", False
         trainer.state.stage = None
         for m, training in modes.items():
             m.training = training
     return predictions
+
+
+def _run_batches(
+    trainer: Trainer,
+    name: str,
+    step: Callable[..., Any],
+    loaders: list[Any],
+    limit: int | float | None,
+    cap: int | None = None,
+    stoppable: str | None = None,
+    predictions: list[list[Any]] | None = None,
+) -> bool:
+    """The batches of an evaluation or prediction epoch, each loader in turn, gradients off.
+
+    A batch past the loader's real ones (`D.EvalBatchSampler` evens the ranks' counts) runs only
+    for the step's collectives: its metric states are undone and its prediction dropped. With
+    `stoppable` (the stage's name), a stop signal ends the epoch: False.
+    """
+    module, results, hooks = trainer.module, trainer.metrics.eval, trainer.hooks
+    several = len(loaders) > 1
+    batch_start, batch_end = hooks.for_(f"on_{name}_batch_start"), hooks.for_(f"on_{name}_batch_end")
+    device, dtype, precision = trainer.device, trainer.precision.input_dtype, trainer.precision
+    prepare, cpu = batch_preparer(module, trainer.datamodule), torch.device("cpu")
+    with torch.no_grad():
+        for dataloader_idx, loader in enumerate(loaders):
+            n = batches(loader, limit)
+            n = min(n, cap) if cap is not None else n
+            with _sharded_eval(trainer, n):
+                if n <= 0:
+                    continue
+                results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
+                extra = (dataloader_idx,) if several else ()
+                real = D.real_batches(loader)
+                for batch_idx, batch in enumerate(loader):
+                    if batch_idx >= n:
+                        break
+                    if stoppable and _stop_signalled(trainer):
+                        trainer.print(
+                            f"{stoppable} stopped at batch {batch_idx} of {n} by a stop signal; "
+                            "it runs again when the run resumes"
+                        )
+                        return False
+                    results.copy = batch_idx >= real  # a copy run only for the step's collectives: not counted
+                    saved = _metric_states(module) if results.copy else None
+                    if prepare is None:
+                        batch = move_to_device(batch, device, dtype)
+                        results.batch_size = infer_batch_size(batch)
+                    else:  # the module's or datamodule's batch transfer hooks
+                        batch, results.batch_size = prepare(batch, device, dtype, dataloader_idx)
+                    for fn in batch_start:
+                        fn(batch, batch_idx, *extra)
+                    with precision.autocast():
+                        outputs = step(batch, batch_idx, *extra)
+                    for fn in batch_end:
+                        fn(outputs, batch, batch_idx, *extra)
+                    if saved is not None:
+                        _restore_metric_states(saved)
+                    elif predictions is not None:
+                        predictions[dataloader_idx].append(move_to_device(outputs, cpu))
+                    if results.step:  # self.log(..., on_step=True): each batch's value goes to the logger
+                        trainer.metrics.eval_step(trainer)
+    return True
 
 
 # -- which module, which data, which weights ------------------------------------------------------------

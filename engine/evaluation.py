@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,7 +181,54 @@ def _check_takes_dataloader_idx(fn: Callable[..., Any], name: str) -> None:
         )
 
 
-# -- validate / test after (or without) fit ---------------------------------------------------------
+# -- validate / test / predict after (or without) fit ---------------------------------------------------
+_LOADER_METHOD = {"validate": "val_dataloader", "test": "test_dataloader", "predict": "predict_dataloader"}
+_FN = {"validate": TrainerFn.VALIDATING, "test": TrainerFn.TESTING, "predict": TrainerFn.PREDICTING}
+
+
+@contextmanager
+def _verb(
+    trainer: Trainer,
+    verb: str,
+    module: Module | None,
+    datamodule: Any,
+    loaders: Any,
+    ckpt_path: str | Path | None,
+    weights_only: bool | None,
+) -> Iterator[tuple[Module, Any]]:
+    """Set up `verb` (the module, its data, its weights) and yield (module, prepared loaders); then
+    teardown, and whatever happened, the loaders' workers and the DDP wrapper freed."""
+    method = _LOADER_METHOD[verb]
+    model_given = module is not None
+    module = _target(trainer, verb, module)
+    datamodule = _data_source(trainer, module, datamodule, loaders, method)
+    path = checkpointing.resolve_for_verb(trainer, verb, ckpt_path, model_given)  # before setup: "best" is the fit's
+    trainer.connect(module, datamodule, verb)
+    trainer.state.fn, trainer.state.status = _FN[verb], TrainerStatus.RUNNING
+    prepared: Any = None
+    try:
+        if loaders is None:
+            loaders = request_loader(datamodule if datamodule is not None else module, method)
+        if not as_list(loaders):
+            raise ValueError(
+                f"{verb} needs dataloaders=, a datamodule with {method}(), or a {method}() method on the module"
+            )
+        prepared = prepare_loaders(trainer, loaders)
+        if path is not None:
+            checkpointing.load_module_weights(trainer, module, path, weights_only)
+        trainer.strategy.wrap(trainer, module, trainer.fit_loop.automatic)
+        yield module, prepared
+        trainer.hooks.teardown(verb)
+        trainer.state.status = TrainerStatus.FINISHED
+    finally:
+        if trainer.state.status != TrainerStatus.FINISHED:
+            trainer.state.status = TrainerStatus.INTERRUPTED
+        for loader in as_list(prepared):  # persistent workers end with the verb (as Lightning)
+            D.shutdown_workers(loader)
+        trainer.strategy.release()
+        trainer.checkpoint_io.wait()
+
+
 def evaluate_only(
     trainer: Trainer,
     verb: str,
@@ -197,50 +244,18 @@ def evaluate_only(
         datamodule, loaders = None, datamodule  # Lightning's positional order: test(model, dataloaders)
     elif datamodule is None and is_datamodule(loaders):
         datamodule, loaders = loaders, None
-    model_given = module is not None
-    module = _target(trainer, verb, module)
-    method = "val_dataloader" if verb == "validate" else "test_dataloader"
-    datamodule = _data_source(trainer, module, datamodule, loaders, method)
-    path = checkpointing.resolve_for_verb(trainer, verb, ckpt_path, model_given)  # before setup: "best" is the fit's
-    trainer.connect(module, datamodule, verb)
-    trainer.state.fn = TrainerFn.VALIDATING if verb == "validate" else TrainerFn.TESTING
-    trainer.state.status = TrainerStatus.RUNNING
-    prepared: Any = None
-    try:
-        if loaders is None:
-            loaders = request_loader(datamodule if datamodule is not None else module, method)
-        if not as_list(loaders):
-            raise ValueError(
-                f"{verb} needs dataloaders=, a datamodule with {method}(), or a {method}() method on the module"
-            )
-        prepared = prepare_loaders(trainer, loaders)
+    with _verb(trainer, verb, module, datamodule, loaders, ckpt_path, weights_only) as (module, prepared):
         if verb == "validate":
-            trainer.val_loader = prepared
-        else:
-            trainer.test_loader = prepared
-        if path is not None:
-            checkpointing.load_module_weights(trainer, module, path, weights_only)
-        trainer.strategy.wrap(trainer, module, trainer.fit_loop.automatic)
-        if verb == "validate":
-            limit = trainer.limit_val_batches
+            trainer.val_loader, limit = prepared, trainer.limit_val_batches
         else:  # Lightning's own limit for testing, not the validation one
-            limit = getattr(trainer, "limit_test_batches", None)
+            trainer.test_loader, limit = prepared, trainer.limit_test_batches
             limit = trainer.fast_dev_run if limit is None and trainer.fast_dev_run else limit
-        metrics = run_eval(trainer, "val" if verb == "validate" else "test", prepared, limit, None)
+        metrics = run_eval(trainer, "val" if verb == "validate" else "test", prepared, limit)
         assert metrics is not None  # (only a stoppable validation inside fit returns None)
         trainer.metrics.flush(trainer)
         if verbose:
             trainer.print(f"{verb}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        trainer.hooks.teardown(verb)
-        trainer.state.status = TrainerStatus.FINISHED
-        return _per_dataloader(metrics, len(as_list(prepared)))
-    finally:
-        if trainer.state.status != TrainerStatus.FINISHED:
-            trainer.state.status = TrainerStatus.INTERRUPTED
-        for loader in as_list(prepared):  # persistent workers end with the verb (as Lightning)
-            D.shutdown_workers(loader)
-        trainer.strategy.release()
-        trainer.checkpoint_io.wait()
+    return _per_dataloader(metrics, len(as_list(prepared)))
 
 
 def _per_dataloader(metrics: dict[str, float], count: int) -> list[dict[str, float]]:
@@ -253,7 +268,6 @@ def _per_dataloader(metrics: dict[str, float], count: int) -> list[dict[str, flo
     ]
 
 
-# -- predict -------------------------------------------------------------------------------------------
 def predict(
     trainer: Trainer,
     module: Module | None,
@@ -271,36 +285,10 @@ def predict(
     """
     if datamodule is None and is_datamodule(loaders):
         datamodule, loaders = loaders, None
-    model_given = module is not None
-    module = _target(trainer, "predict", module)
-    datamodule = _data_source(trainer, module, datamodule, loaders, "predict_dataloader")
-    path = checkpointing.resolve_for_verb(trainer, "predict", ckpt_path, model_given)
-    trainer.connect(module, datamodule, "predict")
-    trainer.state.fn, trainer.state.status = TrainerFn.PREDICTING, TrainerStatus.RUNNING
-    prepared: list[Any] = []
-    try:
-        if loaders is None:
-            loaders = request_loader(datamodule if datamodule is not None else module, "predict_dataloader")
-        if not as_list(loaders):
-            raise ValueError(
-                "predict needs dataloaders=, a datamodule with predict_dataloader(), "
-                "or a predict_dataloader() method on the module"
-            )
-        prepared = as_list(prepare_loaders(trainer, loaders))
+    with _verb(trainer, "predict", module, datamodule, loaders, ckpt_path, None) as (module, prepared):
+        prepared = as_list(prepared)
         trainer.predict_loader = prepared[0] if len(prepared) == 1 else prepared
-        if path is not None:
-            checkpointing.load_module_weights(trainer, module, path)
-        trainer.strategy.wrap(trainer, module, trainer.fit_loop.automatic)
-        outputs = _run_predict(trainer, module, prepared, getattr(trainer, "limit_predict_batches", None))
-        trainer.hooks.teardown("predict")
-        trainer.state.status = TrainerStatus.FINISHED
-    finally:
-        if trainer.state.status != TrainerStatus.FINISHED:
-            trainer.state.status = TrainerStatus.INTERRUPTED
-        for loader in prepared:
-            D.shutdown_workers(loader)
-        trainer.strategy.release()
-        trainer.checkpoint_io.wait()
+        outputs = _run_predict(trainer, module, prepared, trainer.limit_predict_batches)
     if return_predictions is False:
         return None
     return outputs[0] if len(outputs) == 1 else outputs

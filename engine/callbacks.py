@@ -75,7 +75,7 @@ def check_monitor(trainer: Trainer, monitor: str, key: str, sanity: bool = False
     them fails there (``val_los`` for ``val_loss``): a monitor on a training metric may be
     logged later. Afterwards any name never logged is an error.
     """
-    names = sorted(trainer.logged_names())
+    names = sorted(trainer.metrics.names())
     if monitor in names:
         return
     close = difflib.get_close_matches(monitor, names, n=1, cutoff=0.8 if sanity else 0.6)
@@ -341,7 +341,7 @@ class ModelCheckpoint(Callback):
                 self._keep(trainer, str(path), float(trainer.global_step), "max")
             elif self.monitor in metrics:
                 self._keep(trainer, str(path), float(metrics[self.monitor]), self.mode)
-            elif trainer.at_epoch_end or trainer.last_eval_metrics:
+            elif trainer.at_epoch_end or trainer.metrics.last_eval:
                 check_monitor(trainer, self.monitor, "checkpoint.monitor")  # logged by now, if ever
             elif not self._warned_missing:
                 self._warned_missing = True
@@ -611,7 +611,7 @@ class ProgressBar(Callback):
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        latest = trainer.last_eval_metrics
+        latest = trainer.metrics.last_eval
         shown = {k: v for k, v in latest.items() if k in trainer.results_prog_bar} or latest
         text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "(nothing logged)"
         self._emit(f"{self._epoch(trainer)} step {trainer.global_step} validation: {text}")
@@ -703,7 +703,7 @@ class ProgressBar(Callback):
 
     @staticmethod
     def _val_metrics(trainer: Trainer) -> dict[str, float]:
-        return {k: v for k, v in trainer.last_eval_metrics.items() if k in trainer.results_prog_bar}
+        return {k: v for k, v in trainer.metrics.last_eval.items() if k in trainer.results_prog_bar}
 
     def _emit(self, line: str, progress: bool = False) -> None:
         if self.stream is not None:

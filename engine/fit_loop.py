@@ -53,62 +53,6 @@ class FitLoop:
         self.loaders_epoch = 0  # the epoch the current loaders were made for (reload_dataloaders_every_n_epochs)
         self.started = False  # the restore and sanity check passed: from here on, a failure is recorded
 
-    # -- before the loop ------------------------------------------------------------------------
-    def set_loaders(self, train_dataloaders: Any, val_dataloaders: Any) -> None:
-        """Prepare the loaders (the engine's resumable, sharded sampler unless use_distributed_sampler=False)."""
-        trainer = self.trainer
-        if trainer.use_distributed_sampler:
-            seed = trainer.seed if trainer.seed is not None else 0
-            sequential = trainer.overfit_batches > 0  # overfit the same batches every epoch
-            train_dataloaders = D.prepare_loader(
-                train_dataloaders, trainer.env, seed, train=True, sequential=sequential
-            )
-            val_dataloaders = prepare_loaders(trainer, val_dataloaders)
-        elif trainer.overfit_batches > 0 and isinstance(getattr(train_dataloaders, "sampler", None), RandomSampler):
-            raise ValueError(
-                "overfit_batches with use_distributed_sampler=False needs a training loader that does not "
-                "shuffle: DataLoader(..., shuffle=False)"
-            )
-        new = [train_dataloaders, *as_list(val_dataloaders)]
-        for loader in (trainer.train_loader, *as_list(trainer.val_loader)):
-            if loader is not None and all(loader is not n for n in new):
-                D.shutdown_workers(loader)  # a reload: stop the old loaders' workers
-        trainer.train_loader, trainer.val_loader = train_dataloaders, val_dataloaders
-        trainer.train_num_workers = getattr(trainer.train_loader, "num_workers", 0)
-        trainer.num_training_batches = batches(trainer.train_loader, trainer.limit_train_batches)
-        self.loaders_epoch = self.state.epoch
-
-    def configure_optimizers(self, module: Module) -> None:
-        """What configure_optimizers returns, parsed; automatic optimization takes one optimizer."""
-        trainer = self.trainer
-        self.automatic = bool(module.automatic_optimization)
-        if not self.automatic:
-            manual.check_settings(trainer)
-        trainer.optimizers, trainer.lr_schedulers = parse_optimizers(module.configure_optimizers())
-        if self.automatic and len(trainer.optimizers) > 1:
-            raise RuntimeError(
-                "Training with multiple optimizers is only supported with manual optimization. Set "
-                "`self.automatic_optimization = False`, then access your optimizers in `training_step` "
-                "with `opt1, opt2, ... = self.optimizers()`."
-            )
-        trainer.lightning_optimizers = [LightningOptimizer(o, trainer) for o in trainer.optimizers]
-
-    def _log_hyperparameters(self) -> None:
-        """A generated project's run logs its config and the module's hparams; a plain Trainer logs
-        Lightning's: the module's merged with the datamodule's (a clash is an error on every rank)."""
-        trainer, module = self.trainer, self.trainer.module
-        autolog = trainer.enable_autolog_hparams and bool(trainer.loggers)
-        if autolog and trainer.config is not None:
-            hparams = {"config": checkpointing.plain(trainer.config), "hparams": checkpointing.plain(module.hparams)}
-        elif autolog:
-            hparams = lightning_hparams(module, trainer.datamodule)
-        if trainer.is_global_zero:
-            if autolog:
-                trainer.logger.log_hyperparams(hparams)
-            if getattr(trainer.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
-                trainer.logger.watch(module)
-
-    # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
         trainer, state, hooks = self.trainer, self.state, self.trainer.hooks
         self._log_hyperparameters()
@@ -146,53 +90,6 @@ class FitLoop:
             state.stop_reason = "fast_dev_run"
         hooks.call("on_train_end")
         hooks.call("on_fit_end")
-
-    def summary(self, status: str) -> dict[str, Any]:
-        """What summary.json and the logger's run summary hold."""
-        trainer, state, t = self.trainer, self.state, self.trainer.timer
-        ckpt = trainer.checkpoint_callback
-        return {
-            "status": status,
-            "global_step": state.global_step,
-            "epoch": state.epoch,
-            "stop_reason": state.stop_reason,
-            "stop_message": state.stop_message,
-            "best_model_path": ckpt.best_model_path if ckpt else "",
-            "best_model_score": ckpt.best_model_score if ckpt else None,
-            "last_model_path": ckpt.last_model_path if ckpt else "",
-            "metrics": dict(trainer.callback_metrics),
-            "wandb_run_id": getattr(trainer.logger, "run_id", None),
-            "world_size": trainer.world_size,
-            "host": socket.gethostname(),  # global rank 0's: where a multi-node run's summary and checkpoints came from
-            "resumed_from": trainer.resumed_from,
-            "samples_per_sec": t.samples_per_sec(trainer.world_size),
-            "data_wait_frac": t.wait / t.total if t.total else None,
-            "engine_version": __version__,
-        }
-
-    def finish(self, status: str) -> None:
-        """The fit's end, whatever happened: free the wrapper and workers, then (rank 0) the logger's
-        summary, summary.json and, after a Ctrl-C, how to resume."""
-        trainer = self.trainer
-        trainer.strategy.release()
-        try:
-            trainer.checkpoint_io.wait()
-            for loader in (trainer.train_loader, *as_list(trainer.val_loader)):
-                D.shutdown_workers(loader)
-        finally:
-            if trainer.is_global_zero:
-                summary = self.summary(status)
-                trainer.logger.log_summary(summary)
-                trainer.logger.finalize(status)
-                # A start that failed (a misfitting checkpoint) leaves a resumed run's summary as it was.
-                path = trainer.default_root_dir / "summary.json"
-                if not trainer.fast_dev_run and (self.started or not path.exists()):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".json.tmp")
-                    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-                    os.replace(tmp, path)
-                if self.state.stop_reason == "interrupted" and trainer.resume_command is None:
-                    trainer.print(trainer.interrupted_line())
 
     def run_epoch(self) -> None:
         trainer, state, module = self.trainer, self.state, self.trainer.module
@@ -334,23 +231,6 @@ class FitLoop:
                 stopping.agree_stop(trainer, collective=False)  # under DDP: agreed at the next sync point
         self.end_epoch(batch_idx, n)
 
-    def _step_body(self, manual: bool) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], bool]:
-        """(training step, backward, optimizer step, whether the step needs no context around it)."""
-        trainer = self.trainer
-        hooks, strategy, precision = trainer.hooks, trainer.strategy, trainer.precision
-        step_fn: Callable[..., Any] = strategy.step_fn
-        if manual:  # the module's own backward and steps are timed inside it
-            return hooks.timed("training_step (manual: with its backward and steps)", step_fn), _none, _none, False
-        backward, optimizer_step = self.backward_fn(), hooks.timed("optimizer", self.optimizer_step)
-        plain = precision.autocast() is NULL_CONTEXT and strategy.ddp is None and strategy.fsdp is None
-        # A module overriding optimizer_step & co. steps through Lightning's closure (engine/automatic.py).
-        hooked = automatic.hooked_step(trainer)
-        if hooked is None:
-            trainer.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
-        else:  # the closure enters its own contexts, runs backward (and zeroes), and the module steps
-            step_fn, backward, optimizer_step, plain = hooked, automatic.no_backward, hooked.after_step, True
-        return hooks.timed("forward (training_step)", step_fn), hooks.timed("backward", backward), optimizer_step, plain
-
     def end_epoch(self, batch_idx: int, n: int) -> None:
         """The epoch-end work: validation, on_train_epoch_end, epoch metrics and schedulers."""
         trainer, state, metrics = self.trainer, self.state, self.trainer.metrics
@@ -375,7 +255,24 @@ class FitLoop:
         stopping.agree_stop(trainer)
         trainer.at_epoch_end = False
 
-    # -- the automatic step's pieces -----------------------------------------------------------
+    def _step_body(self, manual: bool) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], bool]:
+        """(training step, backward, optimizer step, whether the step needs no context around it)."""
+        trainer = self.trainer
+        hooks, strategy, precision = trainer.hooks, trainer.strategy, trainer.precision
+        step_fn: Callable[..., Any] = strategy.step_fn
+        if manual:  # the module's own backward and steps are timed inside it
+            return hooks.timed("training_step (manual: with its backward and steps)", step_fn), _none, _none, False
+        backward, optimizer_step = self.backward_fn(), hooks.timed("optimizer", self.optimizer_step)
+        plain = precision.autocast() is NULL_CONTEXT and strategy.ddp is None and strategy.fsdp is None
+        # A module overriding optimizer_step & co. steps through Lightning's closure (engine/automatic.py).
+        hooked = automatic.hooked_step(trainer)
+        if hooked is None:
+            trainer.optimizers[0].zero_grad(set_to_none=True)  # nothing carries over from an unfinished window
+        else:  # the closure enters its own contexts, runs backward (and zeroes), and the module steps
+            step_fn, backward, optimizer_step, plain = hooked, automatic.no_backward, hooked.after_step, True
+        return hooks.timed("forward (training_step)", step_fn), hooks.timed("backward", backward), optimizer_step, plain
+
+    # -- the automatic step body's pieces --------------------------------------------------------
     def optimizer_step(self, hooks: list[Callable[..., Any]]) -> None:
         """Unscale, run on_before_optimizer_step `hooks`, clip, step, zero the gradients, step schedulers."""
         trainer = self.trainer
@@ -431,18 +328,6 @@ class FitLoop:
 
         return hooked
 
-    # -- what the module calls: `optimizer.step()` and `self.manual_backward(loss)` --------------------
-    def lightning_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
-        """`LightningOptimizer.step`: inside the module's optimizer_step (automatic optimization, through
-        Lightning's closure) or in a manual training_step (counted as a global step)."""
-        if self.automatic:
-            return automatic.optimizer_step(self.trainer, optimizer, closure, **kwargs)
-        return manual.step(self.trainer, optimizer, closure, **kwargs)
-
-    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """`Module.manual_backward`: the backward hooks, DDP's gradient sync and the scaler around backward."""
-        manual.backward(self.trainer, loss, *args, **kwargs)
-
     # -- validation inside the fit ---------------------------------------------------------------
     def validate(self) -> None:
         """A validation during the fit (every val_check_interval batches, and at epoch ends)."""
@@ -474,6 +359,73 @@ class FitLoop:
             trainer.device.type != "cpu" or not self.automatic or trainer.env.active
         )
 
+    # -- what the module calls: `optimizer.step()` and `self.manual_backward(loss)` --------------------
+    def lightning_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
+        """`LightningOptimizer.step`: inside the module's optimizer_step (automatic optimization, through
+        Lightning's closure) or in a manual training_step (counted as a global step)."""
+        if self.automatic:
+            return automatic.optimizer_step(self.trainer, optimizer, closure, **kwargs)
+        return manual.step(self.trainer, optimizer, closure, **kwargs)
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """`Module.manual_backward`: the backward hooks, DDP's gradient sync and the scaler around backward."""
+        manual.backward(self.trainer, loss, *args, **kwargs)
+
+    # -- what fit sets up before the loop --------------------------------------------------------
+    def set_loaders(self, train_dataloaders: Any, val_dataloaders: Any) -> None:
+        """Prepare the loaders (the engine's resumable, sharded sampler unless use_distributed_sampler=False)."""
+        trainer = self.trainer
+        if trainer.use_distributed_sampler:
+            seed = trainer.seed if trainer.seed is not None else 0
+            sequential = trainer.overfit_batches > 0  # overfit the same batches every epoch
+            train_dataloaders = D.prepare_loader(
+                train_dataloaders, trainer.env, seed, train=True, sequential=sequential
+            )
+            val_dataloaders = prepare_loaders(trainer, val_dataloaders)
+        elif trainer.overfit_batches > 0 and isinstance(getattr(train_dataloaders, "sampler", None), RandomSampler):
+            raise ValueError(
+                "overfit_batches with use_distributed_sampler=False needs a training loader that does not "
+                "shuffle: DataLoader(..., shuffle=False)"
+            )
+        new = [train_dataloaders, *as_list(val_dataloaders)]
+        for loader in (trainer.train_loader, *as_list(trainer.val_loader)):
+            if loader is not None and all(loader is not n for n in new):
+                D.shutdown_workers(loader)  # a reload: stop the old loaders' workers
+        trainer.train_loader, trainer.val_loader = train_dataloaders, val_dataloaders
+        trainer.train_num_workers = getattr(trainer.train_loader, "num_workers", 0)
+        trainer.num_training_batches = batches(trainer.train_loader, trainer.limit_train_batches)
+        self.loaders_epoch = self.state.epoch
+
+    def configure_optimizers(self, module: Module) -> None:
+        """What configure_optimizers returns, parsed; automatic optimization takes one optimizer."""
+        trainer = self.trainer
+        self.automatic = bool(module.automatic_optimization)
+        if not self.automatic:
+            manual.check_settings(trainer)
+        trainer.optimizers, trainer.lr_schedulers = parse_optimizers(module.configure_optimizers())
+        if self.automatic and len(trainer.optimizers) > 1:
+            raise RuntimeError(
+                "Training with multiple optimizers is only supported with manual optimization. Set "
+                "`self.automatic_optimization = False`, then access your optimizers in `training_step` "
+                "with `opt1, opt2, ... = self.optimizers()`."
+            )
+        trainer.lightning_optimizers = [LightningOptimizer(o, trainer) for o in trainer.optimizers]
+
+    def _log_hyperparameters(self) -> None:
+        """A generated project's run logs its config and the module's hparams; a plain Trainer logs
+        Lightning's: the module's merged with the datamodule's (a clash is an error on every rank)."""
+        trainer, module = self.trainer, self.trainer.module
+        autolog = trainer.enable_autolog_hparams and bool(trainer.loggers)
+        if autolog and trainer.config is not None:
+            hparams = {"config": checkpointing.plain(trainer.config), "hparams": checkpointing.plain(module.hparams)}
+        elif autolog:
+            hparams = lightning_hparams(module, trainer.datamodule)
+        if trainer.is_global_zero:
+            if autolog:
+                trainer.logger.log_hyperparams(hparams)
+            if getattr(trainer.logger, "watch_mode", True):  # WandbLogger: only when asked (wandb.watch)
+                trainer.logger.watch(module)
+
     def _maybe_reload_loaders(self) -> None:
         """reload_dataloaders_every_n_epochs: ask the datamodule for fresh loaders every n epochs."""
         trainer = self.trainer
@@ -481,6 +433,54 @@ class FitLoop:
         if not n or trainer.datamodule is None or self.state.epoch - self.loaders_epoch < n:
             return
         self.set_loaders(trainer.datamodule.train_dataloader(), trainer.datamodule.val_dataloader())
+
+    # -- the fit's end ---------------------------------------------------------------------------
+    def summary(self, status: str) -> dict[str, Any]:
+        """What summary.json and the logger's run summary hold."""
+        trainer, state, t = self.trainer, self.state, self.trainer.timer
+        ckpt = trainer.checkpoint_callback
+        return {
+            "status": status,
+            "global_step": state.global_step,
+            "epoch": state.epoch,
+            "stop_reason": state.stop_reason,
+            "stop_message": state.stop_message,
+            "best_model_path": ckpt.best_model_path if ckpt else "",
+            "best_model_score": ckpt.best_model_score if ckpt else None,
+            "last_model_path": ckpt.last_model_path if ckpt else "",
+            "metrics": dict(trainer.callback_metrics),
+            "wandb_run_id": getattr(trainer.logger, "run_id", None),
+            "world_size": trainer.world_size,
+            "host": socket.gethostname(),  # global rank 0's: where a multi-node run's summary and checkpoints came from
+            "resumed_from": trainer.resumed_from,
+            "samples_per_sec": t.samples_per_sec(trainer.world_size),
+            "data_wait_frac": t.wait / t.total if t.total else None,
+            "engine_version": __version__,
+        }
+
+    def finish(self, status: str) -> None:
+        """The fit's end, whatever happened: free the wrapper and workers, then (rank 0) the logger's
+        summary, summary.json and, after a Ctrl-C, how to resume."""
+        trainer = self.trainer
+        trainer.strategy.release()
+        try:
+            trainer.checkpoint_io.wait()
+            for loader in (trainer.train_loader, *as_list(trainer.val_loader)):
+                D.shutdown_workers(loader)
+        finally:
+            if trainer.is_global_zero:
+                summary = self.summary(status)
+                trainer.logger.log_summary(summary)
+                trainer.logger.finalize(status)
+                # A start that failed (a misfitting checkpoint) leaves a resumed run's summary as it was.
+                path = trainer.default_root_dir / "summary.json"
+                if not trainer.fast_dev_run and (self.started or not path.exists()):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".json.tmp")
+                    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+                    os.replace(tmp, path)
+                if self.state.stop_reason == "interrupted" and trainer.resume_command is None:
+                    trainer.print(trainer.interrupted_line())
 
 
 def _none(*args: Any) -> None:

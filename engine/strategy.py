@@ -135,9 +135,6 @@ class Strategy:
     def __str__(self) -> str:
         return self.name
 
-    def __repr__(self) -> str:
-        return f"Strategy({self.name!r})"
-
     def setup(self, trainer: Trainer, module: Module) -> None:
         """A verb starts: the plain training step; strategy=fsdp shards (before the optimizers are made)."""
         self.step_fn = training_step_fn(module)

@@ -233,7 +233,6 @@ class Trainer:
     received_sigterm = property(lambda self: self.fit_loop.state.signal == signal.SIGTERM)
     callback_metrics = _alias("metrics.callback", settable=True)
     logged_metrics = _alias("metrics.logged", settable=True)
-    last_eval_metrics = _alias("metrics.last_eval")
     results = _alias("metrics.current")
 
     @property
@@ -243,10 +242,6 @@ class Trainer:
         return self.metrics.progress_bar(self.state.fn == TrainerFn.FITTING)
 
     results_prog_bar = _alias("metrics.prog_bar")
-
-    def logged_names(self) -> set[str]:
-        """Every metric name logged so far in this fit (callbacks check their `monitor` against it)."""
-        return self.metrics.names()
 
     def progress_metrics(self) -> dict[str, float]:
         return self.metrics.progress()

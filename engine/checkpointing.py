@@ -18,7 +18,6 @@ import torch
 
 from . import distributed as D
 from . import fsdp as FSDP
-from .callbacks import ModelCheckpoint
 from .checkpoint import (
     CheckpointError,
     add_lightning_keys,
@@ -131,14 +130,11 @@ def resolve_resume(trainer: Trainer, ckpt_path: str | Path) -> Path | None:
     """The file fit resumes from: "last" (an error when there is none), "auto" (None: start
     fresh), or a path."""
     if str(ckpt_path) in ("last", "auto"):
-        folder = trainer.default_root_dir / "checkpoints"
-        if folder.is_dir():  # what a crash mid-save of a sharded one left
-            FSDP.recover(folder)
         # resume=auto (a requeued job, maybe on another node count) falls back to an epoch-end checkpoint
-        found = find_resume_checkpoint(folder, _other_global_batch(trainer) if str(ckpt_path) == "auto" else None)
+        found = _newest_in_folder(trainer, _other_global_batch(trainer) if str(ckpt_path) == "auto" else None)
         if found is None and str(ckpt_path) == "last":
             raise CheckpointError(
-                f"resume=last but {folder} holds no checkpoint; "
+                f"resume=last but {trainer.default_root_dir / 'checkpoints'} holds no checkpoint; "
                 "check run_name/output_dir, or use resume=auto to start fresh when there is none"
             )
         return found
@@ -146,6 +142,14 @@ def resolve_resume(trainer: Trainer, ckpt_path: str | Path) -> Path | None:
     if not path.is_file() and not FSDP.is_sharded_checkpoint(path):
         raise CheckpointError(f"checkpoint {path} does not exist; pass resume=last or an existing .ckpt path")
     return path
+
+
+def _newest_in_folder(trainer: Trainer, unusable: Any = None) -> Path | None:
+    """The newest loadable checkpoint in <default_root_dir>/checkpoints (`unusable(state)`: why not)."""
+    folder = Path(trainer.default_root_dir) / "checkpoints"
+    if folder.is_dir():  # what a crash mid-save of a sharded one left
+        FSDP.recover(folder)
+    return find_resume_checkpoint(folder, unusable)
 
 
 def _other_global_batch(trainer: Trainer) -> Any:
@@ -165,7 +169,7 @@ def _other_global_batch(trainer: Trainer) -> Any:
 def resolve_for_verb(trainer: Trainer, verb: str, ckpt_path: str | Path | None, model_given: bool) -> Path | None:
     """The checkpoint whose weights `verb` (validate/test/predict) uses, or None for the module's
     weights as they are."""
-    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    checkpoints = trainer.checkpoint_callbacks
     if ckpt_path in ("best", "last") and trainer.fast_dev_run:
         raise ValueError(f'{verb}(ckpt_path="{ckpt_path}"): fast_dev_run saves no checkpoints; pass a checkpoint path')
     if ckpt_path is None:
@@ -189,8 +193,7 @@ def resolve_for_verb(trainer: Trainer, verb: str, ckpt_path: str | Path | None, 
     if ckpt_path == "last":
         saved = [Path(c.last_model_path) for c in checkpoints if c.last_model_path]
         saved = [p for p in saved if p.is_file() or FSDP.is_sharded_checkpoint(p)]
-        found = max(saved, key=lambda p: p.stat().st_mtime) if saved else None
-        found = found or find_resume_checkpoint(Path(trainer.default_root_dir) / "checkpoints")
+        found = max(saved, key=lambda p: p.stat().st_mtime) if saved else _newest_in_folder(trainer)
         if found is None:
             raise ValueError(
                 f'{verb}(ckpt_path="last"): no last checkpoint was saved (ModelCheckpoint(save_last=True) '

@@ -42,9 +42,8 @@ class LoopState:
     stop_check_s: float = DEFAULT_STOP_CHECK_S
 
     def new_run(self, stop_check_s: float) -> None:
-        """A verb starts: no stop, no loss read, no agreement yet (the position stays: fit continues it)."""
-        self.should_stop = self.stop_agreed = self.stop_announced = False
-        self.stop_reason, self.stop_message, self.signal = None, "", None
+        """A verb starts: no loss read and no agreement yet. The position and a stop stay as they
+        are (a second fit continues the first; its stop reason is still the run's)."""
         self.unchecked, self.checked_at, self.nonfinite_seen = None, 0, False
         self.sync_every, self.sync_step, self.sync_mark, self.synced_at = 1, 0, None, None
         self.stop_check_s = stop_check_s

@@ -1,4 +1,4 @@
-"""The Trainer: Lightning's API over the engine's parts (the architecture page in the project's docs).
+"""The Trainer: Lightning's API over the engine's parts (ARCHITECTURE.md in this folder draws them).
 
 A facade: the fit loop is `fit_loop.py`, its state `loop_state.py`; evaluation and prediction
 loops `evaluation.py`; hooks `hooks.py`; checkpoints `checkpointing.py`; processes `strategy.py`;

@@ -57,3 +57,16 @@ def test_strategy_hashes_as_the_name_it_equals(tmp_path: Path) -> None:
     assert trainer.strategy == "ddp"
     assert trainer.strategy in {"ddp", "fsdp"}
     assert {"ddp": 1}.get(trainer.strategy) == 1
+
+
+def test_lightning_fit_loop_max_epochs_is_not_silently_ignored(tmp_path: Path) -> None:
+    # Lightning's documented way to change the epoch bound (e.g. before resuming): trainer.fit_loop.max_epochs.
+    # main had no trainer.fit_loop: the line failed loudly. The redesign's FitLoop accepts the attribute and
+    # ignores it (FitLoop.run reads trainer.max_epochs), so the fit silently trains the old number of epochs.
+    trainer = make_trainer(tmp_path, max_epochs=3)
+    try:
+        trainer.fit_loop.max_epochs = 1
+    except AttributeError:
+        return  # refused loudly: fine
+    trainer.fit(Regressor(), loader(regression_data()))
+    assert trainer.current_epoch == 1

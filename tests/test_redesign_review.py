@@ -36,7 +36,9 @@ def test_pytorch_profiler_writes_its_trace_under_manual_optimization(tmp_path: P
     profiler = PyTorchProfiler(dirpath=tmp_path / "prof")
     trainer = make_trainer(tmp_path, max_epochs=1, profiler=profiler)
     trainer.fit(ManualRegressor(), loader(regression_data(n=40), batch_size=4))
-    assert profiler.trace_path is not None and profiler.trace_path.is_file(), "no trace written (profiler never stepped)"
+    assert profiler.trace_path is not None and profiler.trace_path.is_file(), (
+        "no trace written (profiler never stepped)"
+    )
 
 
 def test_public_trainer_names_of_main_still_exist(tmp_path: Path) -> None:

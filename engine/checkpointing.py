@@ -131,7 +131,8 @@ def resolve_resume(trainer: Trainer, ckpt_path: str | Path) -> Path | None:
     fresh), or a path."""
     if str(ckpt_path) in ("last", "auto"):
         # resume=auto (a requeued job, maybe on another node count) falls back to an epoch-end checkpoint
-        found = _newest_in_folder(trainer, _other_global_batch(trainer) if str(ckpt_path) == "auto" else None)
+        why = _other_global_batch(trainer) if str(ckpt_path) == "auto" else None
+        found = _newest_in_folder(trainer, why, recover=True)
         if found is None and str(ckpt_path) == "last":
             raise CheckpointError(
                 f"resume=last but {trainer.default_root_dir / 'checkpoints'} holds no checkpoint; "
@@ -144,10 +145,13 @@ def resolve_resume(trainer: Trainer, ckpt_path: str | Path) -> Path | None:
     return path
 
 
-def _newest_in_folder(trainer: Trainer, unusable: Any = None) -> Path | None:
-    """The newest loadable checkpoint in <default_root_dir>/checkpoints (`unusable(state)`: why not)."""
+def _newest_in_folder(trainer: Trainer, unusable: Any = None, recover: bool = False) -> Path | None:
+    """The newest loadable checkpoint in <default_root_dir>/checkpoints (`unusable(state)`: why not).
+
+    `recover` (a fit resuming, on rank 0): first put back what a crash mid-save of a sharded
+    checkpoint left; validate/test/predict only read the folder (a fit may be saving into it)."""
     folder = Path(trainer.default_root_dir) / "checkpoints"
-    if folder.is_dir():  # what a crash mid-save of a sharded one left
+    if recover and folder.is_dir():
         FSDP.recover(folder)
     return find_resume_checkpoint(folder, unusable)
 

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 class FitLoop:
     """`trainer.fit_loop`: runs a fit over the trainer's module, loaders and optimizers."""
 
+    # Only these attributes: setting another of Lightning's loop attributes fails instead of being ignored.
+    __slots__ = ("trainer", "state", "automatic", "epoch_rng", "loaders_epoch", "started")
+
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.state = LoopState()
@@ -52,6 +55,12 @@ class FitLoop:
         self.epoch_rng: dict[str, Any] | None = None  # random state at the epoch's start (D.epoch_iterator)
         self.loaders_epoch = 0  # the epoch the current loaders were made for (reload_dataloaders_every_n_epochs)
         self.started = False  # the restore and sanity check passed: from here on, a failure is recorded
+
+    # Lightning's `trainer.fit_loop.max_epochs` & co. (e.g. raised before resuming): the Trainer's bounds.
+    max_epochs = property(lambda self: self.trainer.max_epochs, lambda self, v: setattr(self.trainer, "max_epochs", v))
+    max_steps = property(lambda self: self.trainer.max_steps, lambda self, v: setattr(self.trainer, "max_steps", v))
+    min_epochs = property(lambda self: self.trainer.min_epochs, lambda self, v: setattr(self.trainer, "min_epochs", v))
+    min_steps = property(lambda self: self.trainer.min_steps, lambda self, v: setattr(self.trainer, "min_steps", v))
 
     def run(self) -> None:
         trainer, state, hooks = self.trainer, self.state, self.trainer.hooks

@@ -252,8 +252,8 @@ TRAINER: dict[str, str] = {
     "sanity_checking": YES,
     "save_checkpoint": YES,
     "scaler": YES,
-    "strategy": "differs: the engine's Strategy, which compares equal to its name ('auto', 'ddp', 'fsdp'); "
-    "use torch.distributed or self.all_gather for collectives",
+    "strategy": "differs: the engine's Strategy, a str (its name: 'auto', 'ddp', 'fsdp') that also holds "
+    "the DDP/FSDP wrappers; use torch.distributed or self.all_gather for collectives",
     "test": YES,
     "test_dataloaders": YES,
     "testing": YES,

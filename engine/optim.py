@@ -56,7 +56,7 @@ class LightningOptimizer:
         module = self._trainer.module
         module.toggle_optimizer(self)
         try:
-            with self._trainer.strategy.no_sync(not sync_grad, restore=True):
+            with self._trainer.strategy.no_sync(not sync_grad, restore=not self._trainer.fit_loop.automatic):
                 yield
         finally:
             module.untoggle_optimizer(self)

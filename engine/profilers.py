@@ -185,10 +185,16 @@ class PyTorchProfiler(PassThroughProfiler):
 
         return traced
 
-    def profile(self, name: str) -> Any:
+    @contextmanager
+    def profile(self, name: str) -> Iterator[None]:
+        """As `wrap` for a block: "[phase] optimizer" (manual optimization's ``opt.step()``) also
+        counts a profiler step."""
         from torch.profiler import record_function
 
-        return record_function(name)
+        with record_function(name.removeprefix("[phase] ")):
+            yield
+        if name == "[phase] optimizer" and self._prof is not None:
+            self._prof.step()
 
     def teardown(self, trainer: Trainer) -> None:
         if self._prof is None:

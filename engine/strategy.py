@@ -109,13 +109,17 @@ class BackwardGate(nn.Module):
         return loss
 
 
-class Strategy:
-    """`trainer.strategy`: one process, DDP or FSDP. Compares equal to its name ('auto', 'ddp', 'fsdp').
+class Strategy(str):
+    """`trainer.strategy`: its name ('auto', 'ddp' or 'fsdp': a str, as the config's value), and what
+    runs the module over processes.
 
     Owns the wrapped module: `step_fn` is what the loops call as the training step, `ddp` and
     `fsdp` the wrappers (None when not in use); `no_sync` and `sync_without_loss` are the
     gradient-sync decisions of an accumulation window.
     """
+
+    def __new__(cls, name: str, *args: Any, **kwargs: Any) -> Strategy:
+        return super().__new__(cls, name)
 
     def __init__(
         self, name: str, find_unused_parameters: bool, fsdp_options: FSDP.FSDPOptions, devices: Any = "auto"
@@ -126,14 +130,6 @@ class Strategy:
         self.ddp: nn.Module | None = None
         self.fsdp: FSDP.Sharded | None = None  # strategy=fsdp with a process group: the sharded module
         self.ddp_buffers: list[torch.Tensor] = []  # manual optimization under DDP: broadcast each batch
-
-    def __eq__(self, other: object) -> bool:
-        return self.name == other if isinstance(other, str) else self is other
-
-    __hash__ = object.__hash__
-
-    def __str__(self) -> str:
-        return self.name
 
     def setup(self, trainer: Trainer, module: Module) -> None:
         """A verb starts: the plain training step; strategy=fsdp shards (before the optimizers are made)."""

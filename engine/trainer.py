@@ -242,6 +242,15 @@ class Trainer:
         return self.metrics.progress_bar(self.state.fn == TrainerFn.FITTING)
 
     results_prog_bar = _alias("metrics.prog_bar")
+    last_eval_metrics = _alias("metrics.last_eval")  # the latest validation/test epoch values
+
+    def logged_names(self) -> set[str]:
+        """Every metric name logged so far in this fit (callbacks check their `monitor` against it)."""
+        return self.metrics.names()
+
+    def summary(self, status: str = "success") -> dict[str, Any]:
+        """What summary.json and the logger's run summary hold."""
+        return self.fit_loop.summary(status)
 
     def progress_metrics(self) -> dict[str, float]:
         return self.metrics.progress()

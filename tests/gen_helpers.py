@@ -169,7 +169,12 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def engine_files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.py"))}
+    """Every file of an engine folder (code and its ARCHITECTURE.md), by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def template_engine(repo: Path, ref: str) -> dict[str, bytes]:

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from . import distributed as D
 from . import fsdp as FSDP
 from .checkpoint import (
@@ -41,13 +39,12 @@ def build(trainer: Trainer) -> dict[str, Any]:
     """Everything needed to resume (plain containers: every checkpoint loads with weights_only=True)."""
     module, loop = trainer.module, trainer.fit_loop
     # Per rank, in one gather: the random streams and the partial epoch sums (each rank's own).
-    per_rank = gather(
-        trainer,
+    per_rank = trainer.env.gather_object(
         {
             "rng": capture_rng_state(trainer.device),
             "results": trainer.metrics.train.state_dict(),
             "epoch_rng": loop.epoch_rng if not loop.state.epoch_done else None,
-        },
+        }
     )
     batch_size = getattr(trainer.train_loader, "batch_size", None)
     state = {
@@ -114,15 +111,6 @@ def save(trainer: Trainer, path: Path, weights_only: bool) -> None:
             raise CheckpointError(f"rank 0 could not save {path}: {failed}")
     if error is not None:
         raise error
-
-
-def gather(trainer: Trainer, obj: Any) -> list[Any]:
-    """Every rank's `obj`, in rank order (one process: [obj])."""
-    if not trainer.env.active:
-        return [obj]
-    out: list[Any] = [None] * trainer.world_size
-    torch.distributed.all_gather_object(out, obj)
-    return out
 
 
 # -- which checkpoint ------------------------------------------------------------------------------

@@ -33,7 +33,10 @@ def offline_run_dirs(root: str | Path) -> list[Path]:
     """Every ``offline-run-*`` folder under ``root`` (the ``wandb/`` folder or its parent)."""
     root = Path(root)
     wandb_dir = root if root.name == "wandb" else root / "wandb"
-    return sorted(p for p in wandb_dir.glob("offline-run-*") if p.is_dir())
+    # Oldest first: by the start time in the name (to the second), then, for runs started in the same
+    # second (their names then sort by run id), by when the folder last changed (runs here are sequential).
+    folders = [p for p in wandb_dir.glob("offline-run-*") if p.is_dir()]
+    return sorted(folders, key=lambda p: (p.name.split("-")[2], p.stat().st_mtime_ns))
 
 
 def run_files(root: str | Path) -> list[Path]:

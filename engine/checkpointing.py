@@ -27,6 +27,7 @@ from .checkpoint import (
     load_weights,
     restore_rng_state,
 )
+from .loop_state import LoopState
 from .results import Results
 from .version import __version__
 
@@ -149,9 +150,9 @@ def _other_global_batch(trainer: Trainer) -> Any:
 
     def why(state: dict[str, Any]) -> str | None:
         loop = state.get("loop") or {}
-        if loop.get("epoch_done") or not loop.get("batches_done"):
+        if not LoopState.mid_epoch(loop):
             return None
-        saved = (loop.get("batch_size") or 0) * (loop.get("world_size") or 1)
+        saved = LoopState.global_batch(loop)
         mine = (getattr(trainer.train_loader, "batch_size", None) or 0) * trainer.world_size
         return None if saved == mine else f"was saved mid-epoch with a global batch of {saved}, this run's is {mine}"
 
@@ -291,10 +292,10 @@ def restore(trainer: Trainer, ckpt_path: str | Path, weights_only: bool | None =
 def _check_data_position(trainer: Trainer, path: Path, loop: dict[str, Any]) -> None:
     """A mid-epoch checkpoint continues its epoch's data order only with the same global batch
     (the engine's sampler), or the same processes and batch size (your own sampler or an iterable)."""
-    if loop["epoch_done"] or loop["batches_done"] <= 0:
+    if not LoopState.mid_epoch(loop):
         return
     world, batch_size = trainer.world_size, getattr(trainer.train_loader, "batch_size", None)
-    saved_global = (loop.get("batch_size") or 0) * (loop.get("world_size") or 1)
+    saved_global = LoopState.global_batch(loop)
     if not isinstance(getattr(trainer.train_loader, "sampler", None), D.ResumableSampler):
         try:
             note = D.resume_check(trainer.train_loader, loop, world)

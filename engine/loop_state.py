@@ -78,6 +78,11 @@ class LoopState:
         """Whether a saved "loop" entry stopped inside an epoch (its data order must be continued)."""
         return not loop.get("epoch_done") and bool(loop.get("batches_done"))
 
+    @staticmethod
+    def global_batch(loop: dict[str, Any]) -> int:
+        """A saved "loop" entry's global batch, batch_size x processes (older checkpoints lack the key)."""
+        return (loop.get("batch_size") or 0) * (loop.get("world_size") or 1)
+
 
 @dataclass
 class Timer:

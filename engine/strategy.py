@@ -124,7 +124,7 @@ class Strategy(str):
     def __init__(
         self, name: str, find_unused_parameters: bool, fsdp_options: FSDP.FSDPOptions, devices: Any = "auto"
     ) -> None:
-        self.name, self.find_unused_parameters, self.fsdp_options = name, find_unused_parameters, fsdp_options
+        self.find_unused_parameters, self.fsdp_options = find_unused_parameters, fsdp_options
         self.devices = parse_devices(devices)  # None (one per process), a count, or the GPU indices
         self.step_fn: Callable[[Any, int], Any] | None = None
         self.ddp: nn.Module | None = None
@@ -134,7 +134,7 @@ class Strategy(str):
     def setup(self, trainer: Trainer, module: Module) -> None:
         """A verb starts: the plain training step; strategy=fsdp shards (before the optimizers are made)."""
         self.step_fn = training_step_fn(module)
-        if self.name != "fsdp":
+        if self != "fsdp":
             return
         if not trainer.env.active:
             warnings.warn(
